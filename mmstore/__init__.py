@@ -1,0 +1,40 @@
+"""mmstore: a plugin-based multimodal feature store and embedding service."""
+
+from mmstore.collection import Collection
+from mmstore.encoders import Encoder, EncoderIdentity, EncoderParams
+from mmstore.errors import (
+    AlreadyExistsError,
+    ConfigError,
+    DuplicateNameError,
+    EncoderError,
+    FilterError,
+    IndexDamagedError,
+    InvalidInputError,
+    MMStoreError,
+    NotFoundError,
+    PluginError,
+    ReadOnlyError,
+    RecordError,
+    SchemaError,
+    StoreClosedError,
+    StoreLockedError,
+    UnknownNameError,
+    WeightsUnavailableError,
+)
+from mmstore.hits import Hit, Hits
+from mmstore.hookspecs import hookimpl, hookspec
+from mmstore.ingest import IngestReport, Rejected
+from mmstore.modalities import Modality
+from mmstore.search import SpaceMismatchError
+from mmstore.store import Store, open
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AlreadyExistsError", "Collection", "ConfigError", "DuplicateNameError", "Encoder",
+    "EncoderError", "EncoderIdentity", "EncoderParams", "FilterError", "Hit", "Hits",
+    "IndexDamagedError", "IngestReport", "InvalidInputError", "MMStoreError", "Modality",
+    "NotFoundError", "PluginError", "ReadOnlyError", "RecordError", "Rejected", "SchemaError",
+    "SpaceMismatchError", "Store", "StoreClosedError", "StoreLockedError", "UnknownNameError",
+    "WeightsUnavailableError", "__version__", "hookimpl", "hookspec", "open",
+]

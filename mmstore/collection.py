@@ -1,0 +1,163 @@
+"""A collection: the records of one schema of fields. A facade over ingest, search, the
+indexes and the catalog; it delegates and does not grow features of its own."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import sqlalchemy as sa
+
+from mmstore import schema
+from mmstore.config import CollectionConfig, CollectionContext
+from mmstore.errors import NotFoundError
+from mmstore.events import RecordsDeleted
+from mmstore.fields import build_fields, describe
+from mmstore.filters import compile_filter
+from mmstore.hits import Hits
+from mmstore.hydrate import HitCache
+from mmstore.indexes import CollectionIndexes
+from mmstore.ingest import IngestReport, Ingestor, OnError, iter_ids
+from mmstore.search import Fusion, Searcher
+from mmstore.sources import DEFAULT_CHUNK
+
+if TYPE_CHECKING:
+    from mmstore.store import Store
+
+
+class Collection:
+    """Records with fields, their vectors and indexes. Get one from a :class:`Store`."""
+
+    def __init__(self, store: Store, name: str, config: CollectionConfig) -> None:
+        self.store, self.name, self.config = store, name, config
+        self.fields = build_fields(config, store.plugins)
+        self.context = CollectionContext(
+            name,
+            MappingProxyType({n: f.modality.name for n, f in self.fields.items()}),
+            MappingProxyType(config.options),
+        )
+        self.indexes = CollectionIndexes(store.catalog, store.path / "indexes" / name, name,
+                                         config.index, store.track)
+        self.cache = HitCache(store.catalog, name)
+        self._searcher = Searcher(self)
+
+    def __repr__(self) -> str:
+        return f"<Collection {self.name!r} fields={sorted(self.fields)}>"
+
+    def ingest(self, records: Any, *, on_error: OnError = "raise", progress: bool = False,
+               chunk_size: int = DEFAULT_CHUNK) -> IngestReport:
+        """Insert or update records by id; unchanged records are not re-encoded.
+
+        ``records``: a dict, a list or iterable of dicts, an Arrow table or a pandas frame.
+        With ``on_error="raise"`` the first bad record fails the call and nothing of it is
+        written; with ``"skip"`` bad records are left out and listed in the report.
+        """
+        self.store.check_open()
+        return Ingestor(self, on_error, progress, chunk_size).run(records)
+
+    def search(self, *, target: str | None = None, k: int = 10,
+               where: Mapping[str, Any] | None = None, vector: Any = None,
+               record: str | int | None = None, fusion: Fusion = "rrf",
+               weights: Mapping[str, float] | None = None, **values: Any) -> Hits:
+        """Nearest records to a query, best first.
+
+        Query with field or modality values (``text="red shoe"``), a raw ``vector``, or a
+        stored ``record`` id (itself excluded); ``target`` names the field searched;
+        ``where`` is a structured filter (:mod:`mmstore.filters`). Several queries fuse by
+        reciprocal rank (``fusion="rrf"``) or weighted scores (``"weighted"``).
+        """
+        self.store.check_open()
+        return self._searcher.search(target=target, k=k, where=where, vector=vector,
+                                     record=record, fusion=fusion, weights=weights,
+                                     values=values)
+
+    def get(self, ids: str | int | Iterable[str | int]) -> list[dict[str, Any]]:
+        """Records by id, in the order asked; raises NotFoundError naming missing ids."""
+        self.store.check_open()
+        wanted = list(iter_ids(ids))
+        t = schema.records
+        with self.store.catalog.reading() as conn:
+            rows = conn.execute(sa.select(t).where(t.c.collection == self.name,
+                                                   t.c.id.in_(wanted))).all()
+        found = {r.id: _record_dict(r) for r in rows}
+        missing = [i for i in wanted if i not in found]
+        if missing:
+            raise NotFoundError(f"collection {self.name!r} has no record with id "
+                                f"{', '.join(map(repr, missing[:10]))}"
+                                + (f" (and {len(missing) - 10} more)" if len(missing) > 10
+                                   else ""))
+        return [found[i] for i in wanted]
+
+    def delete(self, ids: str | int | Iterable[str | int]) -> int:
+        """Delete records by id (absent ids are ignored); return how many were deleted."""
+        self.store.check_open()
+        wanted = pa.table({"id": pa.array(list(iter_ids(ids)), pa.string())})
+        catalog = self.store.catalog
+        with catalog.transaction() as conn, catalog.arrow("mms_delete_ids", wanted):
+            gone = conn.exec_driver_sql(
+                "SELECT vid, field FROM mms_embeddings WHERE collection = ? AND record_id IN "
+                "(SELECT id FROM mms_delete_ids)", (self.name,)).fetchall()
+            deleted = [r[0] for r in conn.exec_driver_sql(
+                "DELETE FROM mms_records WHERE collection = ? AND id IN "
+                "(SELECT id FROM mms_delete_ids) RETURNING id", (self.name,)).fetchall()]
+            conn.exec_driver_sql(
+                "DELETE FROM mms_embeddings WHERE collection = ? AND record_id IN "
+                "(SELECT id FROM mms_delete_ids)", (self.name,))
+        for name in self.fields:
+            vids = np.array([v for v, f in gone if f == name], np.int64)
+            self.indexes.apply(name, None, vids)
+        self.cache.apply({}, (), (v for v, _ in gone), deleted)
+        if deleted:
+            self.store.track(RecordsDeleted(str(self.store.path), self.name, tuple(deleted)))
+        return len(deleted)
+
+    def count(self, where: Mapping[str, Any] | None = None) -> int:
+        """How many records (matching ``where``, when given)."""
+        self.store.check_open()
+        t = schema.records
+        with self.store.catalog.reading() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(t).where(
+                t.c.collection == self.name, compile_filter(where, t))).scalar_one())
+
+    def __len__(self) -> int:
+        return self.count()
+
+    def spaces(self) -> list[dict[str, Any]]:
+        """Each field's encoder identity and embedding space."""
+        return [describe(f) for f in self.fields.values()]
+
+    def info(self) -> dict[str, Any]:
+        """Counts, fields, and each field's index kind and parameters."""
+        out: dict[str, Any] = {"name": self.name, "records": len(self), "fields": []}
+        for f in self.fields.values():
+            index = self.indexes.get(f)
+            out["fields"].append(describe(f) | {"vectors": index.live, "index": index.params()})
+        return out
+
+    def optimize(self) -> None:
+        """Build or extend ANN indexes and compact deletions now, then save them."""
+        self.store.check_writable()
+        for f in self.fields.values():
+            self.indexes.get(f).optimize()
+            self.indexes.save(f)
+
+    def flush(self) -> None:
+        """Save indexes that have changes not yet in their files."""
+        if not self.store.read_only:
+            self.indexes.save_all(self.fields)
+
+
+def _record_dict(row: sa.Row) -> dict[str, Any]:
+    out: dict[str, Any] = {"id": row.id}
+    out.update({k: v for k, v in json.loads(row.sources).items() if v is not None})
+    if row.label is not None:
+        out["label"] = row.label
+    if row.ts is not None:
+        out["ts"] = row.ts
+    if row.meta is not None:
+        out["meta"] = json.loads(row.meta)
+    return out

@@ -1,0 +1,108 @@
+"""The encoder contract: a class with a name, declared modalities and dimension, that turns a
+batch of decoded items into an ``(n, dim)`` float32 array. Plugins subclass :class:`Encoder`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from mmstore.errors import ConfigError
+
+Metric = Literal["cosine", "ip"]
+
+
+class EncoderParams(BaseModel):
+    """Base for an encoder's parameters: typed, and unknown keys are refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def canonical_json(value: Any) -> str:
+    """JSON with sorted keys and no spaces: the stable form hashed into identities."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+@dataclass(frozen=True)
+class EncoderIdentity:
+    """What produced a vector: stored beside it, and enough to rebuild the encoder."""
+
+    name: str
+    version: str
+    params: dict[str, Any]
+    plugin: str
+    plugin_version: str
+    dim: int
+    metric: str
+    space: str
+    key: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        blob = canonical_json([self.name, self.version, self.params, self.dim, self.metric])
+        object.__setattr__(self, "key", hashlib.sha256(blob.encode()).hexdigest()[:16])
+
+
+class Encoder(ABC):
+    """Base class of every encoder.
+
+    ``__init__`` only validates and stores parameters; weights load lazily on the first
+    :meth:`encode`. ``dim`` comes from configuration, never from a probe.
+    """
+
+    name: ClassVar[str]
+    version: ClassVar[str] = "1"
+    modalities: ClassVar[tuple[str, ...]]
+    Params: ClassVar[type[EncoderParams]] = EncoderParams
+    #: preferred batch size for :meth:`encode`
+    batch_size: int = 64
+
+    def __init__(self, **params: Any) -> None:
+        try:
+            self.params = self.Params(**params)
+        except ValidationError as e:
+            raise ConfigError(f"encoder {self.name!r}: invalid parameters: {e}") from e
+
+    @property
+    @abstractmethod
+    def dim(self) -> int:
+        """Length of each vector."""
+
+    @property
+    def metric(self) -> Metric:
+        """How vectors compare: ``cosine`` (normalized, inner product) or ``ip``."""
+        return "cosine"
+
+    def space(self) -> str:
+        """Vectors of two modalities are comparable iff their encoders' spaces are equal."""
+        return f"{self.name}:{self.identity_params_key()}"
+
+    def identity_params(self) -> dict[str, Any]:
+        """Parameters that define the vectors (secrets and device choices left out)."""
+        return self.params.model_dump(mode="json", exclude=set(self.runtime_params()))
+
+    def runtime_params(self) -> tuple[str, ...]:
+        """Parameter names that change how, not what, is computed (device, batch size)."""
+        return ("device", "batch_size")
+
+    def identity_params_key(self) -> str:
+        blob = canonical_json([self.version, self.identity_params()])
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def check(self, item: Any) -> None:  # noqa: B027 - optional per-item check
+        """Raise ``ValueError`` if one validated item cannot be encoded (a wrong dimension).
+
+        Called per record before a batch is encoded, so the error names the record.
+        """
+
+    @abstractmethod
+    def encode(self, items: Sequence[Any], modality: str) -> np.ndarray:
+        """Encode decoded items of ``modality``; returns ``(len(items), dim)`` float32."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook for encoders holding resources
+        """Release models or resources (called when the store closes)."""

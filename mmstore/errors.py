@@ -1,0 +1,149 @@
+"""The error hierarchy: one root that knows its HTTP status, subclasses that also inherit
+the nearest builtin, and messages that say what failed, which name, and what to do."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class MMStoreError(Exception):
+    """Root of every error mmstore raises on purpose."""
+
+    http_status: int = 500
+
+
+class ConfigError(MMStoreError, ValueError):
+    """A configuration (collection, encoder, plugin option) is invalid."""
+
+    http_status = 400
+
+
+class UnknownNameError(MMStoreError, KeyError):
+    """A name (encoder, modality, collection, field, head) is not known.
+
+    The message lists what is available and the closest match.
+    """
+
+    http_status = 404
+
+    def __init__(self, kind: str, name: str, available: Iterable[str], hint: str = "") -> None:
+        self.kind, self.name = kind, name
+        self.available = sorted(available)
+        close = difflib.get_close_matches(name, self.available, n=1)
+        msg = f"unknown {kind} {name!r}; available: {', '.join(self.available) or '(none)'}"
+        if close:
+            msg += f"; did you mean {close[0]!r}?"
+        if hint:
+            msg += f". {hint}"
+        super().__init__(msg)
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class DuplicateNameError(MMStoreError, ValueError):
+    """Two plugins registered the same name for one kind of thing."""
+
+    http_status = 500
+
+    def __init__(self, kind: str, name: str, first: str, second: str) -> None:
+        self.kind, self.name, self.plugins = kind, name, (first, second)
+        super().__init__(
+            f"{kind} {name!r} is registered by two plugins: {first!r} and {second!r}; "
+            "uninstall or block one of them (or rename its class's `name`)"
+        )
+
+
+class AlreadyExistsError(MMStoreError, ValueError):
+    """Something created twice (a collection)."""
+
+    http_status = 409
+
+
+class NotFoundError(MMStoreError, KeyError):
+    """A lookup found nothing (records by id)."""
+
+    http_status = 404
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class RecordError(MMStoreError, ValueError):
+    """A record was rejected: it names the record, the field and what to do."""
+
+    http_status = 422
+
+    def __init__(self, record_id: object, field: str | None, problem: str) -> None:
+        self.record_id, self.field, self.problem = record_id, field, problem
+        where = f"record {record_id!r}" + (f", field {field!r}" if field else "")
+        super().__init__(f"{where}: {problem}")
+
+
+class InvalidInputError(MMStoreError, ValueError):
+    """A request argument (query, filter, k) is invalid."""
+
+    http_status = 400
+
+
+class FilterError(InvalidInputError):
+    """A structured filter could not be compiled."""
+
+
+class PluginError(MMStoreError, RuntimeError):
+    """A plugin raised or returned something it must not; chained to the cause."""
+
+    http_status = 500
+
+    def __init__(self, plugin: str, what: str) -> None:
+        self.plugin = plugin
+        super().__init__(f"plugin {plugin!r}: {what}")
+
+
+class EncoderError(PluginError):
+    """An encoder failed or returned a malformed batch."""
+
+
+class WeightsUnavailableError(MMStoreError, FileNotFoundError):
+    """Model weights are neither a local file nor in a warm cache, and there is no network."""
+
+    http_status = 503
+
+
+class StoreLockedError(MMStoreError, RuntimeError):
+    """Another process holds the store for writing (DuckDB allows one writer)."""
+
+    http_status = 423
+
+    def __init__(self, path: str, holder: str) -> None:
+        self.path, self.holder = path, holder
+        super().__init__(
+            f"store {path!r} is locked for writing by {holder}; close that process, "
+            "open read-only (mmstore.open(path, read_only=True)), or send writes to the "
+            "service that holds it"
+        )
+
+
+class ReadOnlyError(MMStoreError, PermissionError):
+    """A write was attempted on a store opened read-only."""
+
+    http_status = 403
+
+
+class StoreClosedError(MMStoreError, RuntimeError):
+    """The store was used after close()."""
+
+    http_status = 500
+
+
+class SchemaError(MMStoreError, RuntimeError):
+    """The catalog's schema revision is unknown to this version of mmstore."""
+
+    http_status = 500
+
+
+class IndexDamagedError(MMStoreError, RuntimeError):
+    """An index file does not match its manifest (checked before use, then rebuilt)."""
+
+    http_status = 500

@@ -1,0 +1,60 @@
+"""Search results: a list of :class:`Hit` that also converts to Arrow and pandas."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search hit: the record's id, its score, the field matched, and its fields."""
+
+    id: str
+    score: float
+    field: str
+    label: str | None = None
+    ts: dt.datetime | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    #: the record's inline sources (text of text fields)
+    values: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def modality(self) -> str:
+        """Alias kept for readers of the design sketch: the field that matched."""
+        return self.field
+
+
+class Hits(list[Hit]):
+    """Hits, best first."""
+
+    @property
+    def ids(self) -> list[str]:
+        return [h.id for h in self]
+
+    @property
+    def scores(self) -> list[float]:
+        return [h.score for h in self]
+
+    def to_arrow(self) -> pa.Table:
+        import json
+
+        return pa.table(
+            {
+                "id": pa.array(self.ids, pa.string()),
+                "score": pa.array(self.scores, pa.float32()),
+                "field": pa.array([h.field for h in self], pa.string()),
+                "label": pa.array([h.label for h in self], pa.string()),
+                "ts": pa.array([h.ts for h in self], pa.timestamp("us")),
+                "meta": pa.array([json.dumps(h.meta) for h in self], pa.string()),
+                "values": pa.array([json.dumps(h.values) for h in self], pa.string()),
+            }
+        )
+
+    def to_pandas(self) -> Any:
+        import pandas as pd
+
+        return pd.DataFrame([asdict(h) for h in self], columns=list(Hit.__dataclass_fields__))

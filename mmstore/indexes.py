@@ -1,0 +1,210 @@
+"""The indexes of one collection as a cache of the catalog: loaded on first use, checked
+against their manifest rows (checksum, dimension, encoder), rebuilt when they do not match,
+caught up with what the catalog holds beyond them, and saved atomically."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import sqlalchemy as sa
+
+from mmstore import schema
+from mmstore.atomic import sha256_file, write_atomic
+from mmstore.catalog import Catalog
+from mmstore.config import IndexOptions
+from mmstore.events import Event, IndexRebuilt, IndexSaved
+from mmstore.fields import Field
+from mmstore.index import VectorIndex
+
+log = logging.getLogger(__name__)
+#: save an index once this many changes are not yet in its file
+SAVE_EVERY = 200_000
+
+
+@dataclass
+class _Entry:
+    index: VectorIndex
+    unsaved: int = 0
+
+
+class CollectionIndexes:
+    """Indexes of one collection's fields, keyed by field name."""
+
+    def __init__(
+        self, catalog: Catalog, folder: Path, collection: str, options: IndexOptions,
+        track: Callable[[Event], None],
+    ) -> None:
+        self.catalog, self.folder, self.collection = catalog, folder, collection
+        self.options, self.track = options, track
+        self._entries: dict[str, _Entry] = {}
+
+    def get(self, field: Field) -> VectorIndex:
+        """The field's index, loaded (or rebuilt) and caught up on first use."""
+        entry = self._entries.get(field.name)
+        if entry is None:
+            entry = self._entries[field.name] = self._load(field)
+        return entry.index
+
+    def loaded(self, name: str) -> bool:
+        return name in self._entries
+
+    # -- loading ------------------------------------------------------------------------
+    def _file(self, field: Field) -> Path:
+        return self.folder / f"{field.name}-{field.key}.mmi"
+
+    def _load(self, field: Field) -> _Entry:
+        index, reason = self._from_file(field)
+        if index is None:
+            index = VectorIndex(field.identity.dim, self.options)
+            if reason != "no index yet":
+                log.warning("index %s.%s rebuilt: %s", self.collection, field.name, reason)
+                self.track(IndexRebuilt(str(self.catalog.path.parent), self.collection,
+                                        field.name, reason))
+        changed = self._catch_up(field, index)
+        return _Entry(index, unsaved=changed + (0 if reason is None else index.size))
+
+    def _manifest(self, field: Field) -> sa.Row | None:
+        t = schema.indexes
+        with self.catalog.reading() as conn:
+            return conn.execute(
+                sa.select(t).where(t.c.collection == self.collection, t.c.field == field.name)
+            ).first()
+
+    def _from_file(self, field: Field) -> tuple[VectorIndex | None, str | None]:
+        """The saved index if it matches its manifest, else None and why not."""
+        row = self._manifest(field)
+        if row is None:
+            return None, "no index yet"
+        path = self.folder / row.file
+        if not path.is_file():
+            return None, f"file {row.file} is missing"
+        if row.encoder_key != field.key:
+            return None, f"built for encoder {row.encoder_key}, field now uses {field.key}"
+        if row.dim != field.identity.dim:
+            return None, f"dimension {row.dim} does not match the field's {field.identity.dim}"
+        digest, data = sha256_file(path)
+        if digest != row.checksum:
+            return None, f"checksum of {row.file} does not match the manifest"
+        try:
+            index = VectorIndex.from_bytes(data, self.options)
+        except Exception as e:  # a file we wrote, checksum-verified, yet unreadable
+            return None, f"file {row.file} is unreadable: {e}"
+        if index.dim != field.identity.dim or index.last_vid != row.last_vid:
+            return None, "file contents do not match the manifest"
+        return index, None
+
+    def _catch_up(self, field: Field, index: VectorIndex) -> int:
+        """Apply what the catalog holds beyond the index: deletions and newer vectors."""
+        live = self.live_vids(field)
+        stale = index.live_vids()
+        gone = stale[~np.isin(stale, live, assume_unique=True)]
+        index.remove(gone)
+        newer = live[live > index.last_vid]
+        known = live[live <= index.last_vid]
+        missing = known[~np.isin(known, stale, assume_unique=True)]
+        if len(missing):  # the catalog has rows the index never saw: do not trust it
+            log.warning("index %s.%s lacks %d catalog rows; rebuilding",
+                        self.collection, field.name, len(missing))
+            index.__init__(field.identity.dim, self.options)  # type: ignore[misc]
+            newer = live
+        if len(newer):
+            vids, vectors = self.read_vectors(field, after=index.last_vid)
+            index.add(vids, vectors)
+        if index.needs_optimize():
+            index.optimize()
+        return len(gone) + len(newer)
+
+    def live_vids(self, field: Field) -> np.ndarray:
+        t = self.catalog.query_arrow(
+            "SELECT vid FROM mms_embeddings WHERE collection = ? AND field = ? "
+            "AND encoder_key = ? ORDER BY vid", [self.collection, field.name, field.key],
+        )
+        return t.column("vid").to_numpy().astype(np.int64, copy=False)
+
+    def read_vectors(self, field: Field, after: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Vids and vectors of the field newer than ``after``, in vid order, through Arrow."""
+        t = self.catalog.query_arrow(
+            "SELECT vid, vector FROM mms_embeddings WHERE collection = ? AND field = ? "
+            "AND encoder_key = ? AND vid > ? ORDER BY vid",
+            [self.collection, field.name, field.key, after],
+        )
+        return t.column("vid").to_numpy().astype(np.int64), blobs_to_matrix(
+            t.column("vector"), field.identity.dim)
+
+    # -- updates and saving -------------------------------------------------------------
+    def apply(self, name: str, added: tuple[np.ndarray, np.ndarray] | None,
+              removed: np.ndarray) -> None:
+        """Apply a committed change to a loaded index (unloaded ones catch up on load)."""
+        entry = self._entries.get(name)
+        if entry is None:
+            return
+        entry.index.remove(removed)
+        if added is not None and len(added[0]):
+            entry.index.add(*added)
+        entry.unsaved += len(removed) + (0 if added is None else len(added[0]))
+
+    def forget(self, name: str) -> None:
+        """Drop a loaded index so the next use reloads and catches up from the catalog."""
+        self._entries.pop(name, None)
+
+    def maybe_save(self, fields: dict[str, Field]) -> None:
+        for name, entry in self._entries.items():
+            if entry.unsaved >= SAVE_EVERY:
+                self.save(fields[name])
+
+    def save_all(self, fields: dict[str, Field], optimize: bool = True) -> None:
+        for name, entry in list(self._entries.items()):
+            if optimize and entry.index.needs_optimize():
+                entry.index.optimize()
+                entry.unsaved += 1
+            if entry.unsaved:
+                self.save(fields[name])
+
+    def save(self, field: Field) -> None:
+        """Write the index atomically, then record its manifest row."""
+        entry = self._entries[field.name]
+        index = entry.index
+        path = self._file(field)
+        checksum = write_atomic(path, [index.to_bytes()])
+        t = schema.indexes
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        with self.catalog.transaction() as conn:
+            conn.execute(t.delete().where(t.c.collection == self.collection,
+                                          t.c.field == field.name))
+            conn.execute(t.insert().values(
+                collection=self.collection, field=field.name, encoder_key=field.key,
+                kind=index.kind, file=path.name, checksum=checksum, dim=index.dim,
+                count=index.live, last_vid=index.last_vid, params=json.dumps(index.params()),
+                updated_at=now,
+            ))
+        for old in self.folder.glob(f"{field.name}-*.mmi"):
+            if old != path:
+                old.unlink(missing_ok=True)
+        entry.unsaved = 0
+        self.track(IndexSaved(str(self.catalog.path.parent), self.collection, field.name,
+                              str(path), index.live))
+
+
+def blobs_to_matrix(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
+    """A column of float32 blobs as an ``(n, dim)`` array (one copy, no per-row Python)."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    n = len(array)
+    if n == 0:
+        return np.empty((0, dim), np.float32)
+    if pa.types.is_fixed_size_binary(array.type):
+        data = np.frombuffer(array.buffers()[1], np.uint8, n * dim * 4, array.offset * dim * 4)
+    else:
+        if array.type != pa.large_binary():
+            array = array.cast(pa.large_binary())
+        offsets = np.frombuffer(array.buffers()[1], np.int64, n + 1, array.offset * 8)
+        if not (np.diff(offsets) == dim * 4).all():
+            raise ValueError(f"stored vectors are not all {dim}-dimensional float32")
+        data = np.frombuffer(array.buffers()[2], np.uint8, n * dim * 4, int(offsets[0]))
+    return data.view(np.float32).reshape(n, dim).copy()

@@ -1,0 +1,38 @@
+"""The modality contract: what values a modality accepts, how they are validated and
+stored, and how a stored source is turned back into something an encoder takes."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from mmstore.errors import RecordError
+
+
+class Modality:
+    """Base class of every modality.
+
+    ``validate`` raises :class:`~mmstore.errors.RecordError` naming the record; what it
+    returns is what encoders receive. ``to_source`` gives the JSON-able form stored in the
+    catalog (inline text, a media digest, a reference) and ``from_source`` reverses it, so
+    that a new encoder can re-embed without the originals.
+    """
+
+    name: ClassVar[str]
+    #: whether values are small enough to keep inline in the catalog
+    inline: ClassVar[bool] = True
+
+    def validate(self, value: Any, record_id: object, field: str) -> Any:
+        """Check and normalize one value; raise RecordError if it is unusable."""
+        raise RecordError(record_id, field, f"modality {self.name!r} accepts no values")
+
+    def to_source(self, value: Any) -> Any:
+        """The JSON-able form kept in the catalog."""
+        return value
+
+    def from_source(self, source: Any) -> Any:
+        """Rebuild an encoder input from what :meth:`to_source` stored."""
+        return source
+
+    def fingerprint(self, value: Any) -> str:
+        """A stable string of the validated value, hashed to detect unchanged content."""
+        return repr(self.to_source(value))

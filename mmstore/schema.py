@@ -1,0 +1,99 @@
+"""The catalog schema, declared once: Alembic's migrations must produce exactly this.
+
+The large tables (records, embeddings) carry no primary-key index: DuckDB's ART index makes
+bulk inserts several times slower, and the single writer keeps ids unique itself.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+collections = sa.Table(
+    "mms_collections", metadata,
+    sa.Column("name", sa.String, primary_key=True),
+    sa.Column("config", sa.String, nullable=False),  # JSON of CollectionConfig
+    sa.Column("created_at", sa.DateTime, nullable=False),
+)
+
+counters = sa.Table(
+    "mms_counters", metadata,
+    sa.Column("name", sa.String, primary_key=True),
+    sa.Column("value", sa.BigInteger, nullable=False),
+)
+
+encoders = sa.Table(
+    "mms_encoders", metadata,
+    sa.Column("key", sa.String, primary_key=True),
+    sa.Column("name", sa.String, nullable=False),
+    sa.Column("version", sa.String, nullable=False),
+    sa.Column("params", sa.String, nullable=False),  # JSON, secrets never included
+    sa.Column("plugin", sa.String, nullable=False),
+    sa.Column("plugin_version", sa.String, nullable=False),
+    sa.Column("dim", sa.Integer, nullable=False),
+    sa.Column("metric", sa.String, nullable=False),
+    sa.Column("space", sa.String, nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+)
+
+fields = sa.Table(
+    "mms_fields", metadata,
+    sa.Column("collection", sa.String, primary_key=True),
+    sa.Column("field", sa.String, primary_key=True),
+    sa.Column("modality", sa.String, nullable=False),
+    sa.Column("encoder_key", sa.String, nullable=False),
+)
+
+records = sa.Table(
+    "mms_records", metadata,
+    sa.Column("collection", sa.String, nullable=False),
+    sa.Column("id", sa.String, nullable=False),
+    sa.Column("rev", sa.BigInteger, nullable=False),
+    sa.Column("content_hash", sa.String, nullable=False),
+    sa.Column("label", sa.String),
+    sa.Column("ts", sa.DateTime),
+    sa.Column("meta", sa.String),  # JSON object
+    sa.Column("sources", sa.String, nullable=False),  # JSON: field -> stored source
+    sa.Column("run_id", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+)
+
+embeddings = sa.Table(
+    "mms_embeddings", metadata,
+    sa.Column("vid", sa.BigInteger, nullable=False),
+    sa.Column("collection", sa.String, nullable=False),
+    sa.Column("record_id", sa.String, nullable=False),
+    sa.Column("field", sa.String, nullable=False),
+    sa.Column("encoder_key", sa.String, nullable=False),
+    sa.Column("source_hash", sa.String, nullable=False),
+    sa.Column("vector", sa.LargeBinary, nullable=False),  # float32 little-endian, dim * 4 bytes
+)
+
+indexes = sa.Table(
+    "mms_indexes", metadata,
+    sa.Column("collection", sa.String, primary_key=True),
+    sa.Column("field", sa.String, primary_key=True),
+    sa.Column("encoder_key", sa.String, nullable=False),
+    sa.Column("kind", sa.String, nullable=False),
+    sa.Column("file", sa.String, nullable=False),
+    sa.Column("checksum", sa.String, nullable=False),
+    sa.Column("dim", sa.Integer, nullable=False),
+    sa.Column("count", sa.BigInteger, nullable=False),
+    sa.Column("last_vid", sa.BigInteger, nullable=False),
+    sa.Column("params", sa.String, nullable=False),  # JSON
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+)
+
+ingest_runs = sa.Table(
+    "mms_ingest_runs", metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("collection", sa.String, nullable=False),
+    sa.Column("started_at", sa.DateTime, nullable=False),
+    sa.Column("finished_at", sa.DateTime),
+    sa.Column("status", sa.String, nullable=False),
+    sa.Column("received", sa.BigInteger, nullable=False),
+    sa.Column("written", sa.BigInteger, nullable=False),
+    sa.Column("unchanged", sa.BigInteger, nullable=False),
+    sa.Column("rejected", sa.BigInteger, nullable=False),
+)

@@ -1,0 +1,217 @@
+"""Search: resolve the query (values to encode, a raw vector, or a stored record), check
+that query and target share a space, restrict by a filter, search the target field's index,
+and fuse several queries by reciprocal rank or weighted scores."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import sqlalchemy as sa
+
+from mmstore import schema
+from mmstore.errors import InvalidInputError, NotFoundError, RecordError, UnknownNameError
+from mmstore.fields import Field
+from mmstore.filters import compile_filter
+from mmstore.hits import Hit, Hits
+from mmstore.ingest import check_vectors, encode_batch
+
+if TYPE_CHECKING:
+    from mmstore.collection import Collection
+
+MAX_K = 10_000
+RRF_K = 60
+Fusion = Literal["rrf", "weighted"]
+
+
+class SpaceMismatchError(InvalidInputError):
+    """Query and target fields live in different embedding spaces."""
+
+
+@dataclass(frozen=True)
+class Query:
+    """One query vector and the field whose space it lives in."""
+
+    field: Field
+    vector: np.ndarray
+    weight: float = 1.0
+
+
+class Searcher:
+    """Runs searches for one collection."""
+
+    def __init__(self, col: Collection) -> None:
+        self.col = col
+
+    def search(
+        self, *, target: str | None, k: int, where: Mapping[str, Any] | None,
+        vector: Any, record: str | int | None, fusion: Fusion,
+        weights: Mapping[str, float] | None, values: dict[str, Any],
+    ) -> Hits:
+        _check_k(k)
+        if fusion not in ("rrf", "weighted"):
+            raise InvalidInputError(f"fusion must be 'rrf' or 'weighted', got {fusion!r}")
+        tgt = self._target(target, values, record is not None or vector is not None)
+        queries = self._queries(tgt, values, vector, record, weights or {})
+        for q in queries:
+            _check_space(q.field, tgt)
+        allowed = self.allowed_vids(tgt, where) if where else None
+        exclude = str(record) if record is not None else None
+        per_query = k if len(queries) == 1 else max(k * 4, 50)
+        results = [self._one(tgt, q, per_query + (exclude is not None), allowed, exclude)
+                   for q in queries]
+        if len(results) == 1:
+            return Hits(results[0][:k])
+        return fuse(results, queries, fusion, k)
+
+    # -- resolution ---------------------------------------------------------------------
+    def _target(self, target: str | None, values: dict[str, Any], raw: bool) -> Field:
+        fields = self.col.fields
+        if target is not None:
+            if target not in fields:
+                raise UnknownNameError("field", target, fields)
+            return fields[target]
+        if len(fields) == 1:
+            return next(iter(fields.values()))
+        if len(values) == 1 and not raw:
+            name = next(iter(values))
+            if name in fields:
+                return fields[name]
+            same = [f for f in fields.values() if f.modality.name == name]
+            if len(same) == 1:
+                return same[0]
+        raise InvalidInputError(f"say which field to search: target= one of {sorted(fields)}")
+
+    def _queries(self, tgt: Field, values: dict[str, Any], vector: Any,
+                 record: str | int | None, weights: Mapping[str, float]) -> list[Query]:
+        given = len(values) + (vector is not None) + (record is not None)
+        if given == 0:
+            raise InvalidInputError("give something to search with: a field value "
+                                    "(text=...), vector= or record=")
+        out = [self._encode_query(name, value, tgt, weights.get(name, 1.0))
+               for name, value in values.items()]
+        if vector is not None:
+            out.append(Query(tgt, self._raw_vector(vector, tgt), weights.get("vector", 1.0)))
+        if record is not None:
+            out.append(self._record_query(str(record), tgt, weights.get("record", 1.0)))
+        return out
+
+    def _query_field(self, name: str, tgt: Field) -> Field:
+        fields = self.col.fields
+        if name in fields:
+            return fields[name]
+        if tgt.modality.name == name:
+            return tgt
+        same = [f for f in fields.values()
+                if f.modality.name == name and f.identity.space == tgt.identity.space]
+        if same:
+            return same[0]
+        modalities = sorted({f.modality.name for f in fields.values()})
+        raise UnknownNameError("query field or modality", name, [*fields, *modalities])
+
+    def _encode_query(self, name: str, value: Any, tgt: Field, weight: float) -> Query:
+        f = self._query_field(name, tgt)
+        hook = self.col.store.plugins.hook
+        try:
+            item = hook.mmstore_load_payload(modality=f.modality, value=value,
+                                             record_id="<query>", field=name)
+            f.encoder.check(item)
+        except RecordError as e:
+            raise InvalidInputError(f"query {name}=: {e.problem}") from e
+        except ValueError as e:
+            raise InvalidInputError(f"query {name}=: {e}") from e
+        return Query(f, encode_batch(hook, f, [item])[0], weight)
+
+    def _raw_vector(self, vector: Any, tgt: Field) -> np.ndarray:
+        try:
+            arr = np.asarray(vector, dtype=np.float32)
+        except (TypeError, ValueError) as e:
+            raise InvalidInputError(f"vector= is not numeric: {e}") from e
+        if arr.shape != (tgt.identity.dim,):
+            raise InvalidInputError(f"vector= has shape {arr.shape}; field {tgt.name!r} "
+                                    f"holds {tgt.identity.dim}-d vectors")
+        if not np.isfinite(arr).all():
+            raise InvalidInputError("vector= holds NaN or infinite values")
+        try:
+            return check_vectors(tgt.encoder, tgt, arr[None, :], 1)[0]
+        except Exception as e:
+            raise InvalidInputError(f"vector= cannot be used: {e}") from e
+
+    def _record_query(self, rid: str, tgt: Field, weight: float) -> Query:
+        """The record's stored vector in the target field, or in a field of its space."""
+        candidates = [tgt] + [f for f in self.col.fields.values()
+                              if f is not tgt and f.identity.space == tgt.identity.space]
+        owned = self._owned(rid)
+        for f in candidates:
+            index = self.col.indexes.get(f)
+            vids = [vid for vid, name in owned if name == f.name]
+            pos = index.positions(np.asarray(vids, np.int64))
+            pos = pos[~index.dead[pos]]
+            if len(pos):
+                return Query(f, index.vectors_at(pos[-1:])[0], weight)
+        self.col.get([rid])  # raises NotFoundError when the record does not exist
+        raise NotFoundError(f"record {rid!r} has no vector in field {tgt.name!r} or a field of "
+                            "its space; search with another target")
+
+    def _owned(self, rid: str) -> list[tuple[int, str]]:
+        t = self.col.store.catalog.query_arrow(
+            "SELECT vid, field FROM mms_embeddings WHERE collection = ? AND record_id = ?",
+            [self.col.name, rid])
+        return list(zip(t.column("vid").to_pylist(), t.column("field").to_pylist(), strict=True))
+
+    # -- execution ----------------------------------------------------------------------
+    def allowed_vids(self, tgt: Field, where: Mapping[str, Any]) -> np.ndarray:
+        """Vids of the target field whose records match the filter (bound parameters)."""
+        r, e = schema.records, schema.embeddings
+        stmt = (
+            sa.select(e.c.vid)
+            .select_from(e.join(r, sa.and_(r.c.collection == e.c.collection,
+                                           r.c.id == e.c.record_id)))
+            .where(e.c.collection == self.col.name, e.c.field == tgt.name,
+                   e.c.encoder_key == tgt.key, compile_filter(where, r))
+            .order_by(e.c.vid)
+        )
+        table = self.col.store.catalog.select_arrow(stmt)
+        return table.column("vid").to_numpy().astype(np.int64, copy=False)
+
+    def _one(self, tgt: Field, q: Query, k: int, allowed: np.ndarray | None,
+             exclude: str | None) -> Hits:
+        index = self.col.indexes.get(tgt)
+        result = index.search(q.vector[None, :], k, allowed)
+        return self.col.cache.hits(tgt.name, result.scores[0], result.vids[0], k, exclude)
+
+
+def fuse(results: list[Hits], queries: list[Query], fusion: Fusion, k: int) -> Hits:
+    """Reciprocal-rank fusion (sum of 1/(60 + rank)) or a weighted sum of scores."""
+    scores: dict[str, float] = defaultdict(float)
+    first: dict[str, Hit] = {}
+    for hits, q in zip(results, queries, strict=True):
+        for rank, hit in enumerate(hits, start=1):
+            contribution = 1.0 / (RRF_K + rank) if fusion == "rrf" else hit.score
+            scores[hit.id] += q.weight * contribution
+            first.setdefault(hit.id, hit)
+    best = sorted(scores, key=lambda i: (-scores[i], i))[:k]
+    out = Hits()
+    for rid in best:
+        h = first[rid]
+        out.append(Hit(rid, scores[rid], h.field, h.label, h.ts, h.meta, h.values))
+    return out
+
+
+def _check_k(k: Any) -> None:
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
+        raise InvalidInputError(f"k must be an int from 1 to {MAX_K}, got {k!r}")
+
+
+def _check_space(query: Field, target: Field) -> None:
+    if query.identity.space != target.identity.space:
+        raise SpaceMismatchError(
+            f"field {query.name!r} ({query.identity.name}) and field {target.name!r} "
+            f"({target.identity.name}) are in different embedding spaces; no retrieval head "
+            f"bridges them yet: train one with col.train_head('{query.name}2{target.name}', "
+            f"kind='retrieval', query='{query.name}', target='{target.name}') and search "
+            "with head=..."
+        )

@@ -1,0 +1,78 @@
+"""What ``ingest`` accepts, turned into a stream of chunks of record dicts: a dict, a list of
+dicts, an Arrow table, batch or reader, a pandas frame, or any iterable (read lazily, so
+memory stays bounded by the chunk size)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from mmstore.errors import InvalidInputError
+
+DEFAULT_CHUNK = 4096
+
+
+def chunks(source: Any, size: int = DEFAULT_CHUNK) -> Iterator[list[dict[str, Any]]]:
+    """Yield lists of at most ``size`` record dicts."""
+    if isinstance(source, Mapping):
+        yield [dict(source)]
+    elif isinstance(source, pa.Table):
+        yield from _arrow_batches(source.to_batches(max_chunksize=size))
+    elif isinstance(source, pa.RecordBatch):
+        yield from _arrow_batches([source])
+    elif isinstance(source, pa.RecordBatchReader):
+        yield from _arrow_batches(source)
+    elif _is_pandas(source):
+        for start in range(0, len(source), size):
+            yield [_from_pandas_row(r) for r in source.iloc[start:start + size].to_dict("records")]
+    elif isinstance(source, Iterable) and not isinstance(source, str | bytes):
+        iterator = iter(source)
+        while batch := list(itertools.islice(iterator, size)):
+            yield batch
+    else:
+        raise InvalidInputError(
+            f"cannot ingest a {type(source).__name__}: pass a dict, a list or iterable of "
+            "dicts, an Arrow table or a pandas DataFrame"
+        )
+
+
+def _is_pandas(source: Any) -> bool:
+    return type(source).__module__.startswith("pandas") and hasattr(source, "iloc")
+
+
+def _from_pandas_row(row: dict[str, Any]) -> dict[str, Any]:
+    """Drop pandas' missing-value markers so that an absent value reads as absent."""
+    out = {}
+    for k, v in row.items():
+        if v is None or (isinstance(v, float) and v != v):
+            continue
+        if type(v).__name__ in ("NaTType", "NAType"):
+            continue
+        out[k] = v
+    return out
+
+
+def _arrow_batches(batches: Iterable[pa.RecordBatch]) -> Iterator[list[dict[str, Any]]]:
+    for batch in batches:
+        columns: dict[str, Any] = {}
+        for name, column in zip(batch.schema.names, batch.columns, strict=True):
+            columns[name] = _column_values(column)
+        n = batch.num_rows
+        yield [{k: v[i] for k, v in columns.items() if v[i] is not None} for i in range(n)]
+
+
+def _column_values(column: pa.Array) -> Any:
+    """Vector columns become rows of one 2-d array (no per-float Python objects)."""
+    kind = column.type
+    if (
+        pa.types.is_fixed_size_list(kind)
+        and pa.types.is_floating(kind.value_type)
+        and column.null_count == 0
+    ):
+        flat = column.flatten().to_numpy(zero_copy_only=False)
+        return flat.reshape(len(column), kind.list_size).astype(np.float32, copy=False)
+    return column.to_pylist()

@@ -1,0 +1,191 @@
+"""The store: a directory holding the catalog (DuckDB) and the index files beside it, with
+one plugin manager. ``mmstore.open`` returns one."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from mmstore import migrate, schema
+from mmstore.atomic import sweep_temporaries
+from mmstore.catalog import Catalog
+from mmstore.collection import Collection
+from mmstore.config import CollectionConfig, check_name, parse_collection_config
+from mmstore.errors import (
+    AlreadyExistsError,
+    ReadOnlyError,
+    SchemaError,
+    StoreClosedError,
+    UnknownNameError,
+)
+from mmstore.events import Event, StoreOpened
+from mmstore.fields import record_fields
+from mmstore.plugins import PluginHost
+
+log = logging.getLogger(__name__)
+CATALOG_FILE = "catalog.duckdb"
+
+
+class Store:
+    """An open store. Use as a context manager, or call :meth:`close`."""
+
+    def __init__(self, path: str | Path, *, read_only: bool = False, plugins: Iterable[Any] = (),
+                 entrypoints: bool = True, block: Iterable[str] = ()) -> None:
+        self._temporary = str(path) == ":memory:"
+        self.path = Path(tempfile.mkdtemp(prefix="mmstore-")) if self._temporary else Path(path)
+        self.read_only = read_only
+        self.plugins = PluginHost(plugins, entrypoints=entrypoints, block=block)
+        self._collections: dict[str, Collection] = {}
+        self.closed = True
+        if not read_only:
+            self.path.mkdir(parents=True, exist_ok=True)
+        elif not (self.path / CATALOG_FILE).is_file():
+            raise FileNotFoundError(f"no store at {str(self.path)!r} to open read-only")
+        self.catalog = Catalog(self.path / CATALOG_FILE, read_only=read_only)
+        self.closed = False
+        try:
+            before = self._migrate()
+            sweep_temporaries(self.path / "indexes") if not read_only else None
+            self.catalog.lock_down()
+        except BaseException:
+            self.close()
+            raise
+        self.track(StoreOpened(str(self.path), before))
+
+    def _migrate(self) -> str | None:
+        conn = self.catalog.conn
+        if not self.read_only:
+            return migrate.upgrade(conn)
+        current = migrate.current_revision(conn)
+        if current != migrate.head_revision():
+            raise SchemaError(f"store {str(self.path)!r} has schema {current!r}; open it once "
+                              "for writing (or run `mmstore migrate`) to upgrade it")
+        return current
+
+    def __repr__(self) -> str:
+        return f"<Store {str(self.path)!r}{' read-only' if self.read_only else ''}>"
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- collections --------------------------------------------------------------------
+    def create_collection(self, name: str, encoders: Mapping[str, Any], *,
+                          options: Mapping[str, Any] | None = None,
+                          index: Mapping[str, Any] | None = None,
+                          exist_ok: bool = False) -> Collection:
+        """Create a collection whose fields are embedded by the given encoders.
+
+        ``encoders`` maps a field name to ``{"encoder": NAME, "modality": M, **params}``
+        (the modality defaults to the field name) or just an encoder name.
+        """
+        self.check_writable()
+        check_name("collection", name)
+        config = parse_collection_config(encoders, options, index)
+        if name in self.collections():
+            if exist_ok and self._stored_config(name) == config:
+                return self.collection(name)
+            raise AlreadyExistsError(f"collection {name!r} already exists"
+                                     + (" with another configuration" if exist_ok else ""))
+        col = Collection(self, name, config)  # fails on unknown encoders before writing
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        with self.catalog.transaction() as conn:
+            conn.execute(schema.collections.insert().values(
+                name=name, config=config.model_dump_json(), created_at=now))
+            record_fields(conn, name, col.fields)
+        self._collections[name] = col
+        return col
+
+    def collection(self, name: str) -> Collection:
+        """An existing collection; UnknownNameError lists the others."""
+        self.check_open()
+        if name not in self._collections:
+            config = self._stored_config(name)
+            self._collections[name] = Collection(self, name, config)
+        return self._collections[name]
+
+    def _stored_config(self, name: str) -> CollectionConfig:
+        t = schema.collections
+        with self.catalog.reading() as conn:
+            row = conn.execute(sa.select(t.c.config).where(t.c.name == name)).first()
+        if row is None:
+            raise UnknownNameError("collection", name, self.collections())
+        return CollectionConfig.model_validate_json(row.config)
+
+    def collections(self) -> list[str]:
+        """Names of the collections, sorted."""
+        self.check_open()
+        with self.catalog.reading() as conn:
+            return sorted(conn.execute(sa.select(schema.collections.c.name)).scalars())
+
+    def drop_collection(self, name: str) -> None:
+        """Delete a collection with its records, vectors and index files."""
+        self.check_writable()
+        self._stored_config(name)
+        with self.catalog.transaction() as conn:
+            for table in (schema.records, schema.embeddings, schema.fields, schema.indexes):
+                conn.execute(table.delete().where(table.c.collection == name))
+            conn.execute(schema.collections.delete().where(schema.collections.c.name == name))
+        self._collections.pop(name, None)
+        shutil.rmtree(self.path / "indexes" / name, ignore_errors=True)
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def track(self, event: Event) -> None:
+        """Tell plugins about an event; their failures are logged, never raised."""
+        try:
+            self.plugins.hook.mmstore_track_event(event=event)
+        except Exception:
+            log.exception("a plugin failed on event %s", type(event).__name__)
+
+    def check_open(self) -> None:
+        if self.closed:
+            raise StoreClosedError(f"store {str(self.path)!r} is closed")
+
+    def check_writable(self) -> None:
+        self.check_open()
+        if self.read_only:
+            raise ReadOnlyError(f"store {str(self.path)!r} is open read-only")
+
+    def flush(self) -> None:
+        """Save every index with changes not yet in its file."""
+        self.check_open()
+        for col in self._collections.values():
+            col.flush()
+
+    def close(self) -> None:
+        """Save indexes, release the catalog (and the write lock)."""
+        if self.closed:
+            return
+        try:
+            if not self.read_only:
+                for col in self._collections.values():
+                    col.flush()
+        finally:
+            self.closed = True
+            for col in self._collections.values():
+                for f in col.fields.values():
+                    f.encoder.close()
+            self.catalog.close()
+            if self._temporary:
+                shutil.rmtree(self.path, ignore_errors=True)
+
+
+def open(path: str | Path, *, read_only: bool = False, plugins: Iterable[Any] = (),
+         entrypoints: bool = True, block: Iterable[str] = ()) -> Store:  # noqa: A001
+    """Open (or create) the store at ``path``, a directory; ``":memory:"`` makes a temporary
+    one removed on close. ``plugins`` are registered after the built-ins and the entry
+    points; ``block`` names plugins not to load."""
+    return Store(path, read_only=read_only, plugins=plugins, entrypoints=entrypoints,
+                 block=block)
+
+
+__all__ = ["Store", "open"]

@@ -1,0 +1,85 @@
+"""Built-in plugin: bring your own embeddings. The ``vector`` modality takes precomputed
+vectors and the ``precomputed`` encoder passes them through after checking them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field
+
+import mmstore
+from mmstore import Encoder, EncoderParams, Modality, RecordError
+
+
+class Vector(Modality):
+    """A one-dimensional array of finite numbers, kept as float32."""
+
+    name = "vector"
+
+    def validate(self, value: Any, record_id: object, field: str) -> np.ndarray:
+        try:
+            arr = np.asarray(value, dtype=np.float32)
+        except (TypeError, ValueError) as e:
+            raise RecordError(record_id, field, f"not a numeric vector: {e}") from e
+        if arr.ndim != 1 or arr.size == 0:
+            raise RecordError(record_id, field, f"expected a non-empty 1-d vector, got shape "
+                              f"{arr.shape}")
+        if not np.isfinite(arr).all():
+            raise RecordError(record_id, field, "vector holds NaN or infinite values")
+        return arr
+
+    def to_source(self, value: Any) -> None:
+        return None  # the vector itself is what is stored
+
+    def fingerprint(self, value: Any) -> str:
+        return np.asarray(value, dtype=np.float32).tobytes().hex()
+
+
+class PrecomputedParams(EncoderParams):
+    dim: int = Field(ge=1, le=65_536)
+    metric: Literal["cosine", "ip"] = "cosine"
+    #: name of the space the vectors live in; fields with equal spaces are comparable
+    space: str = "default"
+
+
+class Precomputed(Encoder):
+    """Passes validated vectors through; refuses a wrong dimension."""
+
+    name = "precomputed"
+    version = "1"
+    modalities = ("vector",)
+    Params = PrecomputedParams
+    batch_size = 65_536
+    params: PrecomputedParams
+
+    @property
+    def dim(self) -> int:
+        return self.params.dim
+
+    @property
+    def metric(self) -> Literal["cosine", "ip"]:
+        return self.params.metric
+
+    def check(self, item: Any) -> None:
+        if len(item) != self.dim:
+            raise ValueError(f"vector has dimension {len(item)}, the field expects {self.dim}")
+
+    def encode(self, items: Sequence[Any], modality: str) -> np.ndarray:
+        if not len(items):
+            return np.zeros((0, self.dim), np.float32)
+        out = np.stack([np.asarray(v, dtype=np.float32) for v in items])
+        if out.shape[1] != self.dim:
+            raise ValueError(f"vectors have dimension {out.shape[1]}, expected {self.dim}")
+        return out
+
+
+@mmstore.hookimpl
+def mmstore_register_modalities() -> list[type[Modality]]:
+    return [Vector]
+
+
+@mmstore.hookimpl
+def mmstore_register_encoders() -> list[type[Encoder]]:
+    return [Precomputed]

@@ -105,8 +105,9 @@ class Catalog:
 
     def select_arrow(self, stmt: sa.Select[Any]) -> pa.Table:
         """Run a SQLAlchemy select (bound parameters kept bound) and fetch it as Arrow."""
-        compiled = stmt.compile(dialect=self.engine.dialect,
-                                compile_kwargs={"render_postcompile": True})
+        compiled = stmt.compile(
+            dialect=self.engine.dialect, compile_kwargs={"render_postcompile": True}
+        )
         params = [compiled.params[name] for name in compiled.positiontup or ()]
         return self.query_arrow(str(compiled), params)
 

@@ -21,7 +21,7 @@ from mmstore.filters import compile_filter
 from mmstore.hits import Hits
 from mmstore.hydrate import HitCache
 from mmstore.indexes import CollectionIndexes
-from mmstore.ingest import IngestReport, Ingestor, OnError, iter_ids
+from mmstore.ingest import Ingestor, IngestReport, OnError, iter_ids
 from mmstore.search import Fusion, Searcher
 from mmstore.sources import DEFAULT_CHUNK
 
@@ -40,16 +40,23 @@ class Collection:
             MappingProxyType({n: f.modality.name for n, f in self.fields.items()}),
             MappingProxyType(config.options),
         )
-        self.indexes = CollectionIndexes(store.catalog, store.path / "indexes" / name, name,
-                                         config.index, store.track)
+        self.indexes = CollectionIndexes(
+            store.catalog, store.path / "indexes" / name, name, config.index, store.track
+        )
         self.cache = HitCache(store.catalog, name)
         self._searcher = Searcher(self)
 
     def __repr__(self) -> str:
         return f"<Collection {self.name!r} fields={sorted(self.fields)}>"
 
-    def ingest(self, records: Any, *, on_error: OnError = "raise", progress: bool = False,
-               chunk_size: int = DEFAULT_CHUNK) -> IngestReport:
+    def ingest(
+        self,
+        records: Any,
+        *,
+        on_error: OnError = "raise",
+        progress: bool = False,
+        chunk_size: int = DEFAULT_CHUNK,
+    ) -> IngestReport:
         """Insert or update records by id; unchanged records are not re-encoded.
 
         ``records``: a dict, a list or iterable of dicts, an Arrow table or a pandas frame.
@@ -59,10 +66,18 @@ class Collection:
         self.store.check_open()
         return Ingestor(self, on_error, progress, chunk_size).run(records)
 
-    def search(self, *, target: str | None = None, k: int = 10,
-               where: Mapping[str, Any] | None = None, vector: Any = None,
-               record: str | int | None = None, fusion: Fusion = "rrf",
-               weights: Mapping[str, float] | None = None, **values: Any) -> Hits:
+    def search(
+        self,
+        *,
+        target: str | None = None,
+        k: int = 10,
+        where: Mapping[str, Any] | None = None,
+        vector: Any = None,
+        record: str | int | None = None,
+        fusion: Fusion = "rrf",
+        weights: Mapping[str, float] | None = None,
+        **values: Any,
+    ) -> Hits:
         """Nearest records to a query, best first.
 
         Query with field or modality values (``text="red shoe"``), a raw ``vector``, or a
@@ -71,9 +86,16 @@ class Collection:
         reciprocal rank (``fusion="rrf"``) or weighted scores (``"weighted"``).
         """
         self.store.check_open()
-        return self._searcher.search(target=target, k=k, where=where, vector=vector,
-                                     record=record, fusion=fusion, weights=weights,
-                                     values=values)
+        return self._searcher.search(
+            target=target,
+            k=k,
+            where=where,
+            vector=vector,
+            record=record,
+            fusion=fusion,
+            weights=weights,
+            values=values,
+        )
 
     def get(self, ids: str | int | Iterable[str | int]) -> list[dict[str, Any]]:
         """Records by id, in the order asked; raises NotFoundError naming missing ids."""
@@ -81,15 +103,17 @@ class Collection:
         wanted = list(iter_ids(ids))
         t = schema.records
         with self.store.catalog.reading() as conn:
-            rows = conn.execute(sa.select(t).where(t.c.collection == self.name,
-                                                   t.c.id.in_(wanted))).all()
+            rows = conn.execute(
+                sa.select(t).where(t.c.collection == self.name, t.c.id.in_(wanted))
+            ).all()
         found = {r.id: _record_dict(r) for r in rows}
         missing = [i for i in wanted if i not in found]
         if missing:
-            raise NotFoundError(f"collection {self.name!r} has no record with id "
-                                f"{', '.join(map(repr, missing[:10]))}"
-                                + (f" (and {len(missing) - 10} more)" if len(missing) > 10
-                                   else ""))
+            raise NotFoundError(
+                f"collection {self.name!r} has no record with id "
+                f"{', '.join(map(repr, missing[:10]))}"
+                + (f" (and {len(missing) - 10} more)" if len(missing) > 10 else "")
+            )
         return [found[i] for i in wanted]
 
     def delete(self, ids: str | int | Iterable[str | int]) -> int:
@@ -100,13 +124,22 @@ class Collection:
         with catalog.transaction() as conn, catalog.arrow("mms_delete_ids", wanted):
             gone = conn.exec_driver_sql(
                 "SELECT vid, field FROM mms_embeddings WHERE collection = ? AND record_id IN "
-                "(SELECT id FROM mms_delete_ids)", (self.name,)).fetchall()
-            deleted = [r[0] for r in conn.exec_driver_sql(
-                "DELETE FROM mms_records WHERE collection = ? AND id IN "
-                "(SELECT id FROM mms_delete_ids) RETURNING id", (self.name,)).fetchall()]
+                "(SELECT id FROM mms_delete_ids)",
+                (self.name,),
+            ).fetchall()
+            deleted = [
+                r[0]
+                for r in conn.exec_driver_sql(
+                    "DELETE FROM mms_records WHERE collection = ? AND id IN "
+                    "(SELECT id FROM mms_delete_ids) RETURNING id",
+                    (self.name,),
+                ).fetchall()
+            ]
             conn.exec_driver_sql(
                 "DELETE FROM mms_embeddings WHERE collection = ? AND record_id IN "
-                "(SELECT id FROM mms_delete_ids)", (self.name,))
+                "(SELECT id FROM mms_delete_ids)",
+                (self.name,),
+            )
         for name in self.fields:
             vids = np.array([v for v, f in gone if f == name], np.int64)
             self.indexes.apply(name, None, vids)
@@ -120,8 +153,13 @@ class Collection:
         self.store.check_open()
         t = schema.records
         with self.store.catalog.reading() as conn:
-            return int(conn.execute(sa.select(sa.func.count()).select_from(t).where(
-                t.c.collection == self.name, compile_filter(where, t))).scalar_one())
+            return int(
+                conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(t)
+                    .where(t.c.collection == self.name, compile_filter(where, t))
+                ).scalar_one()
+            )
 
     def __len__(self) -> int:
         return self.count()

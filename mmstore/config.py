@@ -16,8 +16,23 @@ from mmstore.errors import ConfigError
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 #: record keys and search arguments that a field may not be called
 RESERVED = frozenset(
-    {"id", "label", "ts", "meta", "score", "vector", "record", "target", "k", "where",
-     "fusion", "head", "fields", "modality", "weights"}
+    {
+        "id",
+        "label",
+        "ts",
+        "meta",
+        "score",
+        "vector",
+        "record",
+        "target",
+        "k",
+        "where",
+        "fusion",
+        "head",
+        "fields",
+        "modality",
+        "weights",
+    }
 )
 
 
@@ -51,7 +66,7 @@ class CollectionConfig(BaseModel):
 
     fields: dict[str, FieldSpec]
     options: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    index: IndexOptions = Field(default_factory=IndexOptions)
+    index: IndexOptions = IndexOptions()
 
 
 def parse_field_spec(name: str, spec: Mapping[str, Any] | str) -> FieldSpec:

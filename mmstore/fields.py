@@ -46,9 +46,14 @@ def build_fields(config: CollectionConfig, plugins: PluginHost) -> dict[str, Fie
         encoder = encoder_cls(**spec.params)
         owner = plugins.owner("encoder", encoder_cls.name)
         identity = EncoderIdentity(
-            name=encoder_cls.name, version=encoder_cls.version, params=encoder.identity_params(),
-            plugin=owner, plugin_version=plugins.version_of(owner), dim=encoder.dim,
-            metric=encoder.metric, space=encoder.space(),
+            name=encoder_cls.name,
+            version=encoder_cls.version,
+            params=encoder.identity_params(),
+            plugin=owner,
+            plugin_version=plugins.version_of(owner),
+            dim=encoder.dim,
+            metric=encoder.metric,
+            space=encoder.space(),
         )
         out[name] = Field(name, modality, encoder, identity)
     return out
@@ -63,15 +68,25 @@ def record_fields(conn: Connection, collection: str, fields: dict[str, Field]) -
             sa.select(schema.encoders.c.key).where(schema.encoders.c.key == ident.key)
         ).first()
         if exists is None:
-            conn.execute(schema.encoders.insert().values(
-                key=ident.key, name=ident.name, version=ident.version,
-                params=canonical_json(ident.params), plugin=ident.plugin,
-                plugin_version=ident.plugin_version, dim=ident.dim, metric=ident.metric,
-                space=ident.space, created_at=now,
-            ))
-        conn.execute(schema.fields.insert().values(
-            collection=collection, field=f.name, modality=f.modality.name, encoder_key=ident.key
-        ))
+            conn.execute(
+                schema.encoders.insert().values(
+                    key=ident.key,
+                    name=ident.name,
+                    version=ident.version,
+                    params=canonical_json(ident.params),
+                    plugin=ident.plugin,
+                    plugin_version=ident.plugin_version,
+                    dim=ident.dim,
+                    metric=ident.metric,
+                    space=ident.space,
+                    created_at=now,
+                )
+            )
+        conn.execute(
+            schema.fields.insert().values(
+                collection=collection, field=f.name, modality=f.modality.name, encoder_key=ident.key
+            )
+        )
 
 
 def stored_keys(conn: Connection, collection: str) -> dict[str, str]:
@@ -88,8 +103,15 @@ def describe(f: Field) -> dict[str, object]:
     """A JSON-able description of a field, for ``info`` and ``spaces``."""
     ident = f.identity
     return {
-        "field": f.name, "modality": f.modality.name, "encoder": ident.name,
-        "encoder_version": ident.version, "params": json.loads(canonical_json(ident.params)),
-        "plugin": ident.plugin, "plugin_version": ident.plugin_version, "dim": ident.dim,
-        "metric": ident.metric, "space": ident.space, "encoder_key": ident.key,
+        "field": f.name,
+        "modality": f.modality.name,
+        "encoder": ident.name,
+        "encoder_version": ident.version,
+        "params": json.loads(canonical_json(ident.params)),
+        "plugin": ident.plugin,
+        "plugin_version": ident.plugin_version,
+        "dim": ident.dim,
+        "metric": ident.metric,
+        "space": ident.space,
+        "encoder_key": ident.key,
     }

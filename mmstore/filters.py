@@ -90,8 +90,10 @@ def _operator(key: str, op: Any, arg: Any, table: sa.Table) -> sa.ColumnElement[
     if op == "$ne":
         return sa.not_(_operator(key, "$eq", arg, table))
     if op not in COMPARE:
-        raise FilterError(f"unknown operator {op!r} for {key!r}; use one of "
-                          f"{sorted([*COMPARE, '$ne', '$in', '$nin', '$exists'])}")
+        raise FilterError(
+            f"unknown operator {op!r} for {key!r}; use one of "
+            f"{sorted([*COMPARE, '$ne', '$in', '$nin', '$exists'])}"
+        )
     _check_scalar(key, arg)
     if key in ("id", "label") and isinstance(arg, int) and not isinstance(arg, bool):
         arg = str(arg)  # ids and labels given as ints are stored as their decimal strings
@@ -102,8 +104,10 @@ def _operator(key: str, op: Any, arg: Any, table: sa.Table) -> sa.ColumnElement[
 
 def _check_scalar(key: str, arg: Any) -> None:
     if arg is None or not isinstance(arg, Scalar):
-        raise FilterError(f"condition on {key!r} takes a string, number, bool or datetime, "
-                          f"got {arg!r}; use $exists to test for a missing key")
+        raise FilterError(
+            f"condition on {key!r} takes a string, number, bool or datetime, "
+            f"got {arg!r}; use $exists to test for a missing key"
+        )
     if isinstance(arg, float) and arg != arg:
         raise FilterError(f"condition on {key!r}: NaN compares to nothing")
 
@@ -115,8 +119,10 @@ def _path_expr(key: str, table: sa.Table, arg: Any) -> sa.ColumnElement[Any]:
         return _column_expr(key, table, arg)
     parts = key.removeprefix("meta.").split(".")
     if not all(KEY_RE.match(p) for p in parts):
-        raise FilterError(f"invalid field {key!r}: metadata keys are 1-64 letters, digits, "
-                          "'_' or '-', separated by dots")
+        raise FilterError(
+            f"invalid field {key!r}: metadata keys are 1-64 letters, digits, "
+            "'_' or '-', separated by dots"
+        )
     path = sa.bindparam(None, "$." + ".".join(f'"{p}"' for p in parts), type_=sa.String)
     meta = table.c.meta
     if arg is None:
@@ -128,8 +134,10 @@ def _path_expr(key: str, table: sa.Table, arg: Any) -> sa.ColumnElement[Any]:
     if isinstance(arg, int | float):
         return sa.case((kind.in_(["BIGINT", "UBIGINT", "DOUBLE"]), sa.cast(text, sa.Double)))
     if isinstance(arg, dt.datetime):
-        raise FilterError(f"metadata {key!r} holds JSON, which has no datetimes; compare "
-                          "ts with a datetime, or store an ISO string and compare strings")
+        raise FilterError(
+            f"metadata {key!r} holds JSON, which has no datetimes; compare "
+            "ts with a datetime, or store an ISO string and compare strings"
+        )
     return sa.case((kind == "VARCHAR", text))
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
+from dataclasses import field as dc_field
 from typing import Any
 
 import pyarrow as pa
@@ -18,9 +19,9 @@ class Hit:
     field: str
     label: str | None = None
     ts: dt.datetime | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = dc_field(default_factory=dict)
     #: the record's inline sources (text of text fields)
-    values: dict[str, Any] = field(default_factory=dict)
+    values: dict[str, Any] = dc_field(default_factory=dict)
 
     @property
     def modality(self) -> str:

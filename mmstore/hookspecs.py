@@ -61,6 +61,7 @@ def mmstore_load_payload(modality: Modality, value: Any, record_id: str, field: 
     ``modality.validate``; a plugin can load values from elsewhere (a URL scheme of its
     own) by returning them before it.
     """
+    raise NotImplementedError
 
 
 @hookspec(firstresult=True)
@@ -70,6 +71,7 @@ def mmstore_encode_batch(encoder: Encoder, items: Sequence[Any], modality: str) 
     The built-in implementation (``trylast``) calls ``encoder.encode(items, modality)``.
     Wrap it (``hookwrapper``/``wrapper=True``) to cache, time or retry encoding.
     """
+    raise NotImplementedError
 
 
 @hookspec

@@ -39,8 +39,9 @@ class HitCache:
         emb = self.catalog.query_arrow(
             "SELECT vid, record_id FROM mms_embeddings WHERE collection = ?", [self.collection]
         )
-        self.owner = dict(zip(emb.column("vid").to_pylist(), emb.column("record_id").to_pylist(),
-                              strict=True))
+        self.owner = dict(
+            zip(emb.column("vid").to_pylist(), emb.column("record_id").to_pylist(), strict=True)
+        )
         rec = self.catalog.query_arrow(
             "SELECT id, label, ts, meta, sources FROM mms_records WHERE collection = ?",
             [self.collection],
@@ -53,8 +54,13 @@ class HitCache:
         self._loaded = False
         self.owner, self.rows = {}, {}
 
-    def apply(self, rows: dict[str, RecordRow], added: Iterable[tuple[int, str]],
-              removed_vids: Iterable[int], removed_ids: Iterable[str]) -> None:
+    def apply(
+        self,
+        rows: dict[str, RecordRow],
+        added: Iterable[tuple[int, str]],
+        removed_vids: Iterable[int],
+        removed_ids: Iterable[str],
+    ) -> None:
         """Mirror a committed write (only when loaded; otherwise the next load reads it)."""
         if not self._loaded:
             return
@@ -65,8 +71,9 @@ class HitCache:
         self.owner.update(added)
         self.rows.update(rows)
 
-    def hits(self, field: str, scores: Any, vids: Any, limit: int,
-             exclude: str | None = None) -> Hits:
+    def hits(
+        self, field: str, scores: Any, vids: Any, limit: int, exclude: str | None = None
+    ) -> Hits:
         """Hits for one result row, best first, skipping empty slots and ``exclude``."""
         self.ensure()
         out = Hits()
@@ -84,7 +91,11 @@ class HitCache:
     def hit(self, rid: str, score: float, field: str) -> Hit:
         row = self.rows[rid]
         return Hit(
-            id=rid, score=score, field=field, label=row.label, ts=row.ts,
+            id=rid,
+            score=score,
+            field=field,
+            label=row.label,
+            ts=row.ts,
             meta=json.loads(row.meta) if row.meta else {},
             values={k: v for k, v in json.loads(row.sources).items() if v is not None},
         )

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import faiss
+import faiss as _faiss
 import numpy as np
 
 from mmstore.config import IndexOptions
@@ -22,6 +22,7 @@ EF_CANDIDATES = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 EXACT_SUBSET = 20_000
 TUNE_QUERIES = 200
 FORMAT = 1
+faiss: Any = _faiss  # the SWIG module has no usable type information
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ class VectorIndex:
         vids = np.asarray(vids, np.int64)
         if not len(vids):
             return
-        if len(self.vids) and vids[0] <= self.vids[-1] or np.any(np.diff(vids) <= 0):
+        if (len(self.vids) and vids[0] <= self.vids[-1]) or np.any(np.diff(vids) <= 0):
             raise ValueError("vids must be increasing and newer than the index's last vid")
         vectors = np.ascontiguousarray(vectors, np.float32).reshape(len(vids), self.dim)
         need = self._tail_len + len(vids)
@@ -126,7 +127,9 @@ class VectorIndex:
         return np.concatenate([self._base_view(), self.tail()]) if self.n_base else self.tail()
 
     # -- search -------------------------------------------------------------------------
-    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> SearchResult:
+    def search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> SearchResult:
         """Top ``k`` live vectors by inner product; ``allowed`` restricts to vids."""
         queries = np.ascontiguousarray(queries, np.float32).reshape(-1, self.dim)
         if allowed is not None:
@@ -154,8 +157,11 @@ class VectorIndex:
         out_s = np.full((m, k), -np.inf, np.float32)
         out_v = np.full((m, k), -1, np.int64)
         if kk:
-            part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk] if kk < n else np.tile(
-                np.arange(n), (m, 1))
+            part = (
+                np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
+                if kk < n
+                else np.tile(np.arange(n), (m, 1))
+            )
             top = np.take_along_axis(scores, part, 1)
             order = np.argsort(-top, axis=1, kind="stable")
             idx = np.take_along_axis(part, order, 1)
@@ -221,7 +227,9 @@ class VectorIndex:
         if self.live < self.options.ann_threshold or self._tail_len == 0:
             return
         if self.hnsw is None:
-            self.hnsw = faiss.IndexHNSWFlat(self.dim, self.options.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            self.hnsw = faiss.IndexHNSWFlat(
+                self.dim, self.options.hnsw_m, faiss.METRIC_INNER_PRODUCT
+            )
             self.hnsw.hnsw.efConstruction = self.options.hnsw_ef_construction
         self.hnsw.add(self.tail())
         self._tail = np.empty((0, self.dim), np.float32)
@@ -256,19 +264,30 @@ class VectorIndex:
         """What the manifest records about how this index was built."""
         out: dict[str, Any] = {"kind": self.kind, "size": self.size, "live": self.live}
         if self.hnsw is not None:
-            out |= {"M": self.options.hnsw_m, "efConstruction": self.options.hnsw_ef_construction,
-                    "efSearch": self.ef_search, "tuned_recall@10": self.tuned_recall}
+            out |= {
+                "M": self.options.hnsw_m,
+                "efConstruction": self.options.hnsw_ef_construction,
+                "efSearch": self.ef_search,
+                "tuned_recall@10": self.tuned_recall,
+            }
         return out
 
     # -- persistence --------------------------------------------------------------------
     def to_bytes(self) -> bytes:
         """One self-describing blob (numpy ``.npz``, no pickle)."""
-        meta = {"format": FORMAT, "dim": self.dim, "ef_search": self.ef_search,
-                "tuned_recall": self.tuned_recall}
-        arrays = {
+        meta = {
+            "format": FORMAT,
+            "dim": self.dim,
+            "ef_search": self.ef_search,
+            "tuned_recall": self.tuned_recall,
+        }
+        arrays: dict[str, Any] = {
             "meta": np.frombuffer(json.dumps(meta).encode(), np.uint8),
-            "vids": self.vids, "dead": self.dead, "tail": self.tail(),
-            "hnsw": faiss.serialize_index(self.hnsw) if self.hnsw is not None
+            "vids": self.vids,
+            "dead": self.dead,
+            "tail": self.tail(),
+            "hnsw": faiss.serialize_index(self.hnsw)
+            if self.hnsw is not None
             else np.empty(0, np.uint8),
         }
         buf = io.BytesIO()

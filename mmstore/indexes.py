@@ -38,7 +38,11 @@ class CollectionIndexes:
     """Indexes of one collection's fields, keyed by field name."""
 
     def __init__(
-        self, catalog: Catalog, folder: Path, collection: str, options: IndexOptions,
+        self,
+        catalog: Catalog,
+        folder: Path,
+        collection: str,
+        options: IndexOptions,
         track: Callable[[Event], None],
     ) -> None:
         self.catalog, self.folder, self.collection = catalog, folder, collection
@@ -65,8 +69,9 @@ class CollectionIndexes:
             index = VectorIndex(field.identity.dim, self.options)
             if reason != "no index yet":
                 log.warning("index %s.%s rebuilt: %s", self.collection, field.name, reason)
-                self.track(IndexRebuilt(str(self.catalog.path.parent), self.collection,
-                                        field.name, reason))
+                self.track(
+                    IndexRebuilt(str(self.catalog.path.parent), self.collection, field.name, str(reason))
+                )
         changed = self._catch_up(field, index)
         return _Entry(index, unsaved=changed + (0 if reason is None else index.size))
 
@@ -110,8 +115,12 @@ class CollectionIndexes:
         known = live[live <= index.last_vid]
         missing = known[~np.isin(known, stale, assume_unique=True)]
         if len(missing):  # the catalog has rows the index never saw: do not trust it
-            log.warning("index %s.%s lacks %d catalog rows; rebuilding",
-                        self.collection, field.name, len(missing))
+            log.warning(
+                "index %s.%s lacks %d catalog rows; rebuilding",
+                self.collection,
+                field.name,
+                len(missing),
+            )
             index.__init__(field.identity.dim, self.options)  # type: ignore[misc]
             newer = live
         if len(newer):
@@ -124,7 +133,8 @@ class CollectionIndexes:
     def live_vids(self, field: Field) -> np.ndarray:
         t = self.catalog.query_arrow(
             "SELECT vid FROM mms_embeddings WHERE collection = ? AND field = ? "
-            "AND encoder_key = ? ORDER BY vid", [self.collection, field.name, field.key],
+            "AND encoder_key = ? ORDER BY vid",
+            [self.collection, field.name, field.key],
         )
         return t.column("vid").to_numpy().astype(np.int64, copy=False)
 
@@ -136,11 +146,13 @@ class CollectionIndexes:
             [self.collection, field.name, field.key, after],
         )
         return t.column("vid").to_numpy().astype(np.int64), blobs_to_matrix(
-            t.column("vector"), field.identity.dim)
+            t.column("vector"), field.identity.dim
+        )
 
     # -- updates and saving -------------------------------------------------------------
-    def apply(self, name: str, added: tuple[np.ndarray, np.ndarray] | None,
-              removed: np.ndarray) -> None:
+    def apply(
+        self, name: str, added: tuple[np.ndarray, np.ndarray] | None, removed: np.ndarray
+    ) -> None:
         """Apply a committed change to a loaded index (unloaded ones catch up on load)."""
         entry = self._entries.get(name)
         if entry is None:
@@ -176,20 +188,33 @@ class CollectionIndexes:
         t = schema.indexes
         now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         with self.catalog.transaction() as conn:
-            conn.execute(t.delete().where(t.c.collection == self.collection,
-                                          t.c.field == field.name))
-            conn.execute(t.insert().values(
-                collection=self.collection, field=field.name, encoder_key=field.key,
-                kind=index.kind, file=path.name, checksum=checksum, dim=index.dim,
-                count=index.live, last_vid=index.last_vid, params=json.dumps(index.params()),
-                updated_at=now,
-            ))
+            conn.execute(
+                t.delete().where(t.c.collection == self.collection, t.c.field == field.name)
+            )
+            conn.execute(
+                t.insert().values(
+                    collection=self.collection,
+                    field=field.name,
+                    encoder_key=field.key,
+                    kind=index.kind,
+                    file=path.name,
+                    checksum=checksum,
+                    dim=index.dim,
+                    count=index.live,
+                    last_vid=index.last_vid,
+                    params=json.dumps(index.params()),
+                    updated_at=now,
+                )
+            )
         for old in self.folder.glob(f"{field.name}-*.mmi"):
             if old != path:
                 old.unlink(missing_ok=True)
         entry.unsaved = 0
-        self.track(IndexSaved(str(self.catalog.path.parent), self.collection, field.name,
-                              str(path), index.live))
+        self.track(
+            IndexSaved(
+                str(self.catalog.path.parent), self.collection, field.name, str(path), index.live
+            )
+        )
 
 
 def blobs_to_matrix(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:

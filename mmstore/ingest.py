@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pyarrow as pa
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from mmstore import records as rec
@@ -54,9 +53,11 @@ class IngestReport:
     seconds: float = 0.0
 
     def __str__(self) -> str:
-        return (f"ingest run {self.run_id}: {self.received} received, {self.written} written, "
-                f"{self.unchanged} unchanged, {len(self.rejected)} rejected, "
-                f"{self.encoded} vectors encoded in {self.seconds:.2f}s")
+        return (
+            f"ingest run {self.run_id}: {self.received} received, {self.written} written, "
+            f"{self.unchanged} unchanged, {len(self.rejected)} rejected, "
+            f"{self.encoded} vectors encoded in {self.seconds:.2f}s"
+        )
 
 
 @dataclass
@@ -75,13 +76,17 @@ class _Pending:
 class Ingestor:
     """Runs one ``ingest`` call for a collection."""
 
-    def __init__(self, col: Collection, on_error: OnError, progress: bool,
-                 chunk_size: int) -> None:
+    def __init__(self, col: Collection, on_error: OnError, progress: bool, chunk_size: int) -> None:
         if on_error not in ("raise", "skip"):
             raise InvalidInputError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         if chunk_size < 1:
             raise InvalidInputError(f"chunk_size must be positive, got {chunk_size}")
-        self.col, self.on_error, self.progress, self.chunk_size = col, on_error, progress, chunk_size
+        self.col, self.on_error, self.progress, self.chunk_size = (
+            col,
+            on_error,
+            progress,
+            chunk_size,
+        )
         self.catalog = col.store.catalog
         self.hook = col.store.plugins.hook
         self.pending = _Pending()
@@ -91,28 +96,59 @@ class Ingestor:
         start = time.perf_counter()
         with self.catalog.transaction() as conn:
             report = IngestReport(self.catalog.next_ids(conn, "run", 1))
-            conn.execute(schema.ingest_runs.insert().values(
-                id=report.run_id, collection=self.col.name, started_at=_now(),
-                status="running", received=0, written=0, unchanged=0, rejected=0))
+            conn.execute(
+                schema.ingest_runs.insert().values(
+                    id=report.run_id,
+                    collection=self.col.name,
+                    started_at=_now(),
+                    status="running",
+                    received=0,
+                    written=0,
+                    unchanged=0,
+                    rejected=0,
+                )
+            )
             bar = _progress_bar(self.progress, self.col.name)
             for chunk in sources.chunks(source, self.chunk_size):
                 self._chunk(conn, chunk, report)
                 bar.update(len(chunk))
             bar.close()
-            conn.execute(schema.ingest_runs.update().where(
-                schema.ingest_runs.c.id == report.run_id).values(
-                finished_at=_now(), status="committed", received=report.received,
-                written=report.written, unchanged=report.unchanged,
-                rejected=len(report.rejected)))
+            conn.execute(
+                schema.ingest_runs.update()
+                .where(schema.ingest_runs.c.id == report.run_id)
+                .values(
+                    finished_at=_now(),
+                    status="committed",
+                    received=report.received,
+                    written=report.written,
+                    unchanged=report.unchanged,
+                    rejected=len(report.rejected),
+                )
+            )
         report.seconds = time.perf_counter() - start
         store = str(self.col.store.path)
-        self.col.store.track(IngestCommitted(store, self.col.name, report.run_id,
-                                             report.written, report.unchanged,
-                                             len(report.rejected)))
+        self.col.store.track(
+            IngestCommitted(
+                store,
+                self.col.name,
+                report.run_id,
+                report.written,
+                report.unchanged,
+                len(report.rejected),
+            )
+        )
         self._after_commit()
-        self.col.store.track(IngestFinished(store, self.col.name, report.run_id, report.written,
-                                            report.unchanged, len(report.rejected),
-                                            report.seconds))
+        self.col.store.track(
+            IngestFinished(
+                store,
+                self.col.name,
+                report.run_id,
+                report.written,
+                report.unchanged,
+                len(report.rejected),
+                report.seconds,
+            )
+        )
         return report
 
     # -- one chunk ----------------------------------------------------------------------
@@ -137,15 +173,18 @@ class Ingestor:
             raise error
         report.rejected.append(Rejected(str(error.record_id), error.field, error.problem))
 
-    def _prepare(self, chunk: list[Any], offset: int,
-                 report: IngestReport) -> list[rec.Prepared]:
+    def _prepare(self, chunk: list[Any], offset: int, report: IngestReport) -> list[rec.Prepared]:
         shaped: list[dict[str, Any]] = []
         for position, raw in enumerate(chunk, start=offset):
             try:
                 rid = rec.record_id(raw, position)
                 if rid in self.seen:
-                    raise RecordError(rid, "id", "appears more than once in this ingest call; "
-                                      "merge the duplicates or ingest them in separate calls")
+                    raise RecordError(
+                        rid,
+                        "id",
+                        "appears more than once in this ingest call; "
+                        "merge the duplicates or ingest them in separate calls",
+                    )
                 self.seen.add(rid)
                 rec.check_keys(rid, raw, self.col.fields)
                 shaped.append({**raw, "id": rid})
@@ -160,8 +199,9 @@ class Ingestor:
                 self._reject(report, e)
         return out
 
-    def _preprocess(self, shaped: list[dict[str, Any]],
-                    report: IngestReport) -> list[dict[str, Any]]:
+    def _preprocess(
+        self, shaped: list[dict[str, Any]], report: IngestReport
+    ) -> list[dict[str, Any]]:
         """Run the prepare-records hook on the chunk; on a rejection with ``skip``, run it
         record by record to drop only the offending ones."""
         try:
@@ -182,14 +222,19 @@ class Ingestor:
 
     def _validate(self, raw: dict[str, Any]) -> rec.Prepared:
         rid = raw["id"]
-        p = rec.Prepared(rid, rec.parse_label(rid, raw.get("label")),
-                         rec.parse_ts(rid, raw.get("ts")), rec.parse_meta(rid, raw.get("meta")))
+        p = rec.Prepared(
+            rid,
+            rec.parse_label(rid, raw.get("label")),
+            rec.parse_ts(rid, raw.get("ts")),
+            rec.parse_meta(rid, raw.get("meta")),
+        )
         for name, f in self.col.fields.items():
             value = raw.get(name)
             if value is None:
                 continue
-            value = self.hook.mmstore_load_payload(modality=f.modality, value=value,
-                                                   record_id=rid, field=name)
+            value = self.hook.mmstore_load_payload(
+                modality=f.modality, value=value, record_id=rid, field=name
+            )
             try:
                 f.encoder.check(value)
             except ValueError as e:
@@ -206,7 +251,9 @@ class Ingestor:
         with self.catalog.arrow("mms_chunk_ids", ids_table):
             rows = conn.exec_driver_sql(
                 "SELECT r.id, r.content_hash FROM mms_records r JOIN mms_chunk_ids c "
-                "ON r.id = c.id WHERE r.collection = ?", (self.col.name,)).fetchall()
+                "ON r.id = c.id WHERE r.collection = ?",
+                (self.col.name,),
+            ).fetchall()
             if not rows:
                 return out
             for rid, content_hash in rows:
@@ -214,13 +261,16 @@ class Ingestor:
             embs = conn.exec_driver_sql(
                 "SELECT e.record_id, e.field, e.source_hash, e.encoder_key, e.vid "
                 "FROM mms_embeddings e JOIN mms_chunk_ids c ON e.record_id = c.id "
-                "WHERE e.collection = ?", (self.col.name,)).fetchall()
+                "WHERE e.collection = ?",
+                (self.col.name,),
+            ).fetchall()
         for rid, fname, source_hash, key, vid in embs:
             out[rid][1][fname] = (source_hash, key, vid)
         return out
 
-    def _plan(self, changed: list[rec.Prepared], existing: dict[str, tuple[str, dict]]
-              ) -> tuple[list[tuple[str, int]], dict[str, list[int]]]:
+    def _plan(
+        self, changed: list[rec.Prepared], existing: dict[str, tuple[str, dict]]
+    ) -> tuple[list[tuple[str, int]], dict[str, list[int]]]:
         """Stored vectors to drop, and per field the positions of records to encode; a
         vector stays when its source and encoder are unchanged."""
         drop: list[tuple[str, int]] = []
@@ -237,85 +287,114 @@ class Ingestor:
                     todo[fname].append(i)
         return drop, todo
 
-    def _encode(self, changed: list[rec.Prepared], todo: dict[str, list[int]],
-                report: IngestReport) -> dict[str, np.ndarray]:
-        return {name: self._encode_field(self.col.fields[name],
-                                         [changed[i].values[name] for i in rows], report)
-                for name, rows in todo.items() if rows}
+    def _encode(
+        self, changed: list[rec.Prepared], todo: dict[str, list[int]], report: IngestReport
+    ) -> dict[str, np.ndarray]:
+        return {
+            name: self._encode_field(
+                self.col.fields[name], [changed[i].values[name] for i in rows], report
+            )
+            for name, rows in todo.items()
+            if rows
+        }
 
     def _encode_field(self, f: Field, items: list[Any], report: IngestReport) -> np.ndarray:
         parts = []
         for start in range(0, len(items), f.encoder.batch_size):
-            batch = items[start:start + f.encoder.batch_size]
+            batch = items[start : start + f.encoder.batch_size]
             t0 = time.perf_counter()
             parts.append(encode_batch(self.hook, f, batch))
-            self.col.store.track(BatchEncoded(str(self.col.store.path), self.col.name, f.name,
-                                              len(batch), time.perf_counter() - t0))
+            self.col.store.track(
+                BatchEncoded(
+                    str(self.col.store.path),
+                    self.col.name,
+                    f.name,
+                    len(batch),
+                    time.perf_counter() - t0,
+                )
+            )
         report.encoded += len(items)
         return np.concatenate(parts) if parts else np.empty((0, f.identity.dim), np.float32)
 
     # -- writing ------------------------------------------------------------------------
-    def _write(self, conn: Connection, changed: list[rec.Prepared], drop: list[tuple[str, int]],
-               todo: dict[str, list[int]], vectors: dict[str, np.ndarray],
-               report: IngestReport) -> None:
+    def _write(
+        self,
+        conn: Connection,
+        changed: list[rec.Prepared],
+        drop: list[tuple[str, int]],
+        todo: dict[str, list[int]],
+        vectors: dict[str, np.ndarray],
+        report: IngestReport,
+    ) -> None:
         ids = [p.id for p in changed]
         with self.catalog.arrow("mms_chunk_ids", pa.table({"id": pa.array(ids, pa.string())})):
             conn.exec_driver_sql(
                 "DELETE FROM mms_records WHERE collection = ? AND id IN "
-                "(SELECT id FROM mms_chunk_ids)", (self.col.name,))
+                "(SELECT id FROM mms_chunk_ids)",
+                (self.col.name,),
+            )
         if drop:
             dropped = pa.table({"vid": pa.array([v for _, v in drop], pa.int64())})
             with self.catalog.arrow("mms_drop_vids", dropped):
                 conn.exec_driver_sql(
-                    "DELETE FROM mms_embeddings WHERE vid IN (SELECT vid FROM mms_drop_vids)")
+                    "DELETE FROM mms_embeddings WHERE vid IN (SELECT vid FROM mms_drop_vids)"
+                )
         rev0 = self.catalog.next_ids(conn, "rev", len(changed))
         self._insert_records(changed, rev0, report.run_id)
         for fname, rows in todo.items():
             if rows:
-                self._insert_vectors(conn, self.col.fields[fname], [changed[i] for i in rows],
-                                     vectors[fname])
+                self._insert_vectors(
+                    conn, self.col.fields[fname], [changed[i] for i in rows], vectors[fname]
+                )
         self._remember(drop)
 
     def _insert_records(self, changed: list[rec.Prepared], rev0: int, run_id: int) -> None:
         n, now = len(changed), _now()
-        table = pa.table({
-            "collection": pa.array([self.col.name] * n, pa.string()),
-            "id": pa.array([p.id for p in changed], pa.string()),
-            "rev": pa.array(np.arange(rev0, rev0 + n), pa.int64()),
-            "content_hash": pa.array([p.content_hash for p in changed], pa.string()),
-            "label": pa.array([p.label for p in changed], pa.string()),
-            "ts": pa.array([p.ts for p in changed], pa.timestamp("us")),
-            "meta": pa.array([p.meta for p in changed], pa.string()),
-            "sources": pa.array([_sources_json(p) for p in changed], pa.string()),
-            "run_id": pa.array([run_id] * n, pa.int64()),
-            "updated_at": pa.array([now] * n, pa.timestamp("us")),
-        })
+        table = pa.table(
+            {
+                "collection": pa.array([self.col.name] * n, pa.string()),
+                "id": pa.array([p.id for p in changed], pa.string()),
+                "rev": pa.array(np.arange(rev0, rev0 + n), pa.int64()),
+                "content_hash": pa.array([p.content_hash for p in changed], pa.string()),
+                "label": pa.array([p.label for p in changed], pa.string()),
+                "ts": pa.array([p.ts for p in changed], pa.timestamp("us")),
+                "meta": pa.array([p.meta for p in changed], pa.string()),
+                "sources": pa.array([_sources_json(p) for p in changed], pa.string()),
+                "run_id": pa.array([run_id] * n, pa.int64()),
+                "updated_at": pa.array([now] * n, pa.timestamp("us")),
+            }
+        )
         with self.catalog.arrow("mms_new_records", table):
             self.catalog.raw.execute("INSERT INTO mms_records SELECT * FROM mms_new_records")
         for p in changed:
             self.pending.rows[p.id] = RecordRow(p.label, p.ts, p.meta, _sources_json(p))
 
-    def _insert_vectors(self, conn: Connection, f: Field, owners: list[rec.Prepared],
-                        vectors: np.ndarray) -> None:
+    def _insert_vectors(
+        self, conn: Connection, f: Field, owners: list[rec.Prepared], vectors: np.ndarray
+    ) -> None:
         n = len(owners)
         vid0 = self.catalog.next_ids(conn, "vid", n)
         vids = np.arange(vid0, vid0 + n, dtype=np.int64)
         vectors = np.ascontiguousarray(vectors, np.float32)
         blob = pa.FixedSizeBinaryArray.from_buffers(
-            pa.binary(f.identity.dim * 4), n, [None, pa.py_buffer(vectors)])
-        table = pa.table({
-            "vid": pa.array(vids, pa.int64()),
-            "collection": pa.array([self.col.name] * n, pa.string()),
-            "record_id": pa.array([p.id for p in owners], pa.string()),
-            "field": pa.array([f.name] * n, pa.string()),
-            "encoder_key": pa.array([f.key] * n, pa.string()),
-            "source_hash": pa.array([p.hashes[f.name] for p in owners], pa.string()),
-            "vector": blob,
-        })
+            pa.binary(f.identity.dim * 4), n, [None, pa.py_buffer(vectors)]
+        )
+        table = pa.table(
+            {
+                "vid": pa.array(vids, pa.int64()),
+                "collection": pa.array([self.col.name] * n, pa.string()),
+                "record_id": pa.array([p.id for p in owners], pa.string()),
+                "field": pa.array([f.name] * n, pa.string()),
+                "encoder_key": pa.array([f.key] * n, pa.string()),
+                "source_hash": pa.array([p.hashes[f.name] for p in owners], pa.string()),
+                "vector": blob,
+            }
+        )
         with self.catalog.arrow("mms_new_vectors", table):
             self.catalog.raw.execute(
                 "INSERT INTO mms_embeddings SELECT vid, collection, record_id, field, "
-                "encoder_key, source_hash, vector::BLOB FROM mms_new_vectors")
+                "encoder_key, source_hash, vector::BLOB FROM mms_new_vectors"
+            )
         self._hold(f.name, vids, vectors)
         self.pending.owners.extend(zip(vids.tolist(), (p.id for p in owners), strict=True))
 
@@ -344,8 +423,11 @@ class Ingestor:
                 continue
             added = p.added.get(name, [])
             vids = np.concatenate([a[0] for a in added]) if added else np.empty(0, np.int64)
-            vecs = (np.concatenate([a[1] for a in added]) if added
-                    else np.empty((0, col.fields[name].identity.dim), np.float32))
+            vecs = (
+                np.concatenate([a[1] for a in added])
+                if added
+                else np.empty((0, col.fields[name].identity.dim), np.float32)
+            )
             col.indexes.apply(name, (vids, vecs), removed)
         if p.overflow:
             col.cache.invalidate()
@@ -361,8 +443,11 @@ def encode_batch(hook: Any, f: Field, batch: list[Any]) -> np.ndarray:
     except MMStoreError:
         raise
     except Exception as e:
-        raise EncoderError(f.identity.plugin, f"encoder {f.identity.name!r} failed on a batch "
-                           f"of {len(batch)} {f.modality.name} items: {e}") from e
+        raise EncoderError(
+            f.identity.plugin,
+            f"encoder {f.identity.name!r} failed on a batch "
+            f"of {len(batch)} {f.modality.name} items: {e}",
+        ) from e
     return check_vectors(f.encoder, f, out, len(batch))
 
 
@@ -370,16 +455,21 @@ def check_vectors(encoder: Encoder, f: Field, out: Any, n: int) -> np.ndarray:
     plugin = f.identity.plugin
     if not isinstance(out, np.ndarray) or out.shape != (n, f.identity.dim):
         shape = getattr(out, "shape", type(out).__name__)
-        raise EncoderError(plugin, f"encoder {f.identity.name!r} returned {shape}, expected "
-                           f"({n}, {f.identity.dim})")
+        raise EncoderError(
+            plugin,
+            f"encoder {f.identity.name!r} returned {shape}, expected ({n}, {f.identity.dim})",
+        )
     out = np.ascontiguousarray(out, np.float32)
     if not np.isfinite(out).all():
         raise EncoderError(plugin, f"encoder {f.identity.name!r} returned NaN or infinite values")
     if encoder.metric == "cosine":
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         if (norms == 0).any():
-            raise EncoderError(plugin, f"encoder {f.identity.name!r} returned a zero vector, "
-                               "which has no direction for cosine similarity")
+            raise EncoderError(
+                plugin,
+                f"encoder {f.identity.name!r} returned a zero vector, "
+                "which has no direction for cosine similarity",
+            )
         out = out / norms
     return out
 

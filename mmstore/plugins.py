@@ -8,7 +8,7 @@ import inspect
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import pluggy
 
@@ -27,8 +27,6 @@ BUILTINS: tuple[tuple[str, str], ...] = (
     ("pii", "mmstore_pii"),
     ("events_log", "mmstore_events"),
 )
-
-T = TypeVar("T", bound=type)
 
 
 @dataclass(frozen=True)
@@ -99,8 +97,8 @@ class PluginHost:
         self.encoders = self._collect("encoder", "mmstore_register_encoders", Encoder)
         self.modalities = self._collect("modality", "mmstore_register_modalities", Modality)
 
-    def _collect(self, kind: str, hook: str, base: T) -> dict[str, T]:
-        found: dict[str, tuple[str, T]] = {}
+    def _collect(self, kind: str, hook: str, base: type) -> dict[str, Any]:
+        found: dict[str, tuple[str, Any]] = {}
         for impl in getattr(self.pm.hook, hook).get_hookimpls():
             for cls in _call_register(impl, kind):
                 if not (inspect.isclass(cls) and issubclass(cls, base)):
@@ -140,7 +138,7 @@ class PluginHost:
             return __version__
         return str(getattr(plugin, "__version__", "unknown"))
 
-    def list(self) -> list[PluginInfo]:
+    def infos(self) -> list[PluginInfo]:
         """Every registered plugin with its version, source and the hooks it implements."""
         out = []
         for name, plugin in self.pm.list_name_plugin():
@@ -155,7 +153,7 @@ class PluginHost:
 def _call_register(impl: pluggy.HookImpl, kind: str) -> list[Any]:
     """Call one plugin's register hook, wrapping its failure with the plugin's name."""
     try:
-        result = impl.function()
+        result: Any = impl.function()
     except Exception as e:
         raise PluginError(impl.plugin_name, f"failed to register {kind}s: {e}") from e
     return list(result or [])

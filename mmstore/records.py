@@ -45,19 +45,24 @@ def record_id(raw: Any, position: int) -> str:
         raise RecordError(f"#{position}", None, f"a record is a mapping, got {type(raw).__name__}")
     rid = raw.get("id")
     if isinstance(rid, bool) or not isinstance(rid, str | int) or rid == "":
-        raise RecordError(f"#{position}", "id", "every record needs an id (a non-empty str or "
-                          f"int), got {rid!r}")
+        raise RecordError(
+            f"#{position}", "id", f"every record needs an id (a non-empty str or int), got {rid!r}"
+        )
     rid = str(rid)
     if len(rid) > MAX_ID_CHARS:
         raise RecordError(rid[:40] + "...", "id", f"id longer than {MAX_ID_CHARS} characters")
     return rid
 
 
-def check_keys(rid: str, raw: Mapping[str, Any], fields: Mapping[str, str]) -> None:
+def check_keys(rid: str, raw: Mapping[str, Any], fields: Mapping[str, Any]) -> None:
     unknown = [k for k in raw if k not in fields and k not in STANDARD_KEYS]
     if unknown:
-        raise RecordError(rid, str(unknown[0]), "not a field of this collection; fields: "
-                          f"{sorted(fields)}; put other data under 'meta'")
+        raise RecordError(
+            rid,
+            str(unknown[0]),
+            "not a field of this collection; fields: "
+            f"{sorted(fields)}; put other data under 'meta'",
+        )
     if not any(raw.get(f) is not None for f in fields):
         raise RecordError(rid, None, f"record has none of the collection's fields {sorted(fields)}")
 
@@ -108,8 +113,12 @@ def parse_meta(rid: str, value: Any) -> str | None:
     except (TypeError, ValueError) as e:
         raise RecordError(rid, "meta", f"meta is not JSON-serializable: {e}") from e
     if len(text.encode()) > MAX_META_BYTES:
-        raise RecordError(rid, "meta", f"meta is larger than {MAX_META_BYTES // 1024} KiB; "
-                          "keep large data in a field or elsewhere")
+        raise RecordError(
+            rid,
+            "meta",
+            f"meta is larger than {MAX_META_BYTES // 1024} KiB; "
+            "keep large data in a field or elsewhere",
+        )
     return text
 
 

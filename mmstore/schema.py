@@ -11,20 +11,23 @@ import sqlalchemy as sa
 metadata = sa.MetaData()
 
 collections = sa.Table(
-    "mms_collections", metadata,
+    "mms_collections",
+    metadata,
     sa.Column("name", sa.String, primary_key=True),
     sa.Column("config", sa.String, nullable=False),  # JSON of CollectionConfig
     sa.Column("created_at", sa.DateTime, nullable=False),
 )
 
 counters = sa.Table(
-    "mms_counters", metadata,
+    "mms_counters",
+    metadata,
     sa.Column("name", sa.String, primary_key=True),
     sa.Column("value", sa.BigInteger, nullable=False),
 )
 
 encoders = sa.Table(
-    "mms_encoders", metadata,
+    "mms_encoders",
+    metadata,
     sa.Column("key", sa.String, primary_key=True),
     sa.Column("name", sa.String, nullable=False),
     sa.Column("version", sa.String, nullable=False),
@@ -38,7 +41,8 @@ encoders = sa.Table(
 )
 
 fields = sa.Table(
-    "mms_fields", metadata,
+    "mms_fields",
+    metadata,
     sa.Column("collection", sa.String, primary_key=True),
     sa.Column("field", sa.String, primary_key=True),
     sa.Column("modality", sa.String, nullable=False),
@@ -46,7 +50,8 @@ fields = sa.Table(
 )
 
 records = sa.Table(
-    "mms_records", metadata,
+    "mms_records",
+    metadata,
     sa.Column("collection", sa.String, nullable=False),
     sa.Column("id", sa.String, nullable=False),
     sa.Column("rev", sa.BigInteger, nullable=False),
@@ -60,7 +65,8 @@ records = sa.Table(
 )
 
 embeddings = sa.Table(
-    "mms_embeddings", metadata,
+    "mms_embeddings",
+    metadata,
     sa.Column("vid", sa.BigInteger, nullable=False),
     sa.Column("collection", sa.String, nullable=False),
     sa.Column("record_id", sa.String, nullable=False),
@@ -71,7 +77,8 @@ embeddings = sa.Table(
 )
 
 indexes = sa.Table(
-    "mms_indexes", metadata,
+    "mms_indexes",
+    metadata,
     sa.Column("collection", sa.String, primary_key=True),
     sa.Column("field", sa.String, primary_key=True),
     sa.Column("encoder_key", sa.String, nullable=False),
@@ -86,7 +93,8 @@ indexes = sa.Table(
 )
 
 ingest_runs = sa.Table(
-    "mms_ingest_runs", metadata,
+    "mms_ingest_runs",
+    metadata,
     sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
     sa.Column("collection", sa.String, nullable=False),
     sa.Column("started_at", sa.DateTime, nullable=False),

@@ -47,9 +47,16 @@ class Searcher:
         self.col = col
 
     def search(
-        self, *, target: str | None, k: int, where: Mapping[str, Any] | None,
-        vector: Any, record: str | int | None, fusion: Fusion,
-        weights: Mapping[str, float] | None, values: dict[str, Any],
+        self,
+        *,
+        target: str | None,
+        k: int,
+        where: Mapping[str, Any] | None,
+        vector: Any,
+        record: str | int | None,
+        fusion: Fusion,
+        weights: Mapping[str, float] | None,
+        values: dict[str, Any],
     ) -> Hits:
         _check_k(k)
         if fusion not in ("rrf", "weighted"):
@@ -61,8 +68,9 @@ class Searcher:
         allowed = self.allowed_vids(tgt, where) if where else None
         exclude = str(record) if record is not None else None
         per_query = k if len(queries) == 1 else max(k * 4, 50)
-        results = [self._one(tgt, q, per_query + (exclude is not None), allowed, exclude)
-                   for q in queries]
+        results = [
+            self._one(tgt, q, per_query + (exclude is not None), allowed, exclude) for q in queries
+        ]
         if len(results) == 1:
             return Hits(results[0][:k])
         return fuse(results, queries, fusion, k)
@@ -85,14 +93,23 @@ class Searcher:
                 return same[0]
         raise InvalidInputError(f"say which field to search: target= one of {sorted(fields)}")
 
-    def _queries(self, tgt: Field, values: dict[str, Any], vector: Any,
-                 record: str | int | None, weights: Mapping[str, float]) -> list[Query]:
+    def _queries(
+        self,
+        tgt: Field,
+        values: dict[str, Any],
+        vector: Any,
+        record: str | int | None,
+        weights: Mapping[str, float],
+    ) -> list[Query]:
         given = len(values) + (vector is not None) + (record is not None)
         if given == 0:
-            raise InvalidInputError("give something to search with: a field value "
-                                    "(text=...), vector= or record=")
-        out = [self._encode_query(name, value, tgt, weights.get(name, 1.0))
-               for name, value in values.items()]
+            raise InvalidInputError(
+                "give something to search with: a field value (text=...), vector= or record="
+            )
+        out = [
+            self._encode_query(name, value, tgt, weights.get(name, 1.0))
+            for name, value in values.items()
+        ]
         if vector is not None:
             out.append(Query(tgt, self._raw_vector(vector, tgt), weights.get("vector", 1.0)))
         if record is not None:
@@ -105,8 +122,11 @@ class Searcher:
             return fields[name]
         if tgt.modality.name == name:
             return tgt
-        same = [f for f in fields.values()
-                if f.modality.name == name and f.identity.space == tgt.identity.space]
+        same = [
+            f
+            for f in fields.values()
+            if f.modality.name == name and f.identity.space == tgt.identity.space
+        ]
         if same:
             return same[0]
         modalities = sorted({f.modality.name for f in fields.values()})
@@ -116,8 +136,9 @@ class Searcher:
         f = self._query_field(name, tgt)
         hook = self.col.store.plugins.hook
         try:
-            item = hook.mmstore_load_payload(modality=f.modality, value=value,
-                                             record_id="<query>", field=name)
+            item = hook.mmstore_load_payload(
+                modality=f.modality, value=value, record_id="<query>", field=name
+            )
             f.encoder.check(item)
         except RecordError as e:
             raise InvalidInputError(f"query {name}=: {e.problem}") from e
@@ -131,8 +152,10 @@ class Searcher:
         except (TypeError, ValueError) as e:
             raise InvalidInputError(f"vector= is not numeric: {e}") from e
         if arr.shape != (tgt.identity.dim,):
-            raise InvalidInputError(f"vector= has shape {arr.shape}; field {tgt.name!r} "
-                                    f"holds {tgt.identity.dim}-d vectors")
+            raise InvalidInputError(
+                f"vector= has shape {arr.shape}; field {tgt.name!r} "
+                f"holds {tgt.identity.dim}-d vectors"
+            )
         if not np.isfinite(arr).all():
             raise InvalidInputError("vector= holds NaN or infinite values")
         try:
@@ -142,8 +165,11 @@ class Searcher:
 
     def _record_query(self, rid: str, tgt: Field, weight: float) -> Query:
         """The record's stored vector in the target field, or in a field of its space."""
-        candidates = [tgt] + [f for f in self.col.fields.values()
-                              if f is not tgt and f.identity.space == tgt.identity.space]
+        candidates = [tgt] + [
+            f
+            for f in self.col.fields.values()
+            if f is not tgt and f.identity.space == tgt.identity.space
+        ]
         owned = self._owned(rid)
         for f in candidates:
             index = self.col.indexes.get(f)
@@ -153,13 +179,16 @@ class Searcher:
             if len(pos):
                 return Query(f, index.vectors_at(pos[-1:])[0], weight)
         self.col.get([rid])  # raises NotFoundError when the record does not exist
-        raise NotFoundError(f"record {rid!r} has no vector in field {tgt.name!r} or a field of "
-                            "its space; search with another target")
+        raise NotFoundError(
+            f"record {rid!r} has no vector in field {tgt.name!r} or a field of "
+            "its space; search with another target"
+        )
 
     def _owned(self, rid: str) -> list[tuple[int, str]]:
         t = self.col.store.catalog.query_arrow(
             "SELECT vid, field FROM mms_embeddings WHERE collection = ? AND record_id = ?",
-            [self.col.name, rid])
+            [self.col.name, rid],
+        )
         return list(zip(t.column("vid").to_pylist(), t.column("field").to_pylist(), strict=True))
 
     # -- execution ----------------------------------------------------------------------
@@ -168,17 +197,23 @@ class Searcher:
         r, e = schema.records, schema.embeddings
         stmt = (
             sa.select(e.c.vid)
-            .select_from(e.join(r, sa.and_(r.c.collection == e.c.collection,
-                                           r.c.id == e.c.record_id)))
-            .where(e.c.collection == self.col.name, e.c.field == tgt.name,
-                   e.c.encoder_key == tgt.key, compile_filter(where, r))
+            .select_from(
+                e.join(r, sa.and_(r.c.collection == e.c.collection, r.c.id == e.c.record_id))
+            )
+            .where(
+                e.c.collection == self.col.name,
+                e.c.field == tgt.name,
+                e.c.encoder_key == tgt.key,
+                compile_filter(where, r),
+            )
             .order_by(e.c.vid)
         )
         table = self.col.store.catalog.select_arrow(stmt)
         return table.column("vid").to_numpy().astype(np.int64, copy=False)
 
-    def _one(self, tgt: Field, q: Query, k: int, allowed: np.ndarray | None,
-             exclude: str | None) -> Hits:
+    def _one(
+        self, tgt: Field, q: Query, k: int, allowed: np.ndarray | None, exclude: str | None
+    ) -> Hits:
         index = self.col.indexes.get(tgt)
         result = index.search(q.vector[None, :], k, allowed)
         return self.col.cache.hits(tgt.name, result.scores[0], result.vids[0], k, exclude)

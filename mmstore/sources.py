@@ -28,7 +28,9 @@ def chunks(source: Any, size: int = DEFAULT_CHUNK) -> Iterator[list[dict[str, An
         yield from _arrow_batches(source)
     elif _is_pandas(source):
         for start in range(0, len(source), size):
-            yield [_from_pandas_row(r) for r in source.iloc[start:start + size].to_dict("records")]
+            yield [
+                _from_pandas_row(r) for r in source.iloc[start : start + size].to_dict("records")
+            ]
     elif isinstance(source, Iterable) and not isinstance(source, str | bytes):
         iterator = iter(source)
         while batch := list(itertools.islice(iterator, size)):

@@ -36,8 +36,15 @@ CATALOG_FILE = "catalog.duckdb"
 class Store:
     """An open store. Use as a context manager, or call :meth:`close`."""
 
-    def __init__(self, path: str | Path, *, read_only: bool = False, plugins: Iterable[Any] = (),
-                 entrypoints: bool = True, block: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        read_only: bool = False,
+        plugins: Iterable[Any] = (),
+        entrypoints: bool = True,
+        block: Iterable[str] = (),
+    ) -> None:
         self._temporary = str(path) == ":memory:"
         self.path = Path(tempfile.mkdtemp(prefix="mmstore-")) if self._temporary else Path(path)
         self.read_only = read_only
@@ -65,8 +72,10 @@ class Store:
             return migrate.upgrade(conn)
         current = migrate.current_revision(conn)
         if current != migrate.head_revision():
-            raise SchemaError(f"store {str(self.path)!r} has schema {current!r}; open it once "
-                              "for writing (or run `mmstore migrate`) to upgrade it")
+            raise SchemaError(
+                f"store {str(self.path)!r} has schema {current!r}; open it once "
+                "for writing (or run `mmstore migrate`) to upgrade it"
+            )
         return current
 
     def __repr__(self) -> str:
@@ -79,10 +88,15 @@ class Store:
         self.close()
 
     # -- collections --------------------------------------------------------------------
-    def create_collection(self, name: str, encoders: Mapping[str, Any], *,
-                          options: Mapping[str, Any] | None = None,
-                          index: Mapping[str, Any] | None = None,
-                          exist_ok: bool = False) -> Collection:
+    def create_collection(
+        self,
+        name: str,
+        encoders: Mapping[str, Any],
+        *,
+        options: Mapping[str, Any] | None = None,
+        index: Mapping[str, Any] | None = None,
+        exist_ok: bool = False,
+    ) -> Collection:
         """Create a collection whose fields are embedded by the given encoders.
 
         ``encoders`` maps a field name to ``{"encoder": NAME, "modality": M, **params}``
@@ -94,13 +108,18 @@ class Store:
         if name in self.collections():
             if exist_ok and self._stored_config(name) == config:
                 return self.collection(name)
-            raise AlreadyExistsError(f"collection {name!r} already exists"
-                                     + (" with another configuration" if exist_ok else ""))
+            raise AlreadyExistsError(
+                f"collection {name!r} already exists"
+                + (" with another configuration" if exist_ok else "")
+            )
         col = Collection(self, name, config)  # fails on unknown encoders before writing
         now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         with self.catalog.transaction() as conn:
-            conn.execute(schema.collections.insert().values(
-                name=name, config=config.model_dump_json(), created_at=now))
+            conn.execute(
+                schema.collections.insert().values(
+                    name=name, config=config.model_dump_json(), created_at=now
+                )
+            )
             record_fields(conn, name, col.fields)
         self._collections[name] = col
         return col
@@ -179,13 +198,18 @@ class Store:
                 shutil.rmtree(self.path, ignore_errors=True)
 
 
-def open(path: str | Path, *, read_only: bool = False, plugins: Iterable[Any] = (),
-         entrypoints: bool = True, block: Iterable[str] = ()) -> Store:  # noqa: A001
+def open(
+    path: str | Path,
+    *,
+    read_only: bool = False,
+    plugins: Iterable[Any] = (),
+    entrypoints: bool = True,
+    block: Iterable[str] = (),
+) -> Store:
     """Open (or create) the store at ``path``, a directory; ``":memory:"`` makes a temporary
     one removed on close. ``plugins`` are registered after the built-ins and the entry
     points; ``block`` names plugins not to load."""
-    return Store(path, read_only=read_only, plugins=plugins, entrypoints=entrypoints,
-                 block=block)
+    return Store(path, read_only=read_only, plugins=plugins, entrypoints=entrypoints, block=block)
 
 
 __all__ = ["Store", "open"]

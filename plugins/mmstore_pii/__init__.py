@@ -28,8 +28,10 @@ def _settings(collection: CollectionContext) -> tuple[list[str], list[str]] | No
     unknown = set(opts) - {"kinds", "fields"}
     kinds = list(opts.get("kinds", PATTERNS))
     if unknown or not set(kinds) <= set(PATTERNS):
-        raise ConfigError(f"collection {collection.name!r}: pii options take kinds (of "
-                          f"{sorted(PATTERNS)}) and fields; got {dict(opts)!r}")
+        raise ConfigError(
+            f"collection {collection.name!r}: pii options take kinds (of "
+            f"{sorted(PATTERNS)}) and fields; got {dict(opts)!r}"
+        )
     fields = opts.get("fields")
     if fields is None:
         fields = [f for f, modality in collection.fields.items() if modality == "text"]

@@ -67,8 +67,11 @@ class SentenceTransformerEncoder(Encoder):
             return np.zeros((0, self.dim), np.float32)
         model = load_model(self.params.model, resolve_device(self.params.device))
         vectors = model.encode(
-            list(items), batch_size=self.batch_size, convert_to_numpy=True,
-            normalize_embeddings=self.params.normalize, show_progress_bar=False,
+            list(items),
+            batch_size=self.batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=self.params.normalize,
+            show_progress_bar=False,
         )
         return np.ascontiguousarray(vectors, dtype=np.float32)
 

@@ -21,20 +21,32 @@ class Text(Modality):
             try:
                 value = bytes(value).decode("utf-8")
             except UnicodeDecodeError as e:
-                raise RecordError(record_id, field, f"bytes are not valid UTF-8 ({e.reason} "
-                                  f"at byte {e.start}); decode the text first") from e
+                raise RecordError(
+                    record_id,
+                    field,
+                    f"bytes are not valid UTF-8 ({e.reason} "
+                    f"at byte {e.start}); decode the text first",
+                ) from e
         if not isinstance(value, str):
             raise RecordError(record_id, field, f"expected text, got {type(value).__name__}")
         if not value.strip():
             raise RecordError(record_id, field, "text is empty; leave the field out instead")
         if len(value) > MAX_CHARS:
-            raise RecordError(record_id, field, f"text has {len(value):,} characters, more "
-                              f"than the limit of {MAX_CHARS:,}; split it into several records")
+            raise RecordError(
+                record_id,
+                field,
+                f"text has {len(value):,} characters, more "
+                f"than the limit of {MAX_CHARS:,}; split it into several records",
+            )
         try:
             value.encode("utf-8")
         except UnicodeEncodeError as e:
-            raise RecordError(record_id, field, "text holds an unpaired surrogate at "
-                              f"position {e.start}; it cannot be stored as UTF-8") from e
+            raise RecordError(
+                record_id,
+                field,
+                "text holds an unpaired surrogate at "
+                f"position {e.start}; it cannot be stored as UTF-8",
+            ) from e
         return value
 
     def fingerprint(self, value: Any) -> str:

@@ -24,8 +24,9 @@ class Vector(Modality):
         except (TypeError, ValueError) as e:
             raise RecordError(record_id, field, f"not a numeric vector: {e}") from e
         if arr.ndim != 1 or arr.size == 0:
-            raise RecordError(record_id, field, f"expected a non-empty 1-d vector, got shape "
-                              f"{arr.shape}")
+            raise RecordError(
+                record_id, field, f"expected a non-empty 1-d vector, got shape {arr.shape}"
+            )
         if not np.isfinite(arr).all():
             raise RecordError(record_id, field, "vector holds NaN or infinite values")
         return arr

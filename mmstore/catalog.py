@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection
 from mmstore import schema
 from mmstore.errors import ReadOnlyError, StoreLockedError
 
-_LOCK_RE = re.compile(r"Conflicting lock is held in (?P<holder>.+?)(?:\.|$)", re.S)
+_LOCK_RE = re.compile(r"Conflicting lock is held in (?P<holder>.+?\(PID \d+\))", re.S)
 
 
 class Catalog:

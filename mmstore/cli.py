@@ -137,3 +137,7 @@ def info(path: Path, collection: str, as_json: bool) -> None:
             f"  {f['field']:<12} {f['modality']:<8} {f['encoder']} v{f['encoder_version']}"
             f" dim={f['dim']} vectors={f['vectors']} index={f['index']}"
         )
+
+
+if __name__ == "__main__":
+    main()

@@ -69,9 +69,8 @@ class CollectionIndexes:
             index = VectorIndex(field.identity.dim, self.options)
             if reason != "no index yet":
                 log.warning("index %s.%s rebuilt: %s", self.collection, field.name, reason)
-                self.track(
-                    IndexRebuilt(str(self.catalog.path.parent), self.collection, field.name, str(reason))
-                )
+                store = str(self.catalog.path.parent)
+                self.track(IndexRebuilt(store, self.collection, field.name, str(reason)))
         changed = self._catch_up(field, index)
         return _Entry(index, unsaved=changed + (0 if reason is None else index.size))
 

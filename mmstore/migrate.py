@@ -9,6 +9,7 @@ from alembic.config import Config
 from alembic.ddl.impl import DefaultImpl
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from mmstore.errors import SchemaError
@@ -60,3 +61,45 @@ def upgrade(conn: Connection) -> str | None:
     if conn.in_transaction():
         conn.commit()
     return before
+
+
+def schema_differences(conn: Connection, metadata: sa.MetaData) -> list[str]:
+    """How the catalog differs from the declared schema: tables, column names in order,
+    types, nullability and primary keys. (Alembic's autogenerate comparison cannot run on
+    DuckDB: SQLAlchemy's primary-key reflection queries a type DuckDB lacks.)"""
+    inspector = sa.inspect(conn)
+    found = set(inspector.get_table_names()) - {"alembic_version"}
+    out = [f"table {t} missing" for t in sorted(set(metadata.tables) - found)]
+    out += [f"table {t} not declared" for t in sorted(found - set(metadata.tables))]
+    for name in sorted(found & set(metadata.tables)):
+        out += _table_differences(conn, inspector, metadata.tables[name])
+    return out
+
+
+def _table_differences(conn: Connection, inspector: sa.Inspector, table: sa.Table) -> list[str]:
+    actual = inspector.get_columns(table.name)
+    declared = list(table.columns)
+    if [c["name"] for c in actual] != [c.name for c in declared]:
+        return [f"{table.name}: columns {[c['name'] for c in actual]} != "
+                f"{[c.name for c in declared]}"]
+    out = []
+    for got, want in zip(actual, declared, strict=True):
+        want_type = want.type.compile(dialect=conn.dialect)
+        got_type = got["type"].compile(dialect=conn.dialect)
+        if _norm(got_type) != _norm(want_type):
+            out.append(f"{table.name}.{want.name}: type {got_type} != {want_type}")
+        if bool(got["nullable"]) != bool(want.nullable):
+            out.append(f"{table.name}.{want.name}: nullable {got['nullable']} != {want.nullable}")
+    pk = conn.exec_driver_sql(
+        "SELECT constraint_column_names FROM duckdb_constraints() WHERE table_name = ? "
+        "AND constraint_type = 'PRIMARY KEY'", (table.name,)).fetchall()
+    got_pk = list(pk[0][0]) if pk else []
+    want_pk = [c.name for c in table.primary_key.columns]
+    if got_pk != want_pk:
+        out.append(f"{table.name}: primary key {got_pk} != {want_pk}")
+    return out
+
+
+def _norm(type_name: str) -> str:
+    aliases = {"DOUBLE PRECISION": "DOUBLE", "BYTEA": "BLOB", "TEXT": "VARCHAR"}
+    return aliases.get(type_name.upper(), type_name.upper())

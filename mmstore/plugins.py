@@ -142,6 +142,8 @@ class PluginHost:
         """Every registered plugin with its version, source and the hooks it implements."""
         out = []
         for name, plugin in self.pm.list_name_plugin():
+            if plugin is None:  # a blocked name
+                continue
             hooks = tuple(sorted(c.name for c in self.pm.get_hookcallers(plugin) or ()))
             source = self._sources.get(name, "entrypoint")
             if source == "runtime" and any(p is plugin for p, _ in self.pm.list_plugin_distinfo()):

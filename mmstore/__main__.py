@@ -1,0 +1,5 @@
+"""``python -m mmstore``: the command line."""
+
+from mmstore.cli import main
+
+main()

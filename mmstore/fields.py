@@ -66,8 +66,8 @@ def record_fields(conn: Connection, collection: str, fields: dict[str, Field]) -
         ident = f.identity
         exists = conn.execute(
             sa.select(schema.encoders.c.key).where(schema.encoders.c.key == ident.key)
-        ).first()
-        if exists is None:
+        ).all()
+        if not exists:
             conn.execute(
                 schema.encoders.insert().values(
                     key=ident.key,

@@ -99,7 +99,7 @@ def _operator(key: str, op: Any, arg: Any, table: sa.Table) -> sa.ColumnElement[
         arg = str(arg)  # ids and labels given as ints are stored as their decimal strings
     if isinstance(arg, dt.datetime) and arg.tzinfo is not None:
         arg = arg.astimezone(dt.UTC).replace(tzinfo=None)
-    return sa.func.coalesce(COMPARE[op](_path_expr(key, table, arg), arg), False)
+    return sa.func.coalesce(COMPARE[op](_path_expr(key, table, arg), sa.literal(arg)), False)
 
 
 def _check_scalar(key: str, arg: Any) -> None:

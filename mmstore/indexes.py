@@ -77,9 +77,10 @@ class CollectionIndexes:
     def _manifest(self, field: Field) -> sa.Row | None:
         t = schema.indexes
         with self.catalog.reading() as conn:
-            return conn.execute(
+            rows = conn.execute(
                 sa.select(t).where(t.c.collection == self.collection, t.c.field == field.name)
-            ).first()
+            ).all()
+        return rows[0] if rows else None
 
     def _from_file(self, field: Field) -> tuple[VectorIndex | None, str | None]:
         """The saved index if it matches its manifest, else None and why not."""

@@ -135,10 +135,10 @@ class Store:
     def _stored_config(self, name: str) -> CollectionConfig:
         t = schema.collections
         with self.catalog.reading() as conn:
-            row = conn.execute(sa.select(t.c.config).where(t.c.name == name)).first()
-        if row is None:
+            rows = conn.execute(sa.select(t.c.config).where(t.c.name == name)).all()
+        if not rows:
             raise UnknownNameError("collection", name, self.collections())
-        return CollectionConfig.model_validate_json(row.config)
+        return CollectionConfig.model_validate_json(rows[0].config)
 
     def collections(self) -> list[str]:
         """Names of the collections, sorted."""

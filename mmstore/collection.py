@@ -140,9 +140,9 @@ class Collection:
                 "(SELECT id FROM mms_delete_ids)",
                 (self.name,),
             )
-        for name in self.fields:
+        for name, field in self.fields.items():
             vids = np.array([v for v, f in gone if f == name], np.int64)
-            self.indexes.apply(name, None, vids)
+            self.indexes.apply(field, None, vids)
         self.cache.apply({}, (), (v for v, _ in gone), deleted)
         if deleted:
             self.store.track(RecordsDeleted(str(self.store.path), self.name, tuple(deleted)))

@@ -2,7 +2,8 @@
 once the field is large, an HNSW graph (FAISS) over the rest, with its search width tuned
 to a recall target on a held-out sample. Deletes are tombstones until the next compaction.
 
-Positions are in vid order, so a vid maps to its position by binary search.
+A vector's position is its label in the HNSW graph (or its place in the tail); vids grow
+with every write, and a sorter maps vids to positions by binary search.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class VectorIndex:
         self.tuned_recall: float | None = None
         self._tail = np.empty((0, dim), np.float32)
         self._tail_len = 0
+        self._sorter = np.empty(0, np.int64)
 
     # -- size ---------------------------------------------------------------------------
     @property
@@ -66,7 +68,7 @@ class VectorIndex:
 
     @property
     def last_vid(self) -> int:
-        return int(self.vids[-1]) if len(self.vids) else 0
+        return int(self.vids[self._sorter[-1]]) if len(self.vids) else 0
 
     def live_vids(self) -> np.ndarray:
         return self.vids[~self.dead]
@@ -77,7 +79,7 @@ class VectorIndex:
         vids = np.asarray(vids, np.int64)
         if not len(vids):
             return
-        if (len(self.vids) and vids[0] <= self.vids[-1]) or np.any(np.diff(vids) <= 0):
+        if (len(self.vids) and vids[0] <= self.last_vid) or np.any(np.diff(vids) <= 0):
             raise ValueError("vids must be increasing and newer than the index's last vid")
         vectors = np.ascontiguousarray(vectors, np.float32).reshape(len(vids), self.dim)
         need = self._tail_len + len(vids)
@@ -87,6 +89,8 @@ class VectorIndex:
             self._tail = grown
         self._tail[self._tail_len : need] = vectors
         self._tail_len = need
+        new = np.arange(len(self.vids), len(self.vids) + len(vids))
+        self._sorter = np.concatenate([self._sorter, new])
         self.vids = np.concatenate([self.vids, vids])
         self.dead = np.concatenate([self.dead, np.zeros(len(vids), bool)])
 
@@ -99,10 +103,10 @@ class VectorIndex:
 
     def positions(self, vids: np.ndarray) -> np.ndarray:
         """Positions of the given vids that the index holds."""
-        pos = np.searchsorted(self.vids, vids)
-        ok = pos < len(self.vids)
-        ok[ok] = self.vids[pos[ok]] == vids[ok]
-        return pos[ok]
+        idx = np.searchsorted(self.vids, vids, sorter=self._sorter)
+        ok = idx < len(self.vids)
+        pos = self._sorter[idx[ok]]
+        return pos[self.vids[pos] == vids[ok]]
 
     # -- vectors ------------------------------------------------------------------------
     def _base_view(self) -> np.ndarray:
@@ -163,7 +167,7 @@ class VectorIndex:
                 else np.tile(np.arange(n), (m, 1))
             )
             top = np.take_along_axis(scores, part, 1)
-            order = np.argsort(-top, axis=1, kind="stable")
+            order = np.lexsort((self.vids[positions[part]], -top), axis=1)  # ties by vid
             idx = np.take_along_axis(part, order, 1)
             out_s[:, :kk] = np.take_along_axis(top, order, 1)
             out_v[:, :kk] = self.vids[positions[idx]]
@@ -220,8 +224,10 @@ class VectorIndex:
             self.size > 0 and self.dead.mean() > 0.2
         )
 
-    def optimize(self) -> None:
-        """Compact tombstones; build or extend the HNSW graph once the field is large."""
+    def optimize(self, seed: int = 0) -> None:
+        """Compact tombstones; build or extend the HNSW graph once the field is large. The
+        search width is tuned on a held-out sample of the new vectors: they are searched
+        for before they join the graph, as queries from outside it would be."""
         if self.dead.any() and (self.dead.mean() > 0.2 or self.live < self.options.ann_threshold):
             self._compact()
         if self.live < self.options.ann_threshold or self._tail_len == 0:
@@ -231,31 +237,49 @@ class VectorIndex:
                 self.dim, self.options.hnsw_m, faiss.METRIC_INNER_PRODUCT
             )
             self.hnsw.hnsw.efConstruction = self.options.hnsw_ef_construction
-        self.hnsw.add(self.tail())
+        held = self._hold_out(seed)
+        tail = self.tail()
+        self.hnsw.add(tail[: len(tail) - held])
+        if held:
+            self.tune(tail[len(tail) - held :])
+            self.hnsw.add(tail[len(tail) - held :])
         self._tail = np.empty((0, self.dim), np.float32)
         self._tail_len = 0
-        self.tune()
+
+    def _hold_out(self, seed: int) -> int:
+        """Move a random sample of the tail to its end; return its size."""
+        n = self._tail_len
+        held = min(TUNE_QUERIES, n // 10)
+        if held == 0:
+            return 0
+        rng = np.random.default_rng(seed)
+        chosen = np.zeros(n, bool)
+        chosen[rng.choice(n, size=held, replace=False)] = True
+        order = np.concatenate([np.flatnonzero(~chosen), np.flatnonzero(chosen)])
+        start = self.n_base
+        self._tail[:n] = self._tail[:n][order]
+        self.vids[start:] = self.vids[start:][order]
+        self.dead[start:] = self.dead[start:][order]
+        self._sorter = np.argsort(self.vids, kind="stable")
+        return held
 
     def _compact(self) -> None:
         keep = ~self.dead
-        vectors, vids = self.all_vectors()[keep], self.vids[keep]
+        order = np.argsort(self.vids[keep], kind="stable")
+        vectors, vids = self.all_vectors()[keep][order], self.vids[keep][order]
         self.__init__(self.dim, self.options)  # type: ignore[misc]
         self.add(vids, vectors)
 
-    def tune(self, seed: int = 0) -> None:
-        """Pick the smallest HNSW width reaching the recall target on held-out base vectors
-        (each query's own vector excluded from both the truth and the answer)."""
-        n = self.n_base
-        rng = np.random.default_rng(seed)
-        sample = rng.choice(n, size=min(TUNE_QUERIES, n), replace=False)
-        base = self._base_view()
-        queries = base[sample]
-        truth = _exact_ids(queries, base, 11, sample)
+    def tune(self, queries: np.ndarray) -> None:
+        """Pick the smallest HNSW width whose recall@10 on ``queries`` (vectors not in the
+        graph) reaches the target, against an exact search of the graph's vectors."""
+        k = min(10, self.n_base)
+        truth = _exact_ids(queries, self._base_view(), k)
         for ef in EF_CANDIDATES:
             params = faiss.SearchParametersHNSW()
             params.efSearch = ef
-            _, labels = self.hnsw.search(queries, 11, params=params)
-            recall = _recall(truth, labels, sample)
+            _, labels = self.hnsw.search(queries, k, params=params)
+            recall = _recall(truth, labels)
             if recall >= self.options.target_recall or ef == EF_CANDIDATES[-1]:
                 self.ef_search, self.tuned_recall = ef, recall
                 return
@@ -302,6 +326,7 @@ class VectorIndex:
                 raise ValueError(f"index format {meta.get('format')!r} is not {FORMAT}")
             index = cls(int(meta["dim"]), options)
             index.vids, index.dead = z["vids"].astype(np.int64), z["dead"].astype(bool)
+            index._sorter = np.argsort(index.vids, kind="stable")
             tail, hnsw = z["tail"], z["hnsw"]
         if len(hnsw):
             index.hnsw = faiss.deserialize_index(hnsw)
@@ -312,15 +337,14 @@ class VectorIndex:
         return index
 
 
-def _exact_ids(queries: np.ndarray, base: np.ndarray, k: int, exclude: np.ndarray) -> np.ndarray:
-    scores = queries @ base.T
-    scores[np.arange(len(exclude)), exclude] = -np.inf
-    return np.argsort(-scores, axis=1)[:, : k - 1]
+def _exact_ids(queries: np.ndarray, base: np.ndarray, k: int) -> np.ndarray:
+    out = np.empty((len(queries), k), np.int64)
+    for start in range(0, len(queries), 64):  # bounded memory for large bases
+        scores = queries[start : start + 64] @ base.T
+        out[start : start + 64] = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    return out
 
 
-def _recall(truth: np.ndarray, labels: np.ndarray, exclude: np.ndarray) -> float:
-    hits = 0
-    for row, t, own in zip(labels, truth, exclude, strict=True):
-        got = [x for x in row if x != own][: truth.shape[1]]
-        hits += len(set(got) & set(t.tolist()))
+def _recall(truth: np.ndarray, labels: np.ndarray) -> float:
+    hits = sum(len(set(t.tolist()) & set(g.tolist())) for t, g in zip(truth, labels, strict=True))
     return hits / truth.size

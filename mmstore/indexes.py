@@ -151,11 +151,14 @@ class CollectionIndexes:
 
     # -- updates and saving -------------------------------------------------------------
     def apply(
-        self, name: str, added: tuple[np.ndarray, np.ndarray] | None, removed: np.ndarray
+        self, field: Field, added: tuple[np.ndarray, np.ndarray] | None, removed: np.ndarray
     ) -> None:
-        """Apply a committed change to a loaded index (unloaded ones catch up on load)."""
-        entry = self._entries.get(name)
+        """Apply a committed change to the field's index. An index not yet loaded is loaded
+        now, catching up from the catalog (which already holds the change), so that it is
+        kept current and saved on close."""
+        entry = self._entries.get(field.name)
         if entry is None:
+            self.get(field)
             return
         entry.index.remove(removed)
         if added is not None and len(added[0]):

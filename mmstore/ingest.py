@@ -416,10 +416,11 @@ class Ingestor:
     # -- after the commit ---------------------------------------------------------------
     def _after_commit(self) -> None:
         p, col = self.pending, self.col
-        for name in col.fields:
+        for name, f in col.fields.items():
             removed = np.concatenate(p.removed.get(name, [np.empty(0, np.int64)]))
             if p.overflow:
                 col.indexes.forget(name)
+                col.indexes.get(f)
                 continue
             added = p.added.get(name, [])
             vids = np.concatenate([a[0] for a in added]) if added else np.empty(0, np.int64)
@@ -428,7 +429,7 @@ class Ingestor:
                 if added
                 else np.empty((0, col.fields[name].identity.dim), np.float32)
             )
-            col.indexes.apply(name, (vids, vecs), removed)
+            col.indexes.apply(f, (vids, vecs), removed)
         if p.overflow:
             col.cache.invalidate()
         else:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from importlib import resources
 
+import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from alembic.ddl.impl import DefaultImpl
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from mmstore.errors import SchemaError
@@ -80,8 +80,9 @@ def _table_differences(conn: Connection, inspector: sa.Inspector, table: sa.Tabl
     actual = inspector.get_columns(table.name)
     declared = list(table.columns)
     if [c["name"] for c in actual] != [c.name for c in declared]:
-        return [f"{table.name}: columns {[c['name'] for c in actual]} != "
-                f"{[c.name for c in declared]}"]
+        return [
+            f"{table.name}: columns {[c['name'] for c in actual]} != {[c.name for c in declared]}"
+        ]
     out = []
     for got, want in zip(actual, declared, strict=True):
         want_type = want.type.compile(dialect=conn.dialect)
@@ -92,7 +93,9 @@ def _table_differences(conn: Connection, inspector: sa.Inspector, table: sa.Tabl
             out.append(f"{table.name}.{want.name}: nullable {got['nullable']} != {want.nullable}")
     pk = conn.exec_driver_sql(
         "SELECT constraint_column_names FROM duckdb_constraints() WHERE table_name = ? "
-        "AND constraint_type = 'PRIMARY KEY'", (table.name,)).fetchall()
+        "AND constraint_type = 'PRIMARY KEY'",
+        (table.name,),
+    ).fetchall()
     got_pk = list(pk[0][0]) if pk else []
     want_pk = [c.name for c in table.primary_key.columns]
     if got_pk != want_pk:

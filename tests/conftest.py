@@ -17,8 +17,7 @@ from mmstore.testing import FakePlugin
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-WORDS = ("apple banana cherry grape lemon mango orange peach pear plum "
-         "red green blue yellow black white small large fresh dried").split()
+WORDS = ["apple", "banana", "cherry", "grape", "lemon", "mango", "orange", "peach", "pear", "plum", "red", "green", "blue", "yellow", "black", "white", "small", "large", "fresh", "dried"]
 
 
 def make_records(n: int, start: int = 0) -> list[dict[str, Any]]:
@@ -26,10 +25,14 @@ def make_records(n: int, start: int = 0) -> list[dict[str, Any]]:
     out = []
     for i in range(start, start + n):
         words = [WORDS[(i * 7 + j * 3) % len(WORDS)] for j in range(3)]
-        out.append({
-            "id": f"r{i}", "text": " ".join(words), "label": f"c{i % 5}",
-            "meta": {"price": i % 100, "brand": ["acme", "zeta", "omni"][i % 3], "n": i},
-        })
+        out.append(
+            {
+                "id": f"r{i}",
+                "text": " ".join(words),
+                "label": f"c{i % 5}",
+                "meta": {"price": i % 100, "brand": ["acme", "zeta", "omni"][i % 3], "n": i},
+            }
+        )
     return out
 
 

@@ -56,11 +56,19 @@ def test_migrate_command_upgrades_an_empty_catalog(tmp_path: Path) -> None:
     (tmp_path / "s").mkdir()
     catalog = Catalog(tmp_path / "s" / CATALOG_FILE)
     catalog.close()
-    out = subprocess.run([sys.executable, "-m", "mmstore", "migrate", str(tmp_path / "s")],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "mmstore", "migrate", str(tmp_path / "s")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "(empty) -> 0001" in out.stdout
-    again = subprocess.run([sys.executable, "-m", "mmstore", "migrate",
-                            str(tmp_path / "s")], capture_output=True, text=True, check=True)
+    again = subprocess.run(
+        [sys.executable, "-m", "mmstore", "migrate", str(tmp_path / "s")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "is current" in again.stdout
 
 
@@ -74,8 +82,9 @@ def test_newer_schema_than_known_is_refused(store_path: Path) -> None:
         mmstore.open(store_path)
 
 
-def test_a_failed_migration_leaves_the_old_revision(store_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_migration_leaves_the_old_revision(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """transactional_ddl: a migration that fails half-way leaves no table behind."""
     from alembic.operations import Operations
 
@@ -109,8 +118,9 @@ HOLDER = textwrap.dedent("""
 
 def test_second_writer_process_gets_a_typed_error_naming_the_holder(store_path: Path) -> None:
     mmstore.open(store_path).close()
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(store_path)],
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(store_path)], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
         start = time.perf_counter()
@@ -127,8 +137,9 @@ def test_second_writer_process_gets_a_typed_error_naming_the_holder(store_path: 
 
 def test_read_only_open_refuses_writes(store_path: Path) -> None:
     with mmstore.open(store_path) as store:
-        store.create_collection("c", encoders={"e": {"encoder": "precomputed",
-                                                     "modality": "vector", "dim": 4}})
+        store.create_collection(
+            "c", encoders={"e": {"encoder": "precomputed", "modality": "vector", "dim": 4}}
+        )
         store.collection("c").ingest([{"id": "a", "e": [1, 0, 0, 0]}])
     with mmstore.open(store_path, read_only=True) as store:
         col = store.collection("c")

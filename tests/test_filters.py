@@ -3,22 +3,38 @@ field names: the same answer, no value ever spliced into SQL, the schema unchang
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from typing import Any
 
 import mmstore
 from mmstore import schema
 from mmstore.filters import compile_filter
 from mmstore.migrate import schema_differences
 
-HOSTILE = ["'; DROP TABLE mms_records; --", "\" OR 1=1 --", "$.x", "\\", "%", "_", "",
-           "null", "' OR ''='", "\u0000x", "ü", "😀"]
+HOSTILE = [
+    "'; DROP TABLE mms_records; --",
+    '" OR 1=1 --',
+    "$.x",
+    "\\",
+    "%",
+    "_",
+    "",
+    "null",
+    "' OR ''='",
+    "\u0000x",
+    "ü",
+    "😀",
+]
 KEYS = ["a", "b", "c", "x-y", "under_score"]
 scalars = st.one_of(
-    st.sampled_from(HOSTILE), st.text(max_size=8), st.integers(-5, 5),
-    st.floats(-5, 5, allow_nan=False), st.booleans(),
+    st.sampled_from(HOSTILE),
+    st.text(max_size=8),
+    st.integers(-5, 5),
+    st.floats(-5, 5, allow_nan=False),
+    st.booleans(),
 )
 meta_values = st.dictionaries(st.sampled_from(KEYS), scalars, max_size=4)
 
@@ -68,20 +84,30 @@ def _op(key: str, op: str, arg: Any, rec: dict[str, Any]) -> bool:
         return not _op(key, "$eq", arg, rec)
     if not present or not _same_type(value, arg):
         return False
-    return {"$eq": value == arg, "$lt": value < arg, "$lte": value <= arg,
-            "$gt": value > arg, "$gte": value >= arg}[op]
+    return {
+        "$eq": value == arg,
+        "$lt": value < arg,
+        "$lte": value <= arg,
+        "$gt": value > arg,
+        "$gte": value >= arg,
+    }[op]
 
 
 conditions = st.one_of(
     scalars,
-    st.dictionaries(st.sampled_from(["$eq", "$ne", "$lt", "$lte", "$gt", "$gte"]), scalars,
-                    min_size=1, max_size=2),
+    st.dictionaries(
+        st.sampled_from(["$eq", "$ne", "$lt", "$lte", "$gt", "$gte"]),
+        scalars,
+        min_size=1,
+        max_size=2,
+    ),
     st.fixed_dictionaries({"$in": st.lists(scalars, max_size=3)}),
     st.fixed_dictionaries({"$nin": st.lists(scalars, max_size=3)}),
     st.fixed_dictionaries({"$exists": st.booleans()}),
 )
-leaf = st.dictionaries(st.sampled_from(KEYS + ["label", "meta.a"]), conditions,
-                       min_size=1, max_size=2)
+leaf = st.dictionaries(
+    st.sampled_from([*KEYS, "label", "meta.a"]), conditions, min_size=1, max_size=2
+)
 filters = st.recursive(
     leaf,
     lambda inner: st.one_of(
@@ -108,16 +134,21 @@ def _fix_label(where: Any) -> Any:
     return where
 
 
-@settings(max_examples=40, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(metas=st.lists(meta_values, min_size=1, max_size=12),
-       wheres=st.lists(filters, min_size=1, max_size=8))
-def test_filters_agree_with_the_reference_evaluator(store: mmstore.Store, metas: list[dict],
-                                                    wheres: list[dict]) -> None:
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    metas=st.lists(meta_values, min_size=1, max_size=12),
+    wheres=st.lists(filters, min_size=1, max_size=8),
+)
+def test_filters_agree_with_the_reference_evaluator(
+    store: mmstore.Store, metas: list[dict], wheres: list[dict]
+) -> None:
     col = store.create_collection("f", encoders={"text": "hash_text"}, exist_ok=True)
     col.delete([f"r{i}" for i in range(20)])
-    records = [{"id": f"r{i}", "text": "t", "label": f"c{i % 3}", "meta": m}
-               for i, m in enumerate(metas)]
+    records = [
+        {"id": f"r{i}", "text": "t", "label": f"c{i % 3}", "meta": m} for i, m in enumerate(metas)
+    ]
     col.ingest(records)
     for where in map(_fix_label, wheres):
         want = {r["id"] for r in records if reference(where, r)}

@@ -33,8 +33,10 @@ from .conftest import make_records
 def counts(store: mmstore.Store) -> tuple[int, int, int]:
     """Rows of records, embeddings and committed ingest runs."""
     with store.catalog.reading() as conn:
+
         def n(t: sa.Table) -> int:
             return int(conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one())
+
         return n(schema.records), n(schema.embeddings), n(schema.ingest_runs)
 
 
@@ -63,8 +65,12 @@ def test_ingest_list_of_dicts(col: mmstore.Collection) -> None:
     report = col.ingest(make_records(50))
     assert (report.received, report.written, report.unchanged, report.rejected) == (50, 50, 0, [])
     assert report.encoded == 50 and len(col) == 50
-    assert col.get("r3")[0] == {"id": "r3", "text": make_records(4)[3]["text"], "label": "c3",
-                                "meta": {"price": 3, "brand": "acme", "n": 3}}
+    assert col.get("r3")[0] == {
+        "id": "r3",
+        "text": make_records(4)[3]["text"],
+        "label": "c3",
+        "meta": {"price": 3, "brand": "acme", "n": 3},
+    }
 
 
 def test_ingest_single_dict_and_int_id(col: mmstore.Collection) -> None:
@@ -80,8 +86,14 @@ def test_ingest_arrow_table(col: mmstore.Collection) -> None:
 
 
 def test_ingest_pandas_frame_with_missing_values(col: mmstore.Collection) -> None:
-    frame = pd.DataFrame({"id": ["a", "b"], "text": ["x y", "z"], "label": ["l", None],
-                          "ts": [pd.Timestamp("2026-01-02T03:04:05Z"), pd.NaT]})
+    frame = pd.DataFrame(
+        {
+            "id": ["a", "b"],
+            "text": ["x y", "z"],
+            "label": ["l", None],
+            "ts": [pd.Timestamp("2026-01-02T03:04:05Z"), pd.NaT],
+        }
+    )
     col.ingest(frame)
     a, b = col.get(["a", "b"])
     assert a["ts"] == dt.datetime(2026, 1, 2, 3, 4, 5) and a["label"] == "l"
@@ -90,8 +102,12 @@ def test_ingest_pandas_frame_with_missing_values(col: mmstore.Collection) -> Non
 
 def test_ingest_arrow_vectors_without_per_float_objects(vec_col: mmstore.Collection) -> None:
     vectors = np.random.default_rng(0).normal(size=(100, 16)).astype(np.float32)
-    table = pa.table({"id": [f"v{i}" for i in range(100)],
-                      "emb": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), 16)})
+    table = pa.table(
+        {
+            "id": [f"v{i}" for i in range(100)],
+            "emb": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), 16),
+        }
+    )
     assert vec_col.ingest(table).written == 100
     hits = vec_col.search(vector=vectors[42], k=1)
     assert hits.ids == ["v42"] and hits[0].score == pytest.approx(1.0, abs=1e-5)
@@ -195,11 +211,16 @@ def _deep(n: int) -> dict[str, Any]:
     return out
 
 
-@pytest.mark.parametrize(("bad", "names", "says"), [
-    *BAD_RECORDS, ({"id": "a", "text": "x", "meta": _deep(20)}, "field 'meta'", "deeper"),
-])
-def test_bad_record_raises_and_writes_nothing(col: mmstore.Collection, bad: Any, names: str,
-                                              says: str) -> None:
+@pytest.mark.parametrize(
+    ("bad", "names", "says"),
+    [
+        *BAD_RECORDS,
+        ({"id": "a", "text": "x", "meta": _deep(20)}, "field 'meta'", "deeper"),
+    ],
+)
+def test_bad_record_raises_and_writes_nothing(
+    col: mmstore.Collection, bad: Any, names: str, says: str
+) -> None:
     good = make_records(5)
     with pytest.raises(mmstore.RecordError) as err:
         col.ingest([*good, bad])
@@ -215,7 +236,7 @@ def test_skip_reports_every_rejected_record_and_writes_the_rest(col: mmstore.Col
     # the first record with id "a" claims the id: later ones are refused as duplicates
     assert report.written == 5
     rejected = [(r.id, r.field, r.reason) for r in report.rejected]
-    assert ("a", "txt") == rejected[4][:2] and ("#5", "id") == rejected[0][:2]
+    assert rejected[4][:2] == ("a", "txt") and rejected[0][:2] == ("#5", "id")
     assert all("more than once" in reason for _, _, reason in rejected[5:])
     assert all(r.reason for r in report.rejected)
     assert len(report.rejected) == len(batch) - report.written
@@ -232,10 +253,16 @@ def test_duplicate_id_in_one_call(col: mmstore.Collection) -> None:
     assert col.get("a")[0]["text"] == "one"
 
 
-@pytest.mark.parametrize(("value", "says"), [
-    ([1.0] * 15, "dimension 15"), ([float("nan")] * 16, "NaN"), ([], "non-empty"),
-    ("abc", "not a numeric vector"), ([[1.0] * 16], "1-d"),
-])
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ([1.0] * 15, "dimension 15"),
+        ([float("nan")] * 16, "NaN"),
+        ([], "non-empty"),
+        ("abc", "not a numeric vector"),
+        ([[1.0] * 16], "1-d"),
+    ],
+)
 def test_bad_vectors_are_refused(vec_col: mmstore.Collection, value: Any, says: str) -> None:
     with pytest.raises(mmstore.RecordError, match=f"'v1', field 'emb'.*{says}"):
         vec_col.ingest([{"id": "v0", "emb": [0.5] * 16}, {"id": "v1", "emb": value}])
@@ -259,11 +286,18 @@ class Misbehaving(HashTextEncoder):
         return out
 
 
-@pytest.mark.parametrize(("mode", "says"), [
-    ("shape", "returned"), ("nan", "NaN"), ("zero", "zero vector"), ("raise", "model exploded"),
-])
-def test_misbehaving_encoder_gives_a_typed_error(store: mmstore.Store, mode: str,
-                                                 says: str) -> None:
+@pytest.mark.parametrize(
+    ("mode", "says"),
+    [
+        ("shape", "returned"),
+        ("nan", "NaN"),
+        ("zero", "zero vector"),
+        ("raise", "model exploded"),
+    ],
+)
+def test_misbehaving_encoder_gives_a_typed_error(
+    store: mmstore.Store, mode: str, says: str
+) -> None:
     class Plugin:
         @mmstore.hookimpl
         def mmstore_register_encoders(self) -> list[type[Encoder]]:
@@ -278,10 +312,13 @@ def test_misbehaving_encoder_gives_a_typed_error(store: mmstore.Store, mode: str
     assert counts(store) == (0, 0, 0)
 
 
-@pytest.mark.parametrize(("kwargs", "exc"), [
-    ({"on_error": "ignore"}, mmstore.InvalidInputError),
-    ({"chunk_size": 0}, mmstore.InvalidInputError),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "exc"),
+    [
+        ({"on_error": "ignore"}, mmstore.InvalidInputError),
+        ({"chunk_size": 0}, mmstore.InvalidInputError),
+    ],
+)
 def test_bad_arguments(col: mmstore.Collection, kwargs: dict[str, Any], exc: type) -> None:
     with pytest.raises(exc):
         col.ingest(make_records(1), **kwargs)
@@ -300,20 +337,28 @@ def test_ingest_runs_are_recorded(col: mmstore.Collection) -> None:
     with col.store.catalog.reading() as conn:
         rows = conn.execute(sa.select(schema.ingest_runs).order_by(schema.ingest_runs.c.id)).all()
     assert [(r.status, r.received, r.written, r.unchanged) for r in rows] == [
-        ("committed", 3, 3, 0), ("committed", 4, 1, 3)]
+        ("committed", 3, 3, 0),
+        ("committed", 4, 1, 3),
+    ]
 
 
 def test_timestamps_are_stored_in_utc(col: mmstore.Collection) -> None:
     tz = dt.timezone(dt.timedelta(hours=2))
-    col.ingest([
-        {"id": "a", "text": "x", "ts": dt.datetime(2026, 5, 1, 12, 0, tzinfo=tz)},
-        {"id": "b", "text": "y", "ts": "2026-05-01T12:00:00+00:00"},
-        {"id": "c", "text": "z", "ts": 0},
-        {"id": "d", "text": "w", "ts": dt.date(2026, 5, 1)},
-    ])
+    col.ingest(
+        [
+            {"id": "a", "text": "x", "ts": dt.datetime(2026, 5, 1, 12, 0, tzinfo=tz)},
+            {"id": "b", "text": "y", "ts": "2026-05-01T12:00:00+00:00"},
+            {"id": "c", "text": "z", "ts": 0},
+            {"id": "d", "text": "w", "ts": dt.date(2026, 5, 1)},
+        ]
+    )
     got = {r["id"]: r["ts"] for r in col.get(["a", "b", "c", "d"])}
-    assert got == {"a": dt.datetime(2026, 5, 1, 10), "b": dt.datetime(2026, 5, 1, 12),
-                   "c": dt.datetime(1970, 1, 1), "d": dt.datetime(2026, 5, 1)}
+    assert got == {
+        "a": dt.datetime(2026, 5, 1, 10),
+        "b": dt.datetime(2026, 5, 1, 12),
+        "c": dt.datetime(1970, 1, 1),
+        "d": dt.datetime(2026, 5, 1),
+    }
 
 
 def test_progress_bar_is_opt_in(col: mmstore.Collection, capsys: pytest.CaptureFixture) -> None:

@@ -55,7 +55,7 @@ def write_dist(site: Path, dist: str, module: str, source: str) -> None:
     (info / "entry_points.txt").write_text(f"[mmstore]\n{dist} = {module}\n")
 
 
-PLUGIN_SOURCE = '''
+PLUGIN_SOURCE = """
 import numpy as np
 import mmstore
 from mmstore.testing import HashTextEncoder
@@ -66,7 +66,7 @@ class ThirdParty(HashTextEncoder):
 @mmstore.hookimpl
 def mmstore_register_encoders():
     return [ThirdParty]
-'''
+"""
 
 
 @pytest.fixture
@@ -205,8 +205,9 @@ def test_prepare_records_rejection_with_skip_drops_only_that_record(
 
     store.plugins.register(NoSecrets(), name="nosecrets")
     col = store.create_collection("c", encoders={"text": "hash_text"})
-    report = col.ingest([{"id": "a", "text": "fine"}, {"id": "b", "text": "a secret"}],
-                        on_error="skip")
+    report = col.ingest(
+        [{"id": "a", "text": "fine"}, {"id": "b", "text": "a secret"}], on_error="skip"
+    )
     assert [r.id for r in report.rejected] == ["b"]
     assert col.get("a") and len(col) == 1
     with pytest.raises(mmstore.RecordError, match="'b'.*secret"):
@@ -216,8 +217,9 @@ def test_prepare_records_rejection_with_skip_drops_only_that_record(
 def test_load_payload_hook_can_supply_values(store: mmstore.Store) -> None:
     class Lookup:
         @mmstore.hookimpl
-        def mmstore_load_payload(self, modality: Any, value: Any, record_id: str,
-                                 field: str) -> Any:
+        def mmstore_load_payload(
+            self, modality: Any, value: Any, record_id: str, field: str
+        ) -> Any:
             if isinstance(value, str) and value.startswith("kb://"):
                 return {"kb://fruit": "apple banana"}[value]
             return None

@@ -61,10 +61,13 @@ def test_filtered_search_returns_k_hits_whenever_k_match(vec_col: mmstore.Collec
     """The matching records are all far from the query; an unfiltered top-k holds none."""
     rng = np.random.default_rng(2)
     query = np.ones(16, np.float32)
-    near = [{"id": f"near{i}", "emb": query + rng.normal(0, 0.01, 16), "label": "no"}
-            for i in range(500)]
-    far = [{"id": f"far{i}", "emb": -query + rng.normal(0, 0.5, 16), "label": "yes"}
-           for i in range(12)]
+    near = [
+        {"id": f"near{i}", "emb": query + rng.normal(0, 0.01, 16), "label": "no"}
+        for i in range(500)
+    ]
+    far = [
+        {"id": f"far{i}", "emb": -query + rng.normal(0, 0.5, 16), "label": "yes"} for i in range(12)
+    ]
     vec_col.ingest(near + far)
     assert all(h.id.startswith("near") for h in vec_col.search(vector=query, k=10))
     hits = vec_col.search(vector=query, k=10, where={"label": "yes"})
@@ -72,21 +75,31 @@ def test_filtered_search_returns_k_hits_whenever_k_match(vec_col: mmstore.Collec
     assert len(vec_col.search(vector=query, k=20, where={"label": "yes"})) == 12
 
 
-@pytest.mark.parametrize(("where", "expected"), [
-    ({"label": "c1"}, lambda r: r["label"] == "c1"),
-    ({"meta.price": {"$lt": 10}}, lambda r: r["meta"]["price"] < 10),
-    ({"price": {"$gte": 95}}, lambda r: r["meta"]["price"] >= 95),
-    ({"brand": {"$in": ["acme", "omni"]}, "price": {"$lt": 30}},
-     lambda r: r["meta"]["brand"] in ("acme", "omni") and r["meta"]["price"] < 30),
-    ({"$or": [{"label": "c0"}, {"brand": "zeta"}]},
-     lambda r: r["label"] == "c0" or r["meta"]["brand"] == "zeta"),
-    ({"$not": {"label": {"$nin": ["c2"]}}}, lambda r: r["label"] == "c2"),
-    ({"id": {"$in": ["r1", "r2", "zz"]}}, lambda r: r["id"] in ("r1", "r2")),
-    ({"brand": {"$ne": "acme"}, "n": {"$gt": 150}},
-     lambda r: r["meta"]["brand"] != "acme" and r["meta"]["n"] > 150),
-])
-def test_filters_select_exactly_the_matching_records(filled: mmstore.Collection, where: Any,
-                                                     expected: Any) -> None:
+@pytest.mark.parametrize(
+    ("where", "expected"),
+    [
+        ({"label": "c1"}, lambda r: r["label"] == "c1"),
+        ({"meta.price": {"$lt": 10}}, lambda r: r["meta"]["price"] < 10),
+        ({"price": {"$gte": 95}}, lambda r: r["meta"]["price"] >= 95),
+        (
+            {"brand": {"$in": ["acme", "omni"]}, "price": {"$lt": 30}},
+            lambda r: r["meta"]["brand"] in ("acme", "omni") and r["meta"]["price"] < 30,
+        ),
+        (
+            {"$or": [{"label": "c0"}, {"brand": "zeta"}]},
+            lambda r: r["label"] == "c0" or r["meta"]["brand"] == "zeta",
+        ),
+        ({"$not": {"label": {"$nin": ["c2"]}}}, lambda r: r["label"] == "c2"),
+        ({"id": {"$in": ["r1", "r2", "zz"]}}, lambda r: r["id"] in ("r1", "r2")),
+        (
+            {"brand": {"$ne": "acme"}, "n": {"$gt": 150}},
+            lambda r: r["meta"]["brand"] != "acme" and r["meta"]["n"] > 150,
+        ),
+    ],
+)
+def test_filters_select_exactly_the_matching_records(
+    filled: mmstore.Collection, where: Any, expected: Any
+) -> None:
     want = {r["id"] for r in make_records(200) if expected(r)}
     got = set(filled.search(text="apple", k=200, where=where).ids)
     assert got == want
@@ -94,11 +107,17 @@ def test_filters_select_exactly_the_matching_records(filled: mmstore.Collection,
 
 
 def test_missing_metadata_key_semantics(col: mmstore.Collection) -> None:
-    col.ingest([{"id": "a", "text": "x", "meta": {"color": "red"}},
-                {"id": "b", "text": "x"},
-                {"id": "c", "text": "x", "meta": {"color": 5}}])
+    col.ingest(
+        [
+            {"id": "a", "text": "x", "meta": {"color": "red"}},
+            {"id": "b", "text": "x"},
+            {"id": "c", "text": "x", "meta": {"color": 5}},
+        ]
+    )
+
     def ids(where: Any) -> set[str]:
         return set(col.search(text="x", k=10, where=where).ids)
+
     assert ids({"color": "red"}) == {"a"}
     assert ids({"color": {"$ne": "red"}}) == {"b", "c"}
     assert ids({"color": {"$exists": False}}) == {"b"}
@@ -124,64 +143,90 @@ def test_results_convert_to_arrow_and_pandas(filled: mmstore.Collection) -> None
 
 
 def test_fusion_of_two_queries(store: mmstore.Store) -> None:
-    col = store.create_collection("two", encoders={"title": {"encoder": "hash_text",
-                                                             "modality": "text"},
-                                                   "body": {"encoder": "hash_text",
-                                                            "modality": "text"}})
-    col.ingest([
-        {"id": "both", "title": "red apple", "body": "fresh fruit"},
-        {"id": "title_only", "title": "red apple", "body": "car engine"},
-        {"id": "body_only", "title": "blue sky", "body": "fresh fruit"},
-    ])
+    col = store.create_collection(
+        "two",
+        encoders={
+            "title": {"encoder": "hash_text", "modality": "text"},
+            "body": {"encoder": "hash_text", "modality": "text"},
+        },
+    )
+    col.ingest(
+        [
+            {"id": "both", "title": "red apple", "body": "fresh fruit"},
+            {"id": "title_only", "title": "red apple", "body": "car engine"},
+            {"id": "body_only", "title": "blue sky", "body": "fresh fruit"},
+        ]
+    )
     rrf = col.search(title="red apple", body="fresh fruit", target="title", k=3)
     assert rrf.ids[0] == "both"
-    weighted = col.search(title="red apple", body="fresh fruit", target="body", k=3,
-                          fusion="weighted", weights={"title": 0.0, "body": 1.0})
+    weighted = col.search(
+        title="red apple",
+        body="fresh fruit",
+        target="body",
+        k=3,
+        fusion="weighted",
+        weights={"title": 0.0, "body": 1.0},
+    )
     assert set(weighted.ids[:2]) == {"both", "body_only"}
 
 
 def test_fields_in_one_space_are_searched_across(store: mmstore.Store) -> None:
-    col = store.create_collection("two", encoders={"title": {"encoder": "hash_text",
-                                                             "modality": "text"},
-                                                   "body": {"encoder": "hash_text",
-                                                            "modality": "text"}})
-    col.ingest([{"id": "a", "title": "zzz", "body": "red apple"},
-                {"id": "b", "title": "red apple", "body": "zzz"}])
+    col = store.create_collection(
+        "two",
+        encoders={
+            "title": {"encoder": "hash_text", "modality": "text"},
+            "body": {"encoder": "hash_text", "modality": "text"},
+        },
+    )
+    col.ingest(
+        [
+            {"id": "a", "title": "zzz", "body": "red apple"},
+            {"id": "b", "title": "red apple", "body": "zzz"},
+        ]
+    )
     assert col.search(title="red apple", target="body", k=1).ids == ["a"]
     assert col.search(text="red apple", target="title", k=1).ids == ["b"]
 
 
 def test_fields_in_different_spaces_need_a_head(store: mmstore.Store) -> None:
-    col = store.create_collection("two", encoders={
-        "title": {"encoder": "hash_text", "modality": "text", "dim": 32},
-        "body": {"encoder": "hash_text", "modality": "text", "dim": 64}})
+    col = store.create_collection(
+        "two",
+        encoders={
+            "title": {"encoder": "hash_text", "modality": "text", "dim": 32},
+            "body": {"encoder": "hash_text", "modality": "text", "dim": 64},
+        },
+    )
     col.ingest([{"id": "a", "title": "x", "body": "y"}])
     with pytest.raises(mmstore.SpaceMismatchError, match="train_head.*retrieval"):
         col.search(title="x", target="body")
 
 
-@pytest.mark.parametrize(("kwargs", "says"), [
-    ({"text": "x", "k": 0}, "k must be"),
-    ({"text": "x", "k": 10_001}, "k must be"),
-    ({"text": "x", "k": 2.5}, "k must be"),
-    ({"text": "x", "fusion": "max"}, "fusion"),
-    ({}, "give something to search with"),
-    ({"text": ""}, "empty"),
-    ({"text": "x", "target": "nope"}, "unknown field"),
-    ({"image": "x"}, "query field or modality"),
-    ({"vector": [1.0, 2.0]}, "shape"),
-    ({"vector": [float("nan")] * 64}, "NaN"),
-    ({"vector": "abc"}, "vector="),
-    ({"text": "x", "where": {"price": {"$regex": "a"}}}, "unknown operator"),
-    ({"text": "x", "where": {"$xor": []}}, "unknown logical operator"),
-    ({"text": "x", "where": {"a'b": 1}}, "invalid field"),
-    ({"text": "x", "where": {"price": None}}, "use \\$exists"),
-    ({"text": "x", "where": {"price": {"$in": "abc"}}}, "takes a list"),
-    ({"text": "x", "where": ["label"]}, "mapping"),
-    ({"text": "x", "where": {"ts": "2026"}}, "datetime"),
-])
-def test_bad_queries_give_typed_errors(filled: mmstore.Collection, kwargs: dict[str, Any],
-                                       says: str) -> None:
+@pytest.mark.parametrize(
+    ("kwargs", "says"),
+    [
+        ({"text": "x", "k": 0}, "k must be"),
+        ({"text": "x", "k": 10_001}, "k must be"),
+        ({"text": "x", "k": 2.5}, "k must be"),
+        ({"text": "x", "fusion": "max"}, "fusion"),
+        ({}, "give something to search with"),
+        ({"text": ""}, "empty"),
+        ({"text": "x", "target": "nope"}, "unknown field"),
+        ({"image": "x"}, "query field or modality"),
+        ({"vector": [1.0, 2.0]}, "shape"),
+        ({"vector": [float("nan")] * 64}, "NaN"),
+        ({"vector": "abc"}, "vector="),
+        ({"text": "x", "where": {"price": {"$regex": "a"}}}, "unknown operator"),
+        ({"text": "x", "where": {"$xor": []}}, "unknown logical operator"),
+        ({"text": "x", "where": {"a'b": 1}}, "invalid field"),
+        ({"text": "x", "where": {"price": None}}, "use \\$exists"),
+        ({"text": "x", "where": {"price": {"$in": "abc"}}}, "takes a list"),
+        ({"text": "x", "where": ["label"]}, "mapping"),
+        ({"text": "x", "where": {"ts": "2026"}}, "datetime"),
+    ],
+)
+def test_bad_queries_give_typed_errors(
+    filled: mmstore.Collection, kwargs: dict[str, Any], says: str
+) -> None:
     with pytest.raises(mmstore.MMStoreError, match=says) as err:
         filled.search(**kwargs)
     assert err.value.http_status in (400, 404)

@@ -40,11 +40,25 @@ def _errors(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.group()
 @click.version_option(mmstore.__version__, prog_name="mmstore")
 @click.option("--traceback", is_flag=True, help="Show the full traceback on errors.")
-def main(traceback: bool) -> None:
+def cli(traceback: bool) -> None:
     """mmstore: a multimodal feature store and embedding service."""
 
 
-@main.command()
+def main() -> None:
+    """The ``mmstore`` command: run, then exit without the bindings' teardown noise."""
+    from mmstore._exit import exit_quietly
+
+    try:
+        cli.main(standalone_mode=True)
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if e.code is not None and not isinstance(e.code, int):
+            print(e.code, file=sys.stderr)
+        exit_quietly(code)
+    exit_quietly(0)
+
+
+@cli.command()
 @click.option(
     "--path",
     type=click.Path(path_type=Path),
@@ -63,7 +77,7 @@ def demo(path: Path, limit: int) -> None:
     run(path, limit, click.echo)
 
 
-@main.command()
+@cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_errors
 def plugins(as_json: bool) -> None:
@@ -88,7 +102,7 @@ def plugins(as_json: bool) -> None:
     click.echo(f"modalities: {', '.join(sorted(host.modalities))}")
 
 
-@main.command("migrate")
+@cli.command("migrate")
 @click.argument("path", type=click.Path(path_type=Path))
 @_errors
 def migrate_cmd(path: Path) -> None:
@@ -108,7 +122,7 @@ def migrate_cmd(path: Path) -> None:
     )
 
 
-@main.command()
+@cli.command()
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_errors
@@ -119,7 +133,7 @@ def collections(path: Path, as_json: bool) -> None:
     click.echo(json.dumps(names) if as_json else "\n".join(names))
 
 
-@main.command()
+@cli.command()
 @click.argument("path", type=click.Path(path_type=Path))
 @click.argument("collection")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")

@@ -17,7 +17,28 @@ from mmstore.testing import FakePlugin
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-WORDS = ["apple", "banana", "cherry", "grape", "lemon", "mango", "orange", "peach", "pear", "plum", "red", "green", "blue", "yellow", "black", "white", "small", "large", "fresh", "dried"]
+WORDS = [
+    "apple",
+    "banana",
+    "cherry",
+    "grape",
+    "lemon",
+    "mango",
+    "orange",
+    "peach",
+    "pear",
+    "plum",
+    "red",
+    "green",
+    "blue",
+    "yellow",
+    "black",
+    "white",
+    "small",
+    "large",
+    "fresh",
+    "dried",
+]
 
 
 def make_records(n: int, start: int = 0) -> list[dict[str, Any]]:
@@ -34,6 +55,14 @@ def make_records(n: int, start: int = 0) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """End the run without the DuckDB bindings' spurious leak report at teardown, so that
+    pytest's summary stays the last line (see mmstore._exit)."""
+    from mmstore._exit import exit_quietly_at_exit
+
+    exit_quietly_at_exit(int(exitstatus))
 
 
 @pytest.fixture

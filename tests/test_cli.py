@@ -1,0 +1,76 @@
+"""The command line: demo, plugins, migrate, collections and info; errors as one line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import mmstore
+from mmstore.cli import cli as main
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mmstore", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_plugins_lists_builtins_with_versions_and_hooks() -> None:
+    result = CliRunner().invoke(main, ["plugins", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    names = {p["name"]: p for p in data["plugins"]}
+    assert names["sentence_transformers"]["version"] == mmstore.__version__
+    assert "mmstore_register_encoders" in names["sentence_transformers"]["hooks"]
+    assert data["encoders"]["sentence_transformers"] == "sentence_transformers"
+    assert data["modalities"]["text"] == "text"
+    plain = CliRunner().invoke(main, ["plugins"])
+    assert "encoders:" in plain.output and "precomputed" in plain.output
+
+
+def test_collections_and_info(tmp_path: Path) -> None:
+    with mmstore.open(tmp_path / "s") as store:
+        col = store.create_collection(
+            "v", encoders={"e": {"encoder": "precomputed", "modality": "vector", "dim": 3}}
+        )
+        col.ingest([{"id": "a", "e": [1, 2, 3]}])
+    runner = CliRunner()
+    out = runner.invoke(main, ["collections", str(tmp_path / "s"), "--json"])
+    assert json.loads(out.output) == ["v"]
+    info = runner.invoke(main, ["info", str(tmp_path / "s"), "v", "--json"])
+    data = json.loads(info.output)
+    assert data["records"] == 1 and data["fields"][0]["index"]["kind"] == "flat"
+    text = runner.invoke(main, ["info", str(tmp_path / "s"), "v"])
+    assert "precomputed" in text.output
+
+
+def test_errors_are_one_line_with_exit_code_1(tmp_path: Path) -> None:
+    mmstore.open(tmp_path / "s").close()
+    result = run("info", str(tmp_path / "s"), "nope")
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith("error: unknown collection 'nope'")
+    assert "Traceback" not in result.stderr
+    missing = run("collections", str(tmp_path / "absent"))
+    assert missing.returncode == 1 and "no store" in missing.stderr
+    traced = run("--traceback", "info", str(tmp_path / "s"), "nope")
+    assert "Traceback" in traced.stderr
+
+
+def test_migrate_needs_a_store(tmp_path: Path) -> None:
+    result = run("migrate", str(tmp_path / "absent"))
+    assert result.returncode == 1 and "no store" in result.stderr
+
+
+@pytest.mark.slow
+def test_demo_builds_searches_and_reopens(tmp_path: Path) -> None:
+    result = run("demo", "--path", str(tmp_path / "demo.mms"), "--limit", "300")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "300 docstrings" in out and "300 written" in out
+    assert "search 'read the contents of a compressed archive'" in out
+    assert "reopened in" in out and "300 records" in out

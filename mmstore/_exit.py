@@ -6,6 +6,7 @@ end with ``os._exit`` once their work is done, skipping that teardown."""
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import sys
 
@@ -13,10 +14,8 @@ import sys
 def exit_quietly(code: int) -> None:
     """Flush the standard streams and end the process with ``code``, skipping teardown."""
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(OSError, ValueError):
             stream.flush()
-        except (OSError, ValueError):
-            pass
     os._exit(code)
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mmstore_sbert import SentenceTransformerEncoder, load_model
 
 import mmstore
 from mmstore.testing import check_encoder
-from mmstore_sbert import SentenceTransformerEncoder, load_model
 
 pytestmark = pytest.mark.slow
 

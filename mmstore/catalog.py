@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection
 from mmstore import schema
 from mmstore.errors import ReadOnlyError, StoreLockedError
 
+CHECKPOINT_THRESHOLD = "512MB"
 _LOCK_RE = re.compile(r"Conflicting lock is held in (?P<holder>.+?\(PID \d+\))", re.S)
 
 
@@ -47,7 +48,13 @@ class Catalog:
         return self.conn.connection.driver_connection
 
     def lock_down(self) -> None:
-        """Switch off DuckDB's access to files and the network, and lock its settings."""
+        """Switch off DuckDB's access to files and the network, and lock its settings.
+
+        The checkpoint threshold is raised so that a bulk ingest commits by appending to
+        the write-ahead log instead of rewriting the database file on the spot; DuckDB
+        checkpoints on close, and replays a longer log after a crash.
+        """
+        self.conn.exec_driver_sql(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
         self.conn.exec_driver_sql("SET enable_external_access = false")
         self.conn.exec_driver_sql("SET lock_configuration = true")
         self.conn.commit()

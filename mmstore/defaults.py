@@ -14,9 +14,11 @@ from mmstore.modalities import Modality
 
 
 @hookimpl(trylast=True)
-def mmstore_load_payload(modality: Modality, value: Any, record_id: str, field: str) -> Any:
-    """Validate the value with its modality."""
-    return modality.validate(value, record_id, field)
+def mmstore_load_payloads(
+    modality: Modality, values: list[Any], record_ids: list[str], field: str
+) -> list[Any]:
+    """Validate the values with their modality."""
+    return modality.validate_batch(values, record_ids, field)
 
 
 @hookimpl(trylast=True)

@@ -54,12 +54,16 @@ def mmstore_prepare_records(collection: CollectionContext, records: list[dict[st
 
 
 @hookspec(firstresult=True)
-def mmstore_load_payload(modality: Modality, value: Any, record_id: str, field: str) -> Any:
-    """Turn a raw value of a field into the validated value its encoder takes.
+def mmstore_load_payloads(
+    modality: Modality, values: list[Any], record_ids: list[str], field: str
+) -> list[Any]:
+    """Turn a field's raw values (one chunk of records) into what its encoder takes.
 
-    The first non-``None`` result wins. The built-in implementation (``trylast``) calls
-    ``modality.validate``; a plugin can load values from elsewhere (a URL scheme of its
-    own) by returning them before it.
+    Return a list aligned with ``values``: each item is the validated value, or a
+    :class:`mmstore.RecordError` *instance* (not raised) rejecting that record. The first
+    non-``None`` result wins; the built-in implementation (``trylast``) calls
+    ``modality.validate_batch``. A plugin that loads some values from elsewhere (a URL
+    scheme of its own) resolves those and passes the rest to ``modality.validate_batch``.
     """
     raise NotImplementedError
 

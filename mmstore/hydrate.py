@@ -50,6 +50,10 @@ class HitCache:
         self.rows = {i: RecordRow(lb, ts, m, s) for i, lb, ts, m, s in zip(*columns, strict=True)}
         self._loaded = True
 
+    @property
+    def loaded(self) -> bool:
+        return self._loaded
+
     def invalidate(self) -> None:
         self._loaded = False
         self.owner, self.rows = {}, {}

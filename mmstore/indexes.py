@@ -126,8 +126,6 @@ class CollectionIndexes:
         if len(newer):
             vids, vectors = self.read_vectors(field, after=index.last_vid)
             index.add(vids, vectors)
-        if index.needs_optimize():
-            index.optimize()
         return len(gone) + len(newer)
 
     def live_vids(self, field: Field) -> np.ndarray:

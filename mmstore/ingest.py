@@ -5,7 +5,6 @@ Indexes and the hit cache follow only after the commit."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,7 +17,13 @@ from sqlalchemy.engine import Connection
 from mmstore import records as rec
 from mmstore import schema, sources
 from mmstore.encoders import Encoder
-from mmstore.errors import EncoderError, InvalidInputError, MMStoreError, RecordError
+from mmstore.errors import (
+    EncoderError,
+    InvalidInputError,
+    MMStoreError,
+    PluginError,
+    RecordError,
+)
 from mmstore.events import BatchEncoded, IngestCommitted, IngestFinished
 from mmstore.fields import Field
 from mmstore.hydrate import RecordRow
@@ -94,6 +99,8 @@ class Ingestor:
 
     def run(self, source: Any) -> IngestReport:
         start = time.perf_counter()
+        for f in self.col.fields.values():  # loaded before, so the commit only appends
+            self.col.indexes.get(f)
         with self.catalog.transaction() as conn:
             report = IngestReport(self.catalog.next_ids(conn, "run", 1))
             conn.execute(
@@ -191,13 +198,69 @@ class Ingestor:
             except RecordError as e:
                 self._reject(report, e)
         shaped = self._preprocess(shaped, report)
-        out = []
-        for raw in shaped:
-            try:
-                out.append(self._validate(raw))
-            except RecordError as e:
-                self._reject(report, e)
-        return out
+        prepared = [self._standard(raw, report) for raw in shaped]
+        for f in self.col.fields.values():
+            self._load_field(f, shaped, prepared, report)
+        return [p.finish() for p in prepared if p is not None]
+
+    def _standard(self, raw: dict[str, Any], report: IngestReport) -> rec.Prepared | None:
+        """The record's id, label, timestamp and metadata, checked."""
+        rid = raw["id"]
+        try:
+            return rec.Prepared(
+                rid,
+                rec.parse_label(rid, raw.get("label")),
+                rec.parse_ts(rid, raw.get("ts")),
+                rec.parse_meta(rid, raw.get("meta")),
+            )
+        except RecordError as e:
+            self._reject(report, e)
+            return None
+
+    def _load_field(
+        self,
+        f: Field,
+        shaped: list[dict[str, Any]],
+        prepared: list[rec.Prepared | None],
+        report: IngestReport,
+    ) -> None:
+        """Validate one field across the chunk in a single hook call."""
+        rows = [
+            i for i, p in enumerate(prepared) if p is not None and shaped[i].get(f.name) is not None
+        ]
+        if not rows:
+            return
+        values = [shaped[i][f.name] for i in rows]
+        ids = [shaped[i]["id"] for i in rows]
+        results = self.hook.mmstore_load_payloads(
+            modality=f.modality, values=values, record_ids=ids, field=f.name
+        )
+        if not isinstance(results, list) or len(results) != len(rows):
+            raise PluginError(
+                "load_payloads",
+                f"returned {type(results).__name__} for "
+                f"{len(rows)} values of field {f.name!r}; expected a list",
+            )
+        for i, value in zip(rows, results, strict=True):
+            p = prepared[i]
+            assert p is not None
+            if not isinstance(value, RecordError):
+                value = self._check(f, p.id, value)
+            if isinstance(value, RecordError):
+                self._reject(report, value)
+                prepared[i] = None
+                continue
+            p.values[f.name] = value
+            p.sources[f.name] = f.modality.to_source(value)
+            p.hashes[f.name] = rec.field_hash(f.modality.fingerprint(value))
+
+    @staticmethod
+    def _check(f: Field, rid: str, value: Any) -> Any:
+        try:
+            f.encoder.check(value)
+        except ValueError as e:
+            return RecordError(rid, f.name, str(e))
+        return value
 
     def _preprocess(
         self, shaped: list[dict[str, Any]], report: IngestReport
@@ -219,30 +282,6 @@ class Ingestor:
             except RecordError as e:
                 self._reject(report, e)
         return kept
-
-    def _validate(self, raw: dict[str, Any]) -> rec.Prepared:
-        rid = raw["id"]
-        p = rec.Prepared(
-            rid,
-            rec.parse_label(rid, raw.get("label")),
-            rec.parse_ts(rid, raw.get("ts")),
-            rec.parse_meta(rid, raw.get("meta")),
-        )
-        for name, f in self.col.fields.items():
-            value = raw.get(name)
-            if value is None:
-                continue
-            value = self.hook.mmstore_load_payload(
-                modality=f.modality, value=value, record_id=rid, field=name
-            )
-            try:
-                f.encoder.check(value)
-            except ValueError as e:
-                raise RecordError(rid, name, str(e)) from e
-            p.values[name] = value
-            p.sources[name] = f.modality.to_source(value)
-            p.hashes[name] = rec.field_hash(f.modality.fingerprint(value))
-        return p
 
     def _existing(self, conn: Connection, ids: list[str]) -> dict[str, tuple[str, dict]]:
         """For ids already stored: content hash, and per field (source hash, key, vid)."""
@@ -359,15 +398,16 @@ class Ingestor:
                 "label": pa.array([p.label for p in changed], pa.string()),
                 "ts": pa.array([p.ts for p in changed], pa.timestamp("us")),
                 "meta": pa.array([p.meta for p in changed], pa.string()),
-                "sources": pa.array([_sources_json(p) for p in changed], pa.string()),
+                "sources": pa.array([p.sources_json for p in changed], pa.string()),
                 "run_id": pa.array([run_id] * n, pa.int64()),
                 "updated_at": pa.array([now] * n, pa.timestamp("us")),
             }
         )
         with self.catalog.arrow("mms_new_records", table):
             self.catalog.raw.execute("INSERT INTO mms_records SELECT * FROM mms_new_records")
-        for p in changed:
-            self.pending.rows[p.id] = RecordRow(p.label, p.ts, p.meta, _sources_json(p))
+        if self.col.cache.loaded:  # else the cache reads the catalog when first needed
+            for p in changed:
+                self.pending.rows[p.id] = RecordRow(p.label, p.ts, p.meta, p.sources_json)
 
     def _insert_vectors(
         self, conn: Connection, f: Field, owners: list[rec.Prepared], vectors: np.ndarray
@@ -396,7 +436,8 @@ class Ingestor:
                 "encoder_key, source_hash, vector::BLOB FROM mms_new_vectors"
             )
         self._hold(f.name, vids, vectors)
-        self.pending.owners.extend(zip(vids.tolist(), (p.id for p in owners), strict=True))
+        if self.col.cache.loaded:
+            self.pending.owners.extend(zip(vids.tolist(), (p.id for p in owners), strict=True))
 
     def _hold(self, name: str, vids: np.ndarray, vectors: np.ndarray) -> None:
         pending = self.pending
@@ -473,10 +514,6 @@ def check_vectors(encoder: Encoder, f: Field, out: Any, n: int) -> np.ndarray:
             )
         out = out / norms
     return out
-
-
-def _sources_json(p: rec.Prepared) -> str:
-    return json.dumps(p.sources, ensure_ascii=False, separators=(",", ":"))
 
 
 def _now() -> dt.datetime:

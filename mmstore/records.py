@@ -31,12 +31,20 @@ class Prepared:
     values: dict[str, Any] = field(default_factory=dict)
     sources: dict[str, Any] = field(default_factory=dict)
     hashes: dict[str, str] = field(default_factory=dict)
+    content_hash: str = ""
+    sources_json: str = ""
 
-    @property
-    def content_hash(self) -> str:
-        ts = self.ts.isoformat() if self.ts else None
-        blob = canonical_json([self.label, ts, self.meta, sorted(self.hashes.items())])
-        return hashlib.sha256(blob.encode()).hexdigest()[:32]
+    def finish(self) -> Prepared:
+        """Compute the content hash and the stored sources once all fields are in."""
+        ts = self.ts.isoformat() if self.ts else ""
+        parts = [repr(self.label), ts, self.meta or ""]
+        parts += [f"{k}={v}" for k, v in sorted(self.hashes.items())]
+        self.content_hash = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).hexdigest()
+        kept = {k: v for k, v in self.sources.items() if v is not None}
+        self.sources_json = (
+            json.dumps(kept, ensure_ascii=False, separators=(",", ":")) if kept else "{}"
+        )
+        return self
 
 
 def record_id(raw: Any, position: int) -> str:
@@ -135,5 +143,6 @@ def _check_depth(rid: str, value: Any, depth: int) -> None:
             _check_depth(rid, v, depth + 1)
 
 
-def field_hash(fingerprint: str) -> str:
-    return hashlib.sha256(fingerprint.encode()).hexdigest()[:32]
+def field_hash(fingerprint: str | bytes) -> str:
+    data = fingerprint.encode() if isinstance(fingerprint, str) else fingerprint
+    return hashlib.blake2b(data, digest_size=16).hexdigest()

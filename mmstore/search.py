@@ -135,13 +135,13 @@ class Searcher:
     def _encode_query(self, name: str, value: Any, tgt: Field, weight: float) -> Query:
         f = self._query_field(name, tgt)
         hook = self.col.store.plugins.hook
+        (item,) = hook.mmstore_load_payloads(
+            modality=f.modality, values=[value], record_ids=["<query>"], field=name
+        )
+        if isinstance(item, RecordError):
+            raise InvalidInputError(f"query {name}=: {item.problem}") from item
         try:
-            item = hook.mmstore_load_payload(
-                modality=f.modality, value=value, record_id="<query>", field=name
-            )
             f.encoder.check(item)
-        except RecordError as e:
-            raise InvalidInputError(f"query {name}=: {e.problem}") from e
         except ValueError as e:
             raise InvalidInputError(f"query {name}=: {e}") from e
         return Query(f, encode_batch(hook, f, [item])[0], weight)

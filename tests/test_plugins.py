@@ -214,15 +214,19 @@ def test_prepare_records_rejection_with_skip_drops_only_that_record(
         col.ingest([{"id": "b", "text": "a secret"}])
 
 
-def test_load_payload_hook_can_supply_values(store: mmstore.Store) -> None:
+def test_load_payloads_hook_can_supply_values(store: mmstore.Store) -> None:
     class Lookup:
+        """Resolves kb:// references and passes the rest to the modality."""
+
         @mmstore.hookimpl
-        def mmstore_load_payload(
-            self, modality: Any, value: Any, record_id: str, field: str
-        ) -> Any:
-            if isinstance(value, str) and value.startswith("kb://"):
-                return {"kb://fruit": "apple banana"}[value]
-            return None
+        def mmstore_load_payloads(
+            self, modality: Any, values: list[Any], record_ids: list[str], field: str
+        ) -> list[Any] | None:
+            kb = {"kb://fruit": "apple banana"}
+            if not any(isinstance(v, str) and v in kb for v in values):
+                return None
+            resolved = [kb.get(v, v) if isinstance(v, str) else v for v in values]
+            return modality.validate_batch(resolved, record_ids, field)
 
     store.plugins.register(Lookup(), name="lookup")
     col = store.create_collection("c", encoders={"text": "hash_text"})

@@ -19,10 +19,11 @@ def default_roots() -> list[Path]:
 
 
 def docstrings(
-    limit: int, roots: list[Path] | None = None, min_words: int = 5
+    limit: int, roots: list[Path] | None = None, min_words: int = 5, paragraphs: int = 1
 ) -> list[dict[str, str]]:
     """Up to ``limit`` records ``{"id", "text", "module", "package", "kind"}``, one per
-    function or class docstring (its first paragraph, deduplicated), in a stable order."""
+    function or class docstring paragraph (the first ``paragraphs`` of each, deduplicated),
+    in a stable order."""
     out: list[dict[str, str]] = []
     seen_text: set[str] = set()
     seen_id: set[str] = set()
@@ -30,7 +31,7 @@ def docstrings(
         for path in _files(root):
             module = ".".join(path.relative_to(root).with_suffix("").parts)
             module = module.removesuffix(".__init__")
-            for kind, name, line, text in _docs(path):
+            for kind, name, line, text in _docs(path, paragraphs):
                 if len(text.split()) < min_words or text in seen_text:
                     continue
                 rid = f"{module}.{name}"
@@ -57,7 +58,7 @@ def _files(root: Path) -> Iterator[Path]:
             yield path
 
 
-def _docs(path: Path) -> Iterator[tuple[str, str, int, str]]:
+def _docs(path: Path, paragraphs: int) -> Iterator[tuple[str, str, int, str]]:
     try:
         tree = ast.parse(path.read_text(encoding="utf-8"))
     except (SyntaxError, UnicodeDecodeError, ValueError):
@@ -67,4 +68,6 @@ def _docs(path: Path) -> Iterator[tuple[str, str, int, str]]:
             doc = ast.get_docstring(node)
             if doc:
                 kind = "class" if isinstance(node, ast.ClassDef) else "function"
-                yield kind, node.name, node.lineno, " ".join(doc.split("\n\n")[0].split())
+                for i, para in enumerate(doc.split("\n\n")[:paragraphs]):
+                    name = node.name if i == 0 else f"{node.name}#{i}"
+                    yield kind, name, node.lineno, " ".join(para.split())

@@ -1,6 +1,7 @@
 """Hit fields served from memory: which record a vid belongs to, and each record's label,
-timestamp, metadata and inline sources. Loaded from the catalog on first search, kept in step
-by every committed write, so a search makes no catalog query per hit."""
+timestamp, metadata and inline sources. Loaded from the catalog on first search (as
+columns, without an object per record), kept in step by every committed write, so that a
+search makes no catalog query per hit."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from mmstore.hits import Hit, Hits
 
 @dataclass(frozen=True)
 class RecordRow:
-    """The catalog's row of a record, as hits show it (JSON parsed on demand)."""
+    """The catalog's row of a record, as hits show it."""
 
     label: str | None
     ts: dt.datetime | None
@@ -31,7 +32,13 @@ class HitCache:
         self.catalog, self.collection = catalog, collection
         self._loaded = False
         self.owner: dict[int, str] = {}
-        self.rows: dict[str, RecordRow] = {}
+        self._slot: dict[str, int] = {}
+        self._columns: tuple[list[Any], ...] = ([], [], [], [])
+        self._parsed: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded
 
     def ensure(self) -> None:
         if self._loaded:
@@ -46,17 +53,16 @@ class HitCache:
             "SELECT id, label, ts, meta, sources FROM mms_records WHERE collection = ?",
             [self.collection],
         )
-        columns = [rec.column(c).to_pylist() for c in ("id", "label", "ts", "meta", "sources")]
-        self.rows = {i: RecordRow(lb, ts, m, s) for i, lb, ts, m, s in zip(*columns, strict=True)}
+        ids = rec.column("id").to_pylist()
+        self._slot = dict(zip(ids, range(len(ids)), strict=True))
+        self._columns = tuple(rec.column(c).to_pylist() for c in ("label", "ts", "meta", "sources"))
+        self._parsed = {}
         self._loaded = True
-
-    @property
-    def loaded(self) -> bool:
-        return self._loaded
 
     def invalidate(self) -> None:
         self._loaded = False
-        self.owner, self.rows = {}, {}
+        self.owner, self._slot, self._parsed = {}, {}, {}
+        self._columns = ([], [], [], [])
 
     def apply(
         self,
@@ -71,9 +77,15 @@ class HitCache:
         for vid in removed_vids:
             self.owner.pop(int(vid), None)
         for rid in removed_ids:
-            self.rows.pop(rid, None)
+            self._slot.pop(rid, None)
         self.owner.update(added)
-        self.rows.update(rows)
+        labels, stamps, metas, sources = self._columns
+        for rid, row in rows.items():
+            self._slot[rid] = len(labels)
+            labels.append(row.label)
+            stamps.append(row.ts)
+            metas.append(row.meta)
+            sources.append(row.sources)
 
     def hits(
         self, field: str, scores: Any, vids: Any, limit: int, exclude: str | None = None
@@ -93,13 +105,18 @@ class HitCache:
         return out
 
     def hit(self, rid: str, score: float, field: str) -> Hit:
-        row = self.rows[rid]
+        slot = self._slot[rid]
+        labels, stamps, metas, sources = self._columns
+        parsed = self._parsed.get(slot)
+        if parsed is None:
+            meta = json.loads(metas[slot]) if metas[slot] else {}
+            parsed = self._parsed[slot] = (meta, json.loads(sources[slot]))
         return Hit(
             id=rid,
             score=score,
             field=field,
-            label=row.label,
-            ts=row.ts,
-            meta=json.loads(row.meta) if row.meta else {},
-            values={k: v for k, v in json.loads(row.sources).items() if v is not None},
+            label=labels[slot],
+            ts=stamps[slot],
+            meta=dict(parsed[0]),
+            values=dict(parsed[1]),
         )

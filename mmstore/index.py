@@ -48,6 +48,8 @@ class VectorIndex:
         self._tail = np.empty((0, dim), np.float32)
         self._tail_len = 0
         self._sorter = np.empty(0, np.int64)
+        self._params: dict[int, Any] = {}
+        self.n_dead = 0
 
     # -- size ---------------------------------------------------------------------------
     @property
@@ -99,6 +101,7 @@ class VectorIndex:
         pos = self.positions(np.asarray(vids, np.int64))
         newly = int((~self.dead[pos]).sum())
         self.dead[pos] = True
+        self.n_dead += newly
         return newly
 
     def positions(self, vids: np.ndarray) -> np.ndarray:
@@ -144,7 +147,28 @@ class VectorIndex:
             return self._ann(queries, k, pos)
         if self.hnsw is None:
             return self._exact(queries, k, None)
+        if self._tail_len == 0 and self.n_dead == 0:
+            return self._ann_plain(queries, k)
         return self._ann(queries, k, None)
+
+    def _ann_plain(self, queries: np.ndarray, k: int) -> SearchResult:
+        """The hot path: the whole index is one graph with nothing deleted."""
+        kk = min(k, self.n_base)
+        scores, labels = self.hnsw.search(queries, kk, params=self._plain_params(k))
+        vids = np.where(labels >= 0, self.vids[labels], -1)
+        if kk < k:
+            pad = ((0, 0), (0, k - kk))
+            scores = np.pad(scores, pad, constant_values=-np.inf)
+            vids = np.pad(vids, pad, constant_values=-1)
+        return SearchResult(scores, vids)
+
+    def _plain_params(self, k: int) -> Any:
+        ef = max(self.ef_search, k)
+        params = self._params.get(ef)
+        if params is None:
+            params = self._params[ef] = faiss.SearchParametersHNSW()
+            params.efSearch = ef
+        return params
 
     def _exact(self, queries: np.ndarray, k: int, positions: np.ndarray | None) -> SearchResult:
         if positions is None:
@@ -204,7 +228,7 @@ class VectorIndex:
         params = faiss.SearchParametersHNSW()
         params.efSearch = max(self.ef_search, k)
         dead_base = self.dead[: self.n_base]
-        if base_pos is None and not dead_base.any():
+        if base_pos is None and not self.n_dead:
             return params, None
         mask = ~dead_base if base_pos is None else np.zeros(self.n_base, bool)
         if base_pos is not None:
@@ -327,6 +351,7 @@ class VectorIndex:
             index = cls(int(meta["dim"]), options)
             index.vids, index.dead = z["vids"].astype(np.int64), z["dead"].astype(bool)
             index._sorter = np.argsort(index.vids, kind="stable")
+            index.n_dead = int(index.dead.sum())
             tail, hnsw = z["tail"], z["hnsw"]
         if len(hnsw):
             index.hnsw = faiss.deserialize_index(hnsw)

@@ -3,11 +3,13 @@
 1. Text ingest: mmstore ``ingest`` of real sentences (docstrings found on this machine) vs
    raw ``SentenceTransformer.encode`` of the same texts at the same batch size, interleaved
    chunk by chunk; the median of per-chunk throughput ratios (goal >= 0.9).
-2. Bulk ingest of precomputed 384-d vectors with id and metadata into catalog and index
+2. Bulk ingest of precomputed 384-d vectors (real MiniLM embeddings of docstring
+   paragraphs, computed once by embed_corpus.py) with id and a label into catalog and index
    (goal >= 100,000 vectors/s), and the HNSW build that ``optimize`` runs after it.
 3. Search at k=10 on 100,000 vectors: p50/p99 of ``col.search`` (hydrated hits) and of the
    index alone, vs raw FAISS on the same HNSW graph with the same search width, queries
-   interleaved (goal <= 1.15); recall@10 against exact search.
+   interleaved (goal <= 1.15); recall@10 against exact search, for 1,000 held-out
+   embeddings of other docstring paragraphs as queries.
 4. Reopen of the 100,000-vector store: open + first search, median of 5 (goal < 1 s).
 
 Run: ``python benchmarks/bench_spine.py [--texts 20000] [--vectors 100000]``.
@@ -21,6 +23,7 @@ import os
 import platform
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,10 +31,13 @@ from typing import Any
 
 import faiss
 import numpy as np
+from mmstore_sbert import load_model
 
 import mmstore
 from mmstore.corpus import docstrings
-from mmstore_sbert import load_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from embed_corpus import cached_embeddings
 
 BATCH = 64
 
@@ -41,38 +47,38 @@ def text_ingest(texts: list[dict[str, str]], chunk: int, workdir: Path) -> dict[
     model.encode(["warm up"] * BATCH, batch_size=BATCH)
     ratios, raw_total, mms_total = [], 0.0, 0.0
     with mmstore.open(workdir / "text.mms") as store:
-        col = store.create_collection("t", encoders={"text": {
-            "encoder": "sentence_transformers", "batch_size": BATCH}})
+        col = store.create_collection(
+            "t", encoders={"text": {"encoder": "sentence_transformers", "batch_size": BATCH}}
+        )
         for start in range(0, len(texts), chunk):
-            part = texts[start:start + chunk]
+            part = texts[start : start + chunk]
             t0 = time.perf_counter()
-            model.encode([r["text"] for r in part], batch_size=BATCH,
-                         normalize_embeddings=True)
+            model.encode([r["text"] for r in part], batch_size=BATCH, normalize_embeddings=True)
             raw = time.perf_counter() - t0
             t0 = time.perf_counter()
-            col.ingest([{"id": r["id"], "text": r["text"], "meta": {"package": r["package"]}}
-                        for r in part])
+            col.ingest(
+                [
+                    {"id": r["id"], "text": r["text"], "meta": {"package": r["package"]}}
+                    for r in part
+                ]
+            )
             mms = time.perf_counter() - t0
             ratios.append(raw / mms)
             raw_total, mms_total = raw_total + raw, mms_total + mms
-            print(f"  texts {start + len(part):>6}: raw {len(part) / raw:6.1f}/s  "
-                  f"mmstore {len(part) / mms:6.1f}/s  ratio {raw / mms:.3f}", flush=True)
-    return {"texts": len(texts), "chunk": chunk, "raw_per_s": len(texts) / raw_total,
-            "mmstore_per_s": len(texts) / mms_total,
-            "throughput_ratio_median": statistics.median(ratios),
-            "throughput_ratio_min": min(ratios), "throughput_ratio_max": max(ratios)}
-
-
-def real_vectors(texts: list[dict[str, str]], n: int) -> np.ndarray:
-    """Real MiniLM embeddings of the texts, repeated with small noise up to ``n``."""
-    model = load_model("all-MiniLM-L6-v2", "cpu")
-    base = model.encode([r["text"] for r in texts], batch_size=BATCH,
-                        normalize_embeddings=True).astype(np.float32)
-    rng = np.random.default_rng(0)
-    reps = base[np.arange(n) % len(base)]
-    x = reps + rng.normal(0, 0.3 / np.sqrt(base.shape[1]), reps.shape).astype(np.float32)
-    x[: len(base)] = base[: min(len(base), n)]
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
+            print(
+                f"  texts {start + len(part):>6}: raw {len(part) / raw:6.1f}/s  "
+                f"mmstore {len(part) / mms:6.1f}/s  ratio {raw / mms:.3f}",
+                flush=True,
+            )
+    return {
+        "texts": len(texts),
+        "chunk": chunk,
+        "raw_per_s": len(texts) / raw_total,
+        "mmstore_per_s": len(texts) / mms_total,
+        "throughput_ratio_median": statistics.median(ratios),
+        "throughput_ratio_min": min(ratios),
+        "throughput_ratio_max": max(ratios),
+    }
 
 
 def bulk_ingest(x: np.ndarray, path: Path) -> dict[str, Any]:
@@ -80,14 +86,17 @@ def bulk_ingest(x: np.ndarray, path: Path) -> dict[str, Any]:
 
     n, d = x.shape
     cats = np.array([f"cat{i % 10}" for i in range(n)])
-    table = pa.table({
-        "id": pa.array([f"v{i}" for i in range(n)]),
-        "emb": pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), d),
-        "label": pa.array(cats),
-    })
+    table = pa.table(
+        {
+            "id": pa.array([f"v{i}" for i in range(n)]),
+            "emb": pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), d),
+            "label": pa.array(cats),
+        }
+    )
     with mmstore.open(path) as store:
-        col = store.create_collection("v", encoders={"emb": {
-            "encoder": "precomputed", "modality": "vector", "dim": d}})
+        col = store.create_collection(
+            "v", encoders={"emb": {"encoder": "precomputed", "modality": "vector", "dim": d}}
+        )
         t0 = time.perf_counter()
         report = col.ingest(table, chunk_size=20_000)
         ingest_s = time.perf_counter() - t0
@@ -101,8 +110,14 @@ def bulk_ingest(x: np.ndarray, path: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     raw_index.add(x)
     raw_build = time.perf_counter() - t0
-    return {"vectors": n, "ingest_s": ingest_s, "vectors_per_s": n / ingest_s,
-            "optimize_s": optimize_s, "raw_faiss_hnsw_build_s": raw_build, "index": info}
+    return {
+        "vectors": n,
+        "ingest_s": ingest_s,
+        "vectors_per_s": n / ingest_s,
+        "optimize_s": optimize_s,
+        "raw_faiss_hnsw_build_s": raw_build,
+        "index": info,
+    }
 
 
 def search(path: Path, x: np.ndarray, queries: np.ndarray) -> dict[str, Any]:
@@ -118,7 +133,7 @@ def search(path: Path, x: np.ndarray, queries: np.ndarray) -> dict[str, Any]:
         for q in queries:
             q2 = q[None, :]
             t0 = time.perf_counter()
-            raw_d, raw_i = index.hnsw.search(q2, 10, params=params)
+            index.hnsw.search(q2, 10, params=params)
             t1 = time.perf_counter()
             index.search(q2, 10)
             t2 = time.perf_counter()
@@ -129,8 +144,9 @@ def search(path: Path, x: np.ndarray, queries: np.ndarray) -> dict[str, Any]:
             api.append(t3 - t2)
             got.append(hits.ids)
         exact = np.argsort(-(queries @ x.T), axis=1)[:, :10]
-        recall = np.mean([len({f"v{i}" for i in e} & set(g)) / 10
-                          for e, g in zip(exact, got, strict=True)])
+        recall = np.mean(
+            [len({f"v{i}" for i in e} & set(g)) / 10 for e, g in zip(exact, got, strict=True)]
+        )
         filtered = []
         for q in queries[:200]:
             t0 = time.perf_counter()
@@ -141,7 +157,9 @@ def search(path: Path, x: np.ndarray, queries: np.ndarray) -> dict[str, Any]:
         return float(np.percentile(values, p) * 1000)
 
     return {
-        "queries": len(queries), "efSearch": index.ef_search, "recall@10": float(recall),
+        "queries": len(queries),
+        "efSearch": index.ef_search,
+        "recall@10": float(recall),
         "raw_faiss_ms": {"p50": pct(raw, 50), "p99": pct(raw, 99)},
         "index_ms": {"p50": pct(core, 50), "p99": pct(core, 99)},
         "api_ms": {"p50": pct(api, 50), "p99": pct(api, 99)},
@@ -160,8 +178,7 @@ def reopen(path: Path, query: np.ndarray, times: int = 5) -> dict[str, Any]:
         with mmstore.open(path) as store:
             store.collection("v").search(vector=query, k=10)
             samples.append(time.perf_counter() - t0)
-    return {"open_and_first_search_s_median": statistics.median(samples),
-            "samples": samples}
+    return {"open_and_first_search_s_median": statistics.median(samples), "samples": samples}
 
 
 def main() -> None:
@@ -180,14 +197,14 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d"),
     }
     try:
-        corpus = docstrings(args.texts + args.queries)
-        texts, held = corpus[: args.texts], corpus[args.texts:]
-        print(f"corpus: {len(texts)} docstrings, {len(held)} held out for queries", flush=True)
         if not args.skip_text:
+            texts = docstrings(args.texts)
+            print(f"text corpus: {len(texts)} docstrings", flush=True)
             results["text_ingest"] = text_ingest(texts, args.chunk, workdir)
             print(json.dumps(results["text_ingest"], indent=2), flush=True)
-        x = real_vectors(texts, args.vectors)
-        queries = real_vectors(held, len(held))
+        _, vectors = cached_embeddings(args.vectors + args.queries)
+        x, queries = vectors[: args.vectors], vectors[args.vectors :]
+        print(f"vectors: {len(x)} to index, {len(queries)} held-out queries", flush=True)
         results["bulk_ingest"] = bulk_ingest(x, workdir / "vec.mms")
         print(json.dumps(results["bulk_ingest"], indent=2), flush=True)
         results["search"] = search(workdir / "vec.mms", x, queries)

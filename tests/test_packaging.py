@@ -1,0 +1,35 @@
+"""Packaging: the wheel carries the Alembic migrations, the built-in plugins and their entry
+points, so that an installed mmstore can create and upgrade a store."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_wheel_ships_migrations_plugins_and_entry_points(tmp_path: Path) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(tmp_path), str(ROOT)],
+        check=True, capture_output=True, timeout=300,
+    )
+    (wheel,) = tmp_path.glob("mmstore-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert "mmstore/_migrations/env.py" in names
+    assert "mmstore/_migrations/script.py.mako" in names
+    assert "mmstore/_migrations/versions/0001_initial.py" in names
+    assert "mmstore/py.typed" in names
+    for plugin in ("mmstore_text", "mmstore_vectors", "mmstore_sbert", "mmstore_pii",
+                   "mmstore_events"):
+        assert f"{plugin}/__init__.py" in names
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    text = zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "[mmstore]" in text and "sentence_transformers = mmstore_sbert" in text
+    assert "mmstore = mmstore.cli:main" in text

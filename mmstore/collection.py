@@ -14,9 +14,9 @@ import sqlalchemy as sa
 
 from mmstore import schema
 from mmstore.config import CollectionConfig, CollectionContext
-from mmstore.errors import NotFoundError
+from mmstore.errors import EncoderChangedError, NotFoundError
 from mmstore.events import RecordsDeleted
-from mmstore.fields import build_fields, describe
+from mmstore.fields import build_fields, describe, stored_keys
 from mmstore.filters import compile_filter
 from mmstore.hits import Hits
 from mmstore.hydrate import HitCache
@@ -45,6 +45,21 @@ class Collection:
         )
         self.cache = HitCache(store.catalog, name)
         self._searcher = Searcher(self)
+        with store.catalog.reading() as conn:
+            self._stored_keys = stored_keys(conn, name)
+
+    def check_current(self, name: str) -> None:
+        """Refuse to mix vectors of two encoder identities in one field."""
+        f = self.fields[name]
+        stored = self._stored_keys.get(name)
+        if stored is not None and stored != f.key:
+            raise EncoderChangedError(
+                f"field {name!r} of collection {self.name!r} holds vectors of encoder "
+                f"identity {stored}, but the installed {f.identity.name!r} "
+                f"(version {f.identity.version}, plugin {f.identity.plugin} "
+                f"{f.identity.plugin_version}) now gives {f.key}; install the plugin version "
+                "that wrote the store, or re-embed the field"
+            )
 
     def __repr__(self) -> str:
         return f"<Collection {self.name!r} fields={sorted(self.fields)}>"

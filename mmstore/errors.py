@@ -137,6 +137,13 @@ class StoreClosedError(MMStoreError, RuntimeError):
     http_status = 500
 
 
+class EncoderChangedError(MMStoreError, RuntimeError):
+    """A field's stored vectors came from another encoder identity than the one the
+    installed plugins now build (a new encoder version or parameters)."""
+
+    http_status = 409
+
+
 class SchemaError(MMStoreError, RuntimeError):
     """The catalog's schema revision is unknown to this version of mmstore."""
 

@@ -5,6 +5,7 @@ Indexes and the hit cache follow only after the commit."""
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from mmstore.hydrate import RecordRow
 if TYPE_CHECKING:
     from mmstore.collection import Collection
 
+log = logging.getLogger(__name__)
 OnError = Literal["raise", "skip"]
 #: vectors kept in memory for the index after commit; past this the index re-reads them
 PENDING_LIMIT_BYTES = 512 * 1024 * 1024
@@ -99,39 +101,16 @@ class Ingestor:
 
     def run(self, source: Any) -> IngestReport:
         start = time.perf_counter()
+        for name in self.col.fields:
+            self.col.check_current(name)
         for f in self.col.fields.values():  # loaded before, so the commit only appends
             self.col.indexes.get(f)
-        with self.catalog.transaction() as conn:
-            report = IngestReport(self.catalog.next_ids(conn, "run", 1))
-            conn.execute(
-                schema.ingest_runs.insert().values(
-                    id=report.run_id,
-                    collection=self.col.name,
-                    started_at=_now(),
-                    status="running",
-                    received=0,
-                    written=0,
-                    unchanged=0,
-                    rejected=0,
-                )
-            )
-            bar = _progress_bar(self.progress, self.col.name)
-            for chunk in sources.chunks(source, self.chunk_size):
-                self._chunk(conn, chunk, report)
-                bar.update(len(chunk))
-            bar.close()
-            conn.execute(
-                schema.ingest_runs.update()
-                .where(schema.ingest_runs.c.id == report.run_id)
-                .values(
-                    finished_at=_now(),
-                    status="committed",
-                    received=report.received,
-                    written=report.written,
-                    unchanged=report.unchanged,
-                    rejected=len(report.rejected),
-                )
-            )
+        started = _now()
+        try:
+            report = self._transaction(source, started)
+        except BaseException as error:
+            self._record_failure(started, error)
+            raise
         report.seconds = time.perf_counter() - start
         store = str(self.col.store.path)
         self.col.store.track(
@@ -157,6 +136,62 @@ class Ingestor:
             )
         )
         return report
+
+    def _transaction(self, source: Any, started: dt.datetime) -> IngestReport:
+        """Everything the call writes, in one transaction: all of it commits, or none."""
+        runs = schema.ingest_runs
+        with self.catalog.transaction() as conn:
+            report = IngestReport(self.catalog.next_ids(conn, "run", 1))
+            conn.execute(
+                runs.insert().values(
+                    id=report.run_id,
+                    collection=self.col.name,
+                    started_at=started,
+                    status="running",
+                    received=0,
+                    written=0,
+                    unchanged=0,
+                    rejected=0,
+                )
+            )
+            bar = _progress_bar(self.progress, self.col.name)
+            for chunk in sources.chunks(source, self.chunk_size):
+                self._chunk(conn, chunk, report)
+                bar.update(len(chunk))
+            bar.close()
+            conn.execute(
+                runs.update()
+                .where(runs.c.id == report.run_id)
+                .values(
+                    finished_at=_now(),
+                    status="committed",
+                    received=report.received,
+                    written=report.written,
+                    unchanged=report.unchanged,
+                    rejected=len(report.rejected),
+                )
+            )
+        return report
+
+    def _record_failure(self, started: dt.datetime, error: BaseException) -> None:
+        """Leave a trace of a call that wrote nothing (never masking its error)."""
+        try:
+            with self.catalog.transaction() as conn:
+                conn.execute(
+                    schema.ingest_runs.insert().values(
+                        id=self.catalog.next_ids(conn, "run", 1),
+                        collection=self.col.name,
+                        started_at=started,
+                        finished_at=_now(),
+                        status=f"failed: {type(error).__name__}",
+                        received=0,
+                        written=0,
+                        unchanged=0,
+                        rejected=0,
+                    )
+                )
+        except Exception:
+            log.exception("could not record the failed ingest run")
 
     # -- one chunk ----------------------------------------------------------------------
     def _chunk(self, conn: Connection, chunk: list[Any], report: IngestReport) -> None:

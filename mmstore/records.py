@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from mmstore.encoders import canonical_json
 from mmstore.errors import RecordError
 
 MAX_ID_CHARS = 512

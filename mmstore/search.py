@@ -62,6 +62,7 @@ class Searcher:
         if fusion not in ("rrf", "weighted"):
             raise InvalidInputError(f"fusion must be 'rrf' or 'weighted', got {fusion!r}")
         tgt = self._target(target, values, record is not None or vector is not None)
+        self.col.check_current(tgt.name)
         queries = self._queries(tgt, values, vector, record, weights or {})
         for q in queries:
             _check_space(q.field, tgt)

@@ -32,12 +32,21 @@ from .conftest import make_records
 
 def counts(store: mmstore.Store) -> tuple[int, int, int]:
     """Rows of records, embeddings and committed ingest runs."""
+    runs = schema.ingest_runs
     with store.catalog.reading() as conn:
 
-        def n(t: sa.Table) -> int:
-            return int(conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one())
+        def n(t: sa.Table, *where: Any) -> int:
+            stmt = sa.select(sa.func.count()).select_from(t).where(*where)
+            return int(conn.execute(stmt).scalar_one())
 
-        return n(schema.records), n(schema.embeddings), n(schema.ingest_runs)
+        return (n(schema.records), n(schema.embeddings), n(runs, runs.c.status == "committed"))
+
+
+def failed_runs(store: mmstore.Store) -> list[str]:
+    runs = schema.ingest_runs
+    with store.catalog.reading() as conn:
+        rows = conn.execute(sa.select(runs.c.status).where(runs.c.status != "committed"))
+        return [r.status for r in rows]
 
 
 class CountingEncoder(HashTextEncoder):
@@ -227,6 +236,7 @@ def test_bad_record_raises_and_writes_nothing(
     assert names in str(err.value) and says in str(err.value)
     assert err.value.http_status == 422 and isinstance(err.value, ValueError)
     assert counts(col.store) == (0, 0, 0)
+    assert failed_runs(col.store) == ["failed: RecordError"]
     assert col.search(text=good[0]["text"], k=5).ids == []
 
 

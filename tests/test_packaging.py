@@ -16,9 +16,21 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_wheel_ships_migrations_plugins_and_entry_points(tmp_path: Path) -> None:
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(tmp_path), str(ROOT)],
-        check=True, capture_output=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
     )
     (wheel,) = tmp_path.glob("mmstore-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
@@ -26,8 +38,13 @@ def test_wheel_ships_migrations_plugins_and_entry_points(tmp_path: Path) -> None
     assert "mmstore/_migrations/script.py.mako" in names
     assert "mmstore/_migrations/versions/0001_initial.py" in names
     assert "mmstore/py.typed" in names
-    for plugin in ("mmstore_text", "mmstore_vectors", "mmstore_sbert", "mmstore_pii",
-                   "mmstore_events"):
+    for plugin in (
+        "mmstore_text",
+        "mmstore_vectors",
+        "mmstore_sbert",
+        "mmstore_pii",
+        "mmstore_events",
+    ):
         assert f"{plugin}/__init__.py" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()

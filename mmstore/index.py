@@ -76,8 +76,9 @@ class VectorIndex:
         return self.vids[~self.dead]
 
     # -- writes -------------------------------------------------------------------------
-    def add(self, vids: np.ndarray, vectors: np.ndarray) -> None:
-        """Append vectors whose vids are all larger than any already held."""
+    def add(self, vids: np.ndarray, vectors: np.ndarray, *, adopt: bool = False) -> None:
+        """Append vectors whose vids are all larger than any already held. With ``adopt``
+        the index may keep ``vectors`` itself instead of a copy (the caller lets go of it)."""
         vids = np.asarray(vids, np.int64)
         if not len(vids):
             return
@@ -85,11 +86,14 @@ class VectorIndex:
             raise ValueError("vids must be increasing and newer than the index's last vid")
         vectors = np.ascontiguousarray(vectors, np.float32).reshape(len(vids), self.dim)
         need = self._tail_len + len(vids)
-        if need > len(self._tail):
+        if adopt and self._tail_len == 0:
+            self._tail = vectors
+        elif need > len(self._tail):
             grown = np.empty((max(need, 2 * len(self._tail), 1024), self.dim), np.float32)
             grown[: self._tail_len] = self._tail[: self._tail_len]
             self._tail = grown
-        self._tail[self._tail_len : need] = vectors
+        if self._tail is not vectors:
+            self._tail[self._tail_len : need] = vectors
         self._tail_len = need
         new = np.arange(len(self.vids), len(self.vids) + len(vids))
         self._sorter = np.concatenate([self._sorter, new])

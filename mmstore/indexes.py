@@ -160,7 +160,7 @@ class CollectionIndexes:
             return
         entry.index.remove(removed)
         if added is not None and len(added[0]):
-            entry.index.add(*added)
+            entry.index.add(*added, adopt=True)
         entry.unsaved += len(removed) + (0 if added is None else len(added[0]))
 
     def forget(self, name: str) -> None:

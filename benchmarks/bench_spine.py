@@ -216,6 +216,60 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     print(f"wrote {args.out}")
+    print(table(results))
+
+
+def table(r: dict[str, Any]) -> str:
+    """The figures as a markdown table, each beside its goal."""
+    rows = [
+        f"Machine: {r['machine']}; mmstore {r['versions']['mmstore']}, "
+        f"faiss {r['versions']['faiss']}; {r['date']}.",
+        "",
+        "| figure | measured | goal |",
+        "|---|---|---|",
+    ]
+    if "text_ingest" in r:
+        t = r["text_ingest"]
+        rows.append(
+            f"| text ingest / raw `encode` throughput ({t['texts']} docstrings, batch "
+            f"{BATCH}), median of per-chunk ratios | {t['throughput_ratio_median']:.3f} "
+            f"(min {t['throughput_ratio_min']:.3f}; {t['mmstore_per_s']:.0f} vs "
+            f"{t['raw_per_s']:.0f} texts/s) | >= 0.9 |"
+        )
+    b = r["bulk_ingest"]
+    rows.append(
+        f"| bulk ingest of {b['vectors']:,} 384-d vectors with id and label, into "
+        f"catalog and index | {b['vectors_per_s']:,.0f} vectors/s | >= 100,000 |"
+    )
+    rows.append(
+        f"| HNSW build by `optimize` (raw FAISS build of the same vectors) | "
+        f"{b['optimize_s']:.1f} s ({b['raw_faiss_hnsw_build_s']:.1f} s) | - |"
+    )
+    s = r["search"]
+    rows.append(
+        f"| search k=10, index alone / raw FAISS, p50 (p99) | "
+        f"{s['ratio_index_p50']:.2f} ({s['ratio_index_p99']:.2f}); "
+        f"{s['index_ms']['p50']:.3f} ms vs {s['raw_faiss_ms']['p50']:.3f} ms | <= 1.15 |"
+    )
+    rows.append(
+        f"| search k=10 through `col.search` with hydrated hits / raw FAISS, p50 (p99) "
+        f"| {s['ratio_api_p50']:.2f} ({s['ratio_api_p99']:.2f}); "
+        f"{s['api_ms']['p50']:.3f} ms | - |"
+    )
+    rows.append(
+        f"| recall@10 vs exact (efSearch {s['efSearch']} tuned at build) | "
+        f"{s['recall@10']:.3f} | >= 0.95 |"
+    )
+    rows.append(
+        f"| filtered search, 10% selectivity, p50 (p99) | "
+        f"{s['filtered_10pct_ms']['p50']:.2f} ms ({s['filtered_10pct_ms']['p99']:.2f}) "
+        "| - |"
+    )
+    rows.append(
+        f"| reopen of the {b['vectors']:,}-vector store: open + first search, median "
+        f"| {r['reopen']['open_and_first_search_s_median']:.2f} s | < 1 s |"
+    )
+    return "\n".join(rows)
 
 
 if __name__ == "__main__":

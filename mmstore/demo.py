@@ -35,7 +35,7 @@ def run(path: Path, limit: int, echo: Callable[[str], None] = print) -> None:
     echo(f"{len(records)} docstrings of the standard library -> {path}")
     with mmstore.open(path) as store:
         col = store.create_collection("stdlib", encoders={"text": "sentence_transformers"})
-        report = col.ingest(records, progress=True)
+        report = col.ingest(records, progress=True, chunk_size=256)
         echo(str(report))
         for text, where in QUERIES:
             _show(col, text, where, echo)

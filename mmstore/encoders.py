@@ -59,7 +59,7 @@ class Encoder(ABC):
     version: ClassVar[str] = "1"
     modalities: ClassVar[tuple[str, ...]]
     Params: ClassVar[type[EncoderParams]] = EncoderParams
-    #: preferred batch size for :meth:`encode`
+    #: how many items one :meth:`encode` call takes at most (the encoder may batch inside)
     batch_size: int = 64
 
     def __init__(self, **params: Any) -> None:

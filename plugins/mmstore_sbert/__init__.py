@@ -22,6 +22,8 @@ from mmstore import Encoder, EncoderParams, WeightsUnavailableError
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 #: dimensions of known models, so that ``dim`` never needs a probe
 KNOWN_DIMS = {"all-MiniLM-L6-v2": 384, "sentence-transformers/all-MiniLM-L6-v2": 384}
+#: model batches per encode() call
+CALL_BATCHES = 16
 _MODELS: dict[tuple[str, str], Any] = {}
 _LOCK = threading.Lock()
 
@@ -51,7 +53,9 @@ class SentenceTransformerEncoder(Encoder):
                 f"encoder 'sentence_transformers': give dim= for model {self.params.model!r} "
                 f"(known without it: {sorted(KNOWN_DIMS)})"
             )
-        self.batch_size = self.params.batch_size
+        # one encode() call takes many model batches, so that sentence-transformers can
+        # sort them by length and pad less, as it does when given a whole list
+        self.batch_size = self.params.batch_size * CALL_BATCHES
 
     @property
     def dim(self) -> int:
@@ -68,7 +72,7 @@ class SentenceTransformerEncoder(Encoder):
         model = load_model(self.params.model, resolve_device(self.params.device))
         vectors = model.encode(
             list(items),
-            batch_size=self.batch_size,
+            batch_size=self.params.batch_size,
             convert_to_numpy=True,
             normalize_embeddings=self.params.normalize,
             show_progress_bar=False,
@@ -118,6 +122,9 @@ def load_model(model: str, device: str) -> Any:
             path = model_path(model)
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             from sentence_transformers import SentenceTransformer
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
 
             _MODELS[key] = SentenceTransformer(path, device=device, local_files_only=True)
         return _MODELS[key]

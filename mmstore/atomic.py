@@ -12,7 +12,7 @@ from pathlib import Path
 TMP_SUFFIX = ".mms-tmp"
 
 
-def write_atomic(path: Path, chunks: Iterable[bytes]) -> str:
+def write_atomic(path: Path, chunks: Iterable[bytes | memoryview]) -> str:
     """Replace ``path`` with the concatenated chunks; return their sha256 hex digest."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")

@@ -12,21 +12,18 @@ import pyarrow as pa
 
 @dataclass(frozen=True)
 class Hit:
-    """One search hit: the record's id, its score, the field matched, and its fields."""
+    """One search hit: the record's id, its score, the field matched and that field's
+    modality, and the record's label, timestamp, metadata and inline values."""
 
     id: str
     score: float
     field: str
+    modality: str
     label: str | None = None
     ts: dt.datetime | None = None
     meta: dict[str, Any] = dc_field(default_factory=dict)
     #: the record's inline sources (text of text fields)
     values: dict[str, Any] = dc_field(default_factory=dict)
-
-    @property
-    def modality(self) -> str:
-        """Alias kept for readers of the design sketch: the field that matched."""
-        return self.field
 
 
 class Hits(list[Hit]):
@@ -48,6 +45,7 @@ class Hits(list[Hit]):
                 "id": pa.array(self.ids, pa.string()),
                 "score": pa.array(self.scores, pa.float32()),
                 "field": pa.array([h.field for h in self], pa.string()),
+                "modality": pa.array([h.modality for h in self], pa.string()),
                 "label": pa.array([h.label for h in self], pa.string()),
                 "ts": pa.array([h.ts for h in self], pa.timestamp("us")),
                 "meta": pa.array([json.dumps(h.meta) for h in self], pa.string()),

@@ -88,7 +88,13 @@ class HitCache:
             sources.append(row.sources)
 
     def hits(
-        self, field: str, scores: Any, vids: Any, limit: int, exclude: str | None = None
+        self,
+        field: str,
+        modality: str,
+        scores: Any,
+        vids: Any,
+        limit: int,
+        exclude: str | None = None,
     ) -> Hits:
         """Hits for one result row, best first, skipping empty slots and ``exclude``."""
         self.ensure()
@@ -99,12 +105,12 @@ class HitCache:
             rid = self.owner.get(vid)
             if rid is None or rid == exclude:
                 continue
-            out.append(self.hit(rid, float(score), field))
+            out.append(self.hit(rid, float(score), field, modality))
             if len(out) == limit:
                 break
         return out
 
-    def hit(self, rid: str, score: float, field: str) -> Hit:
+    def hit(self, rid: str, score: float, field: str, modality: str) -> Hit:
         slot = self._slot[rid]
         labels, stamps, metas, sources = self._columns
         parsed = self._parsed.get(slot)
@@ -115,6 +121,7 @@ class HitCache:
             id=rid,
             score=score,
             field=field,
+            modality=modality,
             label=labels[slot],
             ts=stamps[slot],
             meta=dict(parsed[0]),

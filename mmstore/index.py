@@ -8,8 +8,6 @@ with every write, and a sorter maps vids to positions by binary search.
 
 from __future__ import annotations
 
-import io
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +20,6 @@ EF_CANDIDATES = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 #: a filtered search scans the matching rows exactly when there are at most this many
 EXACT_SUBSET = 20_000
 TUNE_QUERIES = 200
-FORMAT = 1
 faiss: Any = _faiss  # the SWIG module has no usable type information
 
 
@@ -300,15 +297,19 @@ class VectorIndex:
 
     def tune(self, queries: np.ndarray) -> None:
         """Pick the smallest HNSW width whose recall@10 on ``queries`` (vectors not in the
-        graph) reaches the target, against an exact search of the graph's vectors."""
+        graph) misses at most half as often as the target allows, against an exact search
+        of the graph's vectors. Held-out data points find near-duplicates of themselves in
+        the graph more often than outside queries do; the halved miss rate covers that (on
+        100,000 docstring embeddings, held-out 0.957 at width 32 was 0.924 for new text)."""
         k = min(10, self.n_base)
+        goal = 1.0 - (1.0 - self.options.target_recall) / 2
         truth = _exact_ids(queries, self._base_view(), k)
         for ef in EF_CANDIDATES:
             params = faiss.SearchParametersHNSW()
             params.efSearch = ef
             _, labels = self.hnsw.search(queries, k, params=params)
             recall = _recall(truth, labels)
-            if recall >= self.options.target_recall or ef == EF_CANDIDATES[-1]:
+            if recall >= goal or ef == EF_CANDIDATES[-1]:
                 self.ef_search, self.tuned_recall = ef, recall
                 return
 
@@ -326,44 +327,16 @@ class VectorIndex:
 
     # -- persistence --------------------------------------------------------------------
     def to_bytes(self) -> bytes:
-        """One self-describing blob (numpy ``.npz``, no pickle)."""
-        meta = {
-            "format": FORMAT,
-            "dim": self.dim,
-            "ef_search": self.ef_search,
-            "tuned_recall": self.tuned_recall,
-        }
-        arrays: dict[str, Any] = {
-            "meta": np.frombuffer(json.dumps(meta).encode(), np.uint8),
-            "vids": self.vids,
-            "dead": self.dead,
-            "tail": self.tail(),
-            "hnsw": faiss.serialize_index(self.hnsw)
-            if self.hnsw is not None
-            else np.empty(0, np.uint8),
-        }
-        buf = io.BytesIO()
-        np.savez(buf, allow_pickle=False, **arrays)
-        return buf.getvalue()
+        """The index file's bytes (see :mod:`mmstore.indexfile`)."""
+        from mmstore import indexfile
+
+        return b"".join(bytes(c) for c in indexfile.dump(self))
 
     @classmethod
     def from_bytes(cls, data: bytes, options: IndexOptions | None = None) -> VectorIndex:
-        with np.load(io.BytesIO(data), allow_pickle=False) as z:
-            meta = json.loads(z["meta"].tobytes())
-            if meta.get("format") != FORMAT:
-                raise ValueError(f"index format {meta.get('format')!r} is not {FORMAT}")
-            index = cls(int(meta["dim"]), options)
-            index.vids, index.dead = z["vids"].astype(np.int64), z["dead"].astype(bool)
-            index._sorter = np.argsort(index.vids, kind="stable")
-            index.n_dead = int(index.dead.sum())
-            tail, hnsw = z["tail"], z["hnsw"]
-        if len(hnsw):
-            index.hnsw = faiss.deserialize_index(hnsw)
-        index._tail, index._tail_len = np.ascontiguousarray(tail, np.float32), len(tail)
-        index.ef_search, index.tuned_recall = int(meta["ef_search"]), meta["tuned_recall"]
-        if index.n_base + index._tail_len != index.size or index._tail.shape[1:] != (index.dim,):
-            raise ValueError("index file is inconsistent: vector and id counts differ")
-        return index
+        from mmstore import indexfile
+
+        return indexfile.load(data, options)
 
 
 def _exact_ids(queries: np.ndarray, base: np.ndarray, k: int) -> np.ndarray:

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import sqlalchemy as sa
 
-from mmstore import schema
+from mmstore import indexfile, schema
 from mmstore.atomic import sha256_file, write_atomic
 from mmstore.catalog import Catalog
 from mmstore.config import IndexOptions
@@ -98,7 +98,7 @@ class CollectionIndexes:
         if digest != row.checksum:
             return None, f"checksum of {row.file} does not match the manifest"
         try:
-            index = VectorIndex.from_bytes(data, self.options)
+            index = indexfile.load(data, self.options)
         except Exception as e:  # a file we wrote, checksum-verified, yet unreadable
             return None, f"file {row.file} is unreadable: {e}"
         if index.dim != field.identity.dim or index.last_vid != row.last_vid:
@@ -185,7 +185,7 @@ class CollectionIndexes:
         entry = self._entries[field.name]
         index = entry.index
         path = self._file(field)
-        checksum = write_atomic(path, [index.to_bytes()])
+        checksum = write_atomic(path, indexfile.dump(index))
         t = schema.indexes
         now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         with self.catalog.transaction() as conn:

@@ -217,7 +217,9 @@ class Searcher:
     ) -> Hits:
         index = self.col.indexes.get(tgt)
         result = index.search(q.vector[None, :], k, allowed)
-        return self.col.cache.hits(tgt.name, result.scores[0], result.vids[0], k, exclude)
+        return self.col.cache.hits(
+            tgt.name, tgt.modality.name, result.scores[0], result.vids[0], k, exclude
+        )
 
 
 def fuse(results: list[Hits], queries: list[Query], fusion: Fusion, k: int) -> Hits:
@@ -233,7 +235,7 @@ def fuse(results: list[Hits], queries: list[Query], fusion: Fusion, k: int) -> H
     out = Hits()
     for rid in best:
         h = first[rid]
-        out.append(Hit(rid, scores[rid], h.field, h.label, h.ts, h.meta, h.values))
+        out.append(Hit(rid, scores[rid], h.field, h.modality, h.label, h.ts, h.meta, h.values))
     return out
 
 

@@ -159,6 +159,7 @@ def test_fusion_of_two_queries(store: mmstore.Store) -> None:
     )
     rrf = col.search(title="red apple", body="fresh fruit", target="title", k=3)
     assert rrf.ids[0] == "both"
+    assert (rrf[0].field, rrf[0].modality) == ("title", "text")
     weighted = col.search(
         title="red apple",
         body="fresh fruit",

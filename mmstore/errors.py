@@ -148,9 +148,3 @@ class SchemaError(MMStoreError, RuntimeError):
     """The catalog's schema revision is unknown to this version of mmstore."""
 
     http_status = 500
-
-
-class IndexDamagedError(MMStoreError, RuntimeError):
-    """An index file does not match its manifest (checked before use, then rebuilt)."""
-
-    http_status = 500

@@ -56,9 +56,6 @@ class CollectionIndexes:
             entry = self._entries[field.name] = self._load(field)
         return entry.index
 
-    def loaded(self, name: str) -> bool:
-        return name in self._entries
-
     # -- loading ------------------------------------------------------------------------
     def _file(self, field: Field) -> Path:
         return self.folder / f"{field.name}-{field.key}.mmi"

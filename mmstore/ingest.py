@@ -111,30 +111,12 @@ class Ingestor:
         except BaseException as error:
             self._record_failure(started, error)
             raise
-        report.seconds = time.perf_counter() - start
+        counts = (report.run_id, report.written, report.unchanged, len(report.rejected))
         store = str(self.col.store.path)
-        self.col.store.track(
-            IngestCommitted(
-                store,
-                self.col.name,
-                report.run_id,
-                report.written,
-                report.unchanged,
-                len(report.rejected),
-            )
-        )
+        self.col.store.track(IngestCommitted(store, self.col.name, *counts))
         self._after_commit()
-        self.col.store.track(
-            IngestFinished(
-                store,
-                self.col.name,
-                report.run_id,
-                report.written,
-                report.unchanged,
-                len(report.rejected),
-                report.seconds,
-            )
-        )
+        report.seconds = time.perf_counter() - start
+        self.col.store.track(IngestFinished(store, self.col.name, *counts, report.seconds))
         return report
 
     def _transaction(self, source: Any, started: dt.datetime) -> IngestReport:

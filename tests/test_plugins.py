@@ -155,6 +155,8 @@ def test_runtime_registration_adds_an_encoder(store: mmstore.Store) -> None:
     col = store.create_collection("c", encoders={"text": "reverse"})
     col.ingest([{"id": "a", "text": "aaaa"}, {"id": "b", "text": "zzzz"}])
     assert col.search(text="aaa", k=1).ids == ["a"]
+    store.plugins.unregister("reverse_plugin")
+    assert "reverse" not in store.plugins.encoders
 
 
 def test_plugin_failing_to_register_is_named(tmp_path: Path) -> None:

@@ -142,14 +142,14 @@ def test_results_convert_to_arrow_and_pandas(filled: mmstore.Collection) -> None
     assert list(frame["id"]) == hits.ids and frame["score"].is_monotonic_decreasing
 
 
+TWO_TEXT_FIELDS = {
+    "title": {"encoder": "hash_text", "modality": "text"},
+    "body": {"encoder": "hash_text", "modality": "text"},
+}
+
+
 def test_fusion_of_two_queries(store: mmstore.Store) -> None:
-    col = store.create_collection(
-        "two",
-        encoders={
-            "title": {"encoder": "hash_text", "modality": "text"},
-            "body": {"encoder": "hash_text", "modality": "text"},
-        },
-    )
+    col = store.create_collection("two", encoders=TWO_TEXT_FIELDS)
     col.ingest(
         [
             {"id": "both", "title": "red apple", "body": "fresh fruit"},
@@ -172,13 +172,7 @@ def test_fusion_of_two_queries(store: mmstore.Store) -> None:
 
 
 def test_fields_in_one_space_are_searched_across(store: mmstore.Store) -> None:
-    col = store.create_collection(
-        "two",
-        encoders={
-            "title": {"encoder": "hash_text", "modality": "text"},
-            "body": {"encoder": "hash_text", "modality": "text"},
-        },
-    )
+    col = store.create_collection("two", encoders=TWO_TEXT_FIELDS)
     col.ingest(
         [
             {"id": "a", "title": "zzz", "body": "red apple"},

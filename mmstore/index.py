@@ -125,11 +125,13 @@ class VectorIndex:
         return self._tail[: self._tail_len]
 
     def vectors_at(self, positions: np.ndarray) -> np.ndarray:
-        base = positions < self.n_base
-        out = np.empty((len(positions), self.dim), np.float32)
-        out[base] = self._base_view()[positions[base]]
-        out[~base] = self.tail()[positions[~base] - self.n_base]
-        return out
+        """The vectors at sorted positions, gathered with one ``take`` per region."""
+        split = int(np.searchsorted(positions, self.n_base))
+        parts = [
+            np.take(self._base_view(), positions[:split], axis=0),
+            np.take(self.tail(), positions[split:] - self.n_base, axis=0),
+        ]
+        return parts[0] if split == len(positions) else np.concatenate(parts)
 
     def all_vectors(self) -> np.ndarray:
         return np.concatenate([self._base_view(), self.tail()]) if self.n_base else self.tail()
@@ -141,7 +143,7 @@ class VectorIndex:
         """Top ``k`` live vectors by inner product; ``allowed`` restricts to vids."""
         queries = np.ascontiguousarray(queries, np.float32).reshape(-1, self.dim)
         if allowed is not None:
-            pos = self.positions(np.asarray(allowed, np.int64))
+            pos = np.sort(self.positions(np.asarray(allowed, np.int64)))
             pos = pos[~self.dead[pos]]
             if len(pos) <= EXACT_SUBSET or self.hnsw is None:
                 return self._exact(queries, k, pos)

@@ -23,7 +23,7 @@ DEFAULT_MODEL = "all-MiniLM-L6-v2"
 #: dimensions of known models, so that ``dim`` never needs a probe
 KNOWN_DIMS = {"all-MiniLM-L6-v2": 384, "sentence-transformers/all-MiniLM-L6-v2": 384}
 #: model batches per encode() call
-CALL_BATCHES = 16
+CALL_BATCHES = 64
 _MODELS: dict[tuple[str, str], Any] = {}
 _LOCK = threading.Lock()
 

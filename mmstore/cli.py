@@ -1,5 +1,6 @@
-"""The command line: ``mmstore demo``, ``plugins``, ``migrate``, ``collections``, ``info``.
-Errors print as one line with exit code 1 (``--traceback`` shows the traceback)."""
+"""The command line: ``mmstore demo``, ``init``, ``ingest``, ``search``, ``plugins``,
+``migrate``, ``collections``, ``info``. Errors print as one line with exit code 1
+(``--traceback`` shows the traceback)."""
 
 from __future__ import annotations
 
@@ -75,6 +76,123 @@ def demo(path: Path, limit: int) -> None:
     from mmstore.demo import run
 
     run(path, limit, click.echo)
+
+
+@cli.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("collection")
+@click.option(
+    "--fields",
+    default='{"text": "sentence_transformers"}',
+    show_default=True,
+    help="JSON: field name -> encoder name or {encoder, modality, params...}.",
+)
+@click.option("--options", default="{}", help="JSON: plugin options of the collection.")
+@_errors
+def init(path: Path, collection: str, fields: str, options: str) -> None:
+    """Create (or open) the store at PATH and a COLLECTION in it."""
+    with mmstore.open(path) as store:
+        col = store.create_collection(
+            collection,
+            encoders=_json_arg("--fields", fields),
+            options=_json_arg("--options", options),
+        )
+        click.echo(f"{path}: collection {col.name!r} with fields {sorted(col.fields)}")
+
+
+@cli.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("collection")
+@click.argument("file", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--skip-bad", is_flag=True, help="Leave bad records out and list them.")
+@click.option("--chunk-size", type=int, default=4096, show_default=True)
+@click.option("--progress/--no-progress", default=True, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@_errors
+def ingest(
+    path: Path,
+    collection: str,
+    file: Path,
+    skip_bad: bool,
+    chunk_size: int,
+    progress: bool,
+    as_json: bool,
+) -> None:
+    """Ingest the records of FILE (.jsonl, .csv or .parquet) into COLLECTION; nothing is
+    written when a record is bad, unless --skip-bad."""
+    from mmstore.files import read_records
+
+    bad_lines: list[str] | None = [] if skip_bad else None
+    with mmstore.open(path) as store:
+        report = store.collection(collection).ingest(
+            read_records(file, bad_lines),
+            on_error="skip" if skip_bad else "raise",
+            progress=progress,
+            chunk_size=chunk_size,
+        )
+    rejected = [f"{r.id} ({r.field}): {r.reason}" for r in report.rejected] + (bad_lines or [])
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "run_id": report.run_id,
+                    "received": report.received,
+                    "written": report.written,
+                    "unchanged": report.unchanged,
+                    "encoded": report.encoded,
+                    "rejected": rejected,
+                }
+            )
+        )
+        return
+    click.echo(str(report))
+    for line in rejected:
+        click.echo(f"  rejected {line}")
+
+
+@cli.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("collection")
+@click.option("--text", help="Text to search with.")
+@click.option("--record", "record_id", help="Search with a stored record (itself excluded).")
+@click.option("--target", help="The field to search.")
+@click.option("-k", default=10, show_default=True)
+@click.option("--where", default=None, help='JSON filter, e.g. \'{"label": "x"}\'.')
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_errors
+def search(
+    path: Path,
+    collection: str,
+    text: str | None,
+    record_id: str | None,
+    target: str | None,
+    k: int,
+    where: str | None,
+    as_json: bool,
+) -> None:
+    """Search COLLECTION with text or a stored record."""
+    values: dict[str, Any] = {"text": text} if text is not None else {}
+    with mmstore.open(path, read_only=True) as store:
+        hits = store.collection(collection).search(
+            target=target,
+            k=k,
+            record=record_id,
+            where=_json_arg("--where", where) if where else None,
+            **values,
+        )
+    if as_json:
+        click.echo(json.dumps([asdict(h) for h in hits], default=str))
+        return
+    for h in hits:
+        shown = next(iter(h.values.values()), "") if h.values else ""
+        click.echo(f"{h.score:.4f}  {h.id}  {str(shown)[:80]}")
+
+
+def _json_arg(option: str, value: str) -> Any:
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as e:
+        raise mmstore.InvalidInputError(f"{option} is not valid JSON: {e.msg}") from e
 
 
 @cli.command()

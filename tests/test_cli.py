@@ -74,3 +74,74 @@ def test_demo_builds_searches_and_reopens(tmp_path: Path) -> None:
     assert "300 docstrings" in out and "300 written" in out
     assert "search 'read the contents of a compressed archive'" in out
     assert "reopened in" in out and "300 records" in out
+
+
+def _init(store: Path) -> None:
+    result = run("init", str(store), "docs", "--fields", '{"text": "sentence_transformers"}')
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.slow
+def test_init_ingest_search_from_files(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    store = tmp_path / "s.mms"
+    _init(store)
+    lines = [
+        {"id": "a", "text": "a cat sleeps on the sofa", "label": "pets"},
+        {"id": "b", "text": "interest rates rise again", "label": "money"},
+    ]
+    (tmp_path / "r.jsonl").write_text("\n".join(json.dumps(r) for r in lines) + "\n")
+    result = run("ingest", str(store), "docs", str(tmp_path / "r.jsonl"))
+    assert result.returncode == 0, result.stderr
+    assert "2 written" in result.stdout and "ingest docs" in result.stderr  # progress is on
+    pq.write_table(
+        pa.table({"id": ["c"], "text": ["the bank raised its rates"]}), tmp_path / "r.parquet"
+    )
+    (tmp_path / "r.csv").write_text("id,text,label\nd,a kitten on a warm rug,pets\n")
+    for name in ("r.parquet", "r.csv"):
+        assert run("ingest", str(store), "docs", str(tmp_path / name)).returncode == 0
+    found = run("search", str(store), "docs", "--text", "a small cat", "-k", "2", "--json")
+    assert found.returncode == 0, found.stderr
+    assert {h["id"] for h in json.loads(found.stdout)} == {"a", "d"}
+    money = run(
+        "search",
+        str(store),
+        "docs",
+        "--text",
+        "finance",
+        "--where",
+        '{"label": {"$ne": "pets"}}',
+        "-k",
+        "5",
+        "--json",
+    )
+    assert [h["id"] for h in json.loads(money.stdout)][:1] in (["b"], ["c"])
+
+
+@pytest.mark.slow
+def test_ingest_bad_line_names_its_number_and_writes_nothing(tmp_path: Path) -> None:
+    store = tmp_path / "s.mms"
+    _init(store)
+    (tmp_path / "bad.jsonl").write_text(
+        '{"id": "a", "text": "fine"}\n{"id": "b", "text": oops}\n{"id": "c", "text": ""}\n'
+    )
+    result = run("ingest", str(store), "docs", str(tmp_path / "bad.jsonl"))
+    assert result.returncode == 1
+    assert "bad.jsonl:2: not valid JSON" in result.stderr
+    with mmstore.open(store, read_only=True) as s:
+        assert len(s.collection("docs")) == 0
+    skipped = run("ingest", str(store), "docs", str(tmp_path / "bad.jsonl"), "--skip-bad", "--json")
+    report = json.loads(skipped.stdout)
+    assert report["written"] == 1
+    assert any("bad.jsonl:2" in r for r in report["rejected"])
+    assert any(r.startswith("c (text)") for r in report["rejected"])
+
+
+def test_bad_cli_arguments(tmp_path: Path) -> None:
+    assert "not valid JSON" in run("init", str(tmp_path / "s"), "c", "--fields", "{").stderr
+    (tmp_path / "x.txt").write_text("hello")
+    mmstore.open(tmp_path / "s").close()
+    result = run("ingest", str(tmp_path / "s"), "c", str(tmp_path / "x.txt"))
+    assert result.returncode == 1 and "unknown" in result.stderr

@@ -10,7 +10,7 @@ from typing import Any
 import pyarrow as pa
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Hit:
     """One search hit: the record's id, its score, the field matched and that field's
     modality, and the record's label, timestamp, metadata and inline values."""

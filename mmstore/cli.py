@@ -1,5 +1,5 @@
-"""The command line: ``mmstore demo``, ``init``, ``ingest``, ``search``, ``plugins``,
-``migrate``, ``collections``, ``info``. Errors print as one line with exit code 1
+"""The command line: ``mmstore demo``, ``init``, ``ingest``, ``search``, ``verify``,
+``plugins``, ``migrate``, ``collections``, ``info``. Errors print as one line with exit code 1
 (``--traceback`` shows the traceback)."""
 
 from __future__ import annotations
@@ -193,6 +193,30 @@ def _json_arg(option: str, value: str) -> Any:
         return json.loads(value)
     except json.JSONDecodeError as e:
         raise mmstore.InvalidInputError(f"{option} is not valid JSON: {e.msg}") from e
+
+
+@cli.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_errors
+def verify(path: Path, as_json: bool) -> None:
+    """Check that every index agrees with the catalog; exit code 1 if one does not."""
+    with mmstore.open(path, read_only=True) as store:
+        report = {name: store.collection(name).verify() for name in store.collections()}
+    ok = all(f["ok"] for fields in report.values() for f in fields)
+    if as_json:
+        click.echo(json.dumps({"ok": ok, "collections": report}, indent=2))
+    else:
+        for name, fields in report.items():
+            for f in fields:
+                click.echo(
+                    f"{'ok ' if f['ok'] else 'BAD'} {name}.{f['field']}: "
+                    f"{f['catalog_vectors']} in catalog, {f['index_vectors']} in index, "
+                    f"{f['missing_from_index']} missing, {f['not_in_catalog']} extra; "
+                    f"file {f['file']}"
+                )
+    if not ok:
+        sys.exit(1)
 
 
 @cli.command()

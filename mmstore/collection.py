@@ -191,6 +191,12 @@ class Collection:
             out["fields"].append(describe(f) | {"vectors": index.live, "index": index.params()})
         return out
 
+    def verify(self) -> list[dict[str, Any]]:
+        """Per field: catalog and index agree (no vector missing or extra), and the index
+        file's state (current, behind, none yet, or damaged and to be rebuilt)."""
+        self.store.check_open()
+        return [self.indexes.verify(f) for f in self.fields.values()]
+
     def optimize(self) -> None:
         """Build or extend ANN indexes and compact deletions now, then save them."""
         self.store.check_writable()

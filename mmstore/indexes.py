@@ -144,6 +144,29 @@ class CollectionIndexes:
             t.column("vector"), field.identity.dim
         )
 
+    def verify(self, field: Field) -> dict[str, object]:
+        """Whether the field's index (as loaded and caught up) holds exactly the catalog's
+        live vectors, and what state its file is in."""
+        live = self.live_vids(field)
+        held = self.get(field).live_vids()
+        missing = int((~np.isin(live, held)).sum())
+        extra = int((~np.isin(held, live)).sum())
+        saved, reason = self._from_file(field)
+        if saved is not None:
+            newer = int((live > saved.last_vid).sum())
+            file = "current" if newer == 0 else f"behind by {newer} vectors (replayed on open)"
+        else:
+            file = "none yet" if reason == "no index yet" else f"damaged: {reason}"
+        return {
+            "field": field.name,
+            "catalog_vectors": len(live),
+            "index_vectors": len(held),
+            "missing_from_index": missing,
+            "not_in_catalog": extra,
+            "file": file,
+            "ok": missing == 0 and extra == 0 and not file.startswith("damaged"),
+        }
+
     # -- updates and saving -------------------------------------------------------------
     def apply(
         self, field: Field, added: tuple[np.ndarray, np.ndarray] | None, removed: np.ndarray

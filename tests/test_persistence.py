@@ -281,3 +281,40 @@ def test_a_changed_encoder_version_is_refused_not_mixed(store_path: Path) -> Non
         with pytest.raises(mmstore.EncoderChangedError):
             col.ingest(make_records(1, start=50))
         assert len(col) == 10 and col.get("r1")
+
+
+def test_verify_reports_agreement_and_file_state(store_path: Path) -> None:
+    with open_store(store_path) as store:
+        col = store.create_collection("docs", encoders={"text": "hash_text"})
+        assert col.verify()[0]["file"] == "none yet"
+        col.ingest(make_records(40))
+    with open_store(store_path) as store:
+        col = store.collection("docs")
+        (report,) = col.verify()
+        assert report["ok"] and report["file"] == "current"
+        assert report["catalog_vectors"] == report["index_vectors"] == 40
+        col.ingest(make_records(5, start=100))
+        assert col.verify()[0]["file"] == "behind by 5 vectors (replayed on open)"
+        index = col.indexes.get(col.fields["text"])
+        index.remove(index.live_vids()[:2])  # an index that lost two vectors must not pass
+        (bad,) = col.verify()
+        assert not bad["ok"] and bad["missing_from_index"] == 2
+
+
+def test_verify_command(store_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from mmstore.cli import cli
+
+    with mmstore.open(store_path) as store:  # built-in encoders only: the CLI loads no fakes
+        col = store.create_collection(
+            "v", encoders={"e": {"encoder": "precomputed", "modality": "vector", "dim": 4}}
+        )
+        col.ingest([{"id": str(i), "e": [i, 1, 2, 3]} for i in range(5)])
+    files = index_files(store_path)
+    result = CliRunner().invoke(cli, ["verify", str(store_path), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["ok"] is True
+    _corrupt("flipped", files[0], store_path)
+    damaged = CliRunner().invoke(cli, ["verify", str(store_path)])
+    assert damaged.exit_code == 1 and "damaged: checksum" in damaged.output

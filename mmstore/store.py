@@ -45,10 +45,10 @@ class Store:
         entrypoints: bool = True,
         block: Iterable[str] = (),
     ) -> None:
+        self.plugins = PluginHost(plugins, entrypoints=entrypoints, block=block)
         self._temporary = str(path) == ":memory:"
         self.path = Path(tempfile.mkdtemp(prefix="mmstore-")) if self._temporary else Path(path)
         self.read_only = read_only
-        self.plugins = PluginHost(plugins, entrypoints=entrypoints, block=block)
         self._collections: dict[str, Collection] = {}
         self.closed = True
         if not read_only:
@@ -59,7 +59,8 @@ class Store:
         self.closed = False
         try:
             before = self._migrate()
-            sweep_temporaries(self.path / "indexes") if not read_only else None
+            if not read_only:
+                sweep_temporaries(self.path / "indexes")
             self.catalog.lock_down()
         except BaseException:
             self.close()

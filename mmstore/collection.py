@@ -44,7 +44,7 @@ class Collection:
             store.catalog, store.path / "indexes" / name, name, config.index, store.track
         )
         self.cache = HitCache(store.catalog, name)
-        self._searcher = Searcher(self)
+        self.searcher = Searcher(self)
         with store.catalog.reading() as conn:
             self._stored_keys = stored_keys(conn, name)
 
@@ -101,7 +101,7 @@ class Collection:
         reciprocal rank (``fusion="rrf"``) or weighted scores (``"weighted"``).
         """
         self.store.check_open()
-        return self._searcher.search(
+        return self.searcher.search(
             target=target,
             k=k,
             where=where,
@@ -159,6 +159,7 @@ class Collection:
             vids = np.array([v for v, f in gone if f == name], np.int64)
             self.indexes.apply(field, None, vids)
         self.cache.apply({}, (), (v for v, _ in gone), deleted)
+        self.searcher.forget_vid_maps()
         if deleted:
             self.store.track(RecordsDeleted(str(self.store.path), self.name, tuple(deleted)))
         return len(deleted)

@@ -474,6 +474,7 @@ class Ingestor:
     # -- after the commit ---------------------------------------------------------------
     def _after_commit(self) -> None:
         p, col = self.pending, self.col
+        col.searcher.forget_vid_maps()
         for name, f in col.fields.items():
             removed = np.concatenate(p.removed.get(name, [np.empty(0, np.int64)]))
             if p.overflow:

@@ -45,6 +45,7 @@ class Searcher:
 
     def __init__(self, col: Collection) -> None:
         self.col = col
+        self._vid_maps: dict[str, dict[str, int]] = {}
 
     def search(
         self,
@@ -194,23 +195,33 @@ class Searcher:
 
     # -- execution ----------------------------------------------------------------------
     def allowed_vids(self, tgt: Field, where: Mapping[str, Any]) -> np.ndarray:
-        """Vids of the target field whose records match the filter (bound parameters)."""
-        r, e = schema.records, schema.embeddings
-        stmt = (
-            sa.select(e.c.vid)
-            .select_from(
-                e.join(r, sa.and_(r.c.collection == e.c.collection, r.c.id == e.c.record_id))
+        """Vids of the target field whose records match the filter: the catalog lists the
+        matching record ids (bound parameters), a map held in memory turns them into vids."""
+        r = schema.records
+        stmt = sa.select(r.c.id).where(r.c.collection == self.col.name, compile_filter(where, r))
+        ids = self.col.store.catalog.select_arrow(stmt).column("id").to_pylist()
+        vid_of = self._vid_map(tgt)
+        vids = [v for v in map(vid_of.get, ids) if v is not None]
+        return np.sort(np.fromiter(vids, np.int64, len(vids)))
+
+    def _vid_map(self, tgt: Field) -> dict[str, int]:
+        """The target field's vid of each record id; rebuilt after a write."""
+        cached = self._vid_maps.get(tgt.name)
+        if cached is None:
+            t = self.col.store.catalog.query_arrow(
+                "SELECT record_id, vid FROM mms_embeddings WHERE collection = ? AND field = ? "
+                "AND encoder_key = ?",
+                [self.col.name, tgt.name, tgt.key],
             )
-            .where(
-                e.c.collection == self.col.name,
-                e.c.field == tgt.name,
-                e.c.encoder_key == tgt.key,
-                compile_filter(where, r),
+            cached = dict(
+                zip(t.column("record_id").to_pylist(), t.column("vid").to_pylist(), strict=True)
             )
-            .order_by(e.c.vid)
-        )
-        table = self.col.store.catalog.select_arrow(stmt)
-        return table.column("vid").to_numpy().astype(np.int64, copy=False)
+            self._vid_maps[tgt.name] = cached
+        return cached
+
+    def forget_vid_maps(self) -> None:
+        """Called after every committed write."""
+        self._vid_maps.clear()
 
     def _one(
         self, tgt: Field, q: Query, k: int, allowed: np.ndarray | None, exclude: str | None

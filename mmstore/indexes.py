@@ -192,9 +192,10 @@ class CollectionIndexes:
             if entry.unsaved >= SAVE_EVERY:
                 self.save(fields[name])
 
-    def save_all(self, fields: dict[str, Field], optimize: bool = True) -> None:
+    def save_all(self, fields: dict[str, Field]) -> None:
+        """Optimize where it is due, then save every index with unsaved changes."""
         for name, entry in list(self._entries.items()):
-            if optimize and entry.index.needs_optimize():
+            if entry.index.needs_optimize():
                 entry.index.optimize()
                 entry.unsaved += 1
             if entry.unsaved:

@@ -52,24 +52,22 @@ def test_open_records_the_head_revision(store: mmstore.Store) -> None:
     assert migrate.current_revision(store.catalog.conn) == migrate.head_revision()
 
 
+def _migrate_cli(path: Path) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "mmstore", "migrate", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return result.stdout
+
+
 def test_migrate_command_upgrades_an_empty_catalog(tmp_path: Path) -> None:
     (tmp_path / "s").mkdir()
     catalog = Catalog(tmp_path / "s" / CATALOG_FILE)
     catalog.close()
-    out = subprocess.run(
-        [sys.executable, "-m", "mmstore", "migrate", str(tmp_path / "s")],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert "(empty) -> 0001" in out.stdout
-    again = subprocess.run(
-        [sys.executable, "-m", "mmstore", "migrate", str(tmp_path / "s")],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert "is current" in again.stdout
+    assert "(empty) -> 0001" in _migrate_cli(tmp_path / "s")
+    assert "is current" in _migrate_cli(tmp_path / "s")
 
 
 def test_newer_schema_than_known_is_refused(store_path: Path) -> None:

@@ -49,7 +49,7 @@ def test_record_search_excludes_the_record_itself(filled: mmstore.Collection) ->
     hits = filled.search(record="r5", k=3)
     assert "r5" not in hits.ids and len(hits) == 3
     same_text = [r["id"] for r in make_records(200) if r["text"] == make_records(6)[5]["text"]]
-    assert hits[0].id in same_text or hits[0].score < 1.0 + 1e-6
+    assert hits[0].id in same_text and hits[0].score == pytest.approx(1.0, abs=1e-5)
 
 
 def test_record_search_for_a_missing_record(filled: mmstore.Collection) -> None:

@@ -24,7 +24,8 @@ from mmstore.errors import (
 from mmstore.hits import Hit, Hits
 from mmstore.hookspecs import hookimpl, hookspec
 from mmstore.ingest import IngestReport, Rejected
-from mmstore.modalities import Modality
+from mmstore.media import MediaStore
+from mmstore.modalities import Modality, ModalityOptions
 from mmstore.search import SpaceMismatchError
 from mmstore.store import Store, open
 
@@ -46,7 +47,9 @@ __all__ = [
     "IngestReport",
     "InvalidInputError",
     "MMStoreError",
+    "MediaStore",
     "Modality",
+    "ModalityOptions",
     "NotFoundError",
     "PluginError",
     "ReadOnlyError",

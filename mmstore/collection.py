@@ -18,6 +18,7 @@ from mmstore.errors import EncoderChangedError, NotFoundError
 from mmstore.events import RecordsDeleted
 from mmstore.fields import build_fields, describe, stored_keys
 from mmstore.filters import compile_filter
+from mmstore.fitting import load_states
 from mmstore.hits import Hits
 from mmstore.hydrate import HitCache
 from mmstore.indexes import CollectionIndexes
@@ -34,7 +35,7 @@ class Collection:
 
     def __init__(self, store: Store, name: str, config: CollectionConfig) -> None:
         self.store, self.name, self.config = store, name, config
-        self.fields = build_fields(config, store.plugins)
+        self.fields = build_fields(config, store.plugins, store.media)
         self.context = CollectionContext(
             name,
             MappingProxyType({n: f.modality.name for n, f in self.fields.items()}),
@@ -47,6 +48,7 @@ class Collection:
         self.searcher = Searcher(self)
         with store.catalog.reading() as conn:
             self._stored_keys = stored_keys(conn, name)
+            load_states(conn, name, list(self.fields.values()))
 
     def check_current(self, name: str) -> None:
         """Refuse to mix vectors of two encoder identities in one field."""

@@ -57,6 +57,8 @@ class FieldSpec(BaseModel):
     encoder: str
     modality: str
     params: dict[str, Any] = Field(default_factory=dict)
+    #: options of this field's modality, over the collection's ``options[modality]``
+    modality_options: dict[str, Any] = Field(default_factory=dict)
 
 
 class CollectionConfig(BaseModel):
@@ -80,8 +82,11 @@ def parse_field_spec(name: str, spec: Mapping[str, Any] | str) -> FieldSpec:
     spec = dict(spec)
     encoder = spec.pop("encoder")
     modality = spec.pop("modality", name)
+    modality_options = spec.pop("modality_options", {})
     params = spec.pop("params", {}) | spec
-    return FieldSpec(encoder=encoder, modality=modality, params=params)
+    return FieldSpec(
+        encoder=encoder, modality=modality, params=params, modality_options=modality_options
+    )
 
 
 def parse_collection_config(

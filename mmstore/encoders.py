@@ -61,6 +61,12 @@ class Encoder(ABC):
     Params: ClassVar[type[EncoderParams]] = EncoderParams
     #: how many items one :meth:`encode` call takes at most (the encoder may batch inside)
     batch_size: int = 64
+    #: vectors depend on statistics fitted once to the first records a field ingests
+    #: (means, scales, vocabularies); the core stores them in the catalog, so that queries
+    #: and later ingests use the same ones
+    fitted: ClassVar[bool] = False
+    #: the fitted statistics in use, or None before :meth:`fit` or :meth:`load_state`
+    state: dict[str, Any] | None = None
 
     def __init__(self, **params: Any) -> None:
         try:
@@ -99,6 +105,15 @@ class Encoder(ABC):
 
         Called per record before a batch is encoded, so the error names the record.
         """
+
+    def fit(self, items: Sequence[Any], modality: str) -> dict[str, Any]:
+        """Fit statistics to validated items (only when ``fitted``); return them as a
+        JSON-able dict. Called once per field, on the first chunk its first ingest encodes."""
+        raise NotImplementedError(f"encoder {self.name!r} declares fitted but has no fit()")
+
+    def load_state(self, state: dict[str, Any] | None) -> None:
+        """Use fitted statistics (from :meth:`fit` or the catalog); ``None`` forgets them."""
+        self.state = state
 
     @abstractmethod
     def encode(self, items: Sequence[Any], modality: str) -> np.ndarray:

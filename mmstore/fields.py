@@ -6,14 +6,16 @@ from __future__ import annotations
 import datetime as dt
 import json
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from mmstore import schema
-from mmstore.config import CollectionConfig
+from mmstore.config import CollectionConfig, FieldSpec
 from mmstore.encoders import Encoder, EncoderIdentity, canonical_json
 from mmstore.errors import ConfigError
+from mmstore.media import MediaStore
 from mmstore.modalities import Modality
 from mmstore.plugins import PluginHost
 
@@ -32,61 +34,95 @@ class Field:
         return self.identity.key
 
 
-def build_fields(config: CollectionConfig, plugins: PluginHost) -> dict[str, Field]:
+def build_fields(
+    config: CollectionConfig, plugins: PluginHost, media: MediaStore | None = None
+) -> dict[str, Field]:
     """Instantiate each field's modality and encoder from the registries."""
-    out = {}
-    for name, spec in config.fields.items():
-        modality = plugins.modality_class(spec.modality)()
-        encoder_cls = plugins.encoder_class(spec.encoder)
-        if spec.modality not in encoder_cls.modalities:
-            raise ConfigError(
-                f"field {name!r}: encoder {spec.encoder!r} encodes {list(encoder_cls.modalities)}, "
-                f"not {spec.modality!r}; pick an encoder for {spec.modality!r} (mmstore plugins)"
-            )
-        encoder = encoder_cls(**spec.params)
-        owner = plugins.owner("encoder", encoder_cls.name)
-        identity = EncoderIdentity(
-            name=encoder_cls.name,
-            version=encoder_cls.version,
-            params=encoder.identity_params(),
-            plugin=owner,
-            plugin_version=plugins.version_of(owner),
-            dim=encoder.dim,
-            metric=encoder.metric,
-            space=encoder.space(),
+    return {
+        name: build_field(name, spec, plugins, media, config.options)
+        for name, spec in config.fields.items()
+    }
+
+
+def build_field(
+    name: str,
+    spec: FieldSpec,
+    plugins: PluginHost,
+    media: MediaStore | None,
+    options: dict[str, dict[str, Any]],
+) -> Field:
+    """One field: its modality (with the collection's and the field's options) and encoder."""
+    modality = build_modality(spec.modality, plugins, media, options, spec.modality_options)
+    encoder_cls = plugins.encoder_class(spec.encoder)
+    if spec.modality not in encoder_cls.modalities:
+        raise ConfigError(
+            f"field {name!r}: encoder {spec.encoder!r} encodes {list(encoder_cls.modalities)}, "
+            f"not {spec.modality!r}; pick an encoder for {spec.modality!r} (mmstore plugins)"
         )
-        out[name] = Field(name, modality, encoder, identity)
-    return out
+    encoder = encoder_cls(**spec.params)
+    return Field(name, modality, encoder, identify(encoder, plugins))
+
+
+def build_modality(
+    name: str,
+    plugins: PluginHost,
+    media: MediaStore | None,
+    options: dict[str, dict[str, Any]],
+    overrides: dict[str, Any] | None = None,
+) -> Modality:
+    """A modality instance with the collection's ``options[name]`` and a field's overrides."""
+    merged = dict(options.get(name, {})) | dict(overrides or {})
+    return plugins.modality_class(name)(media=media, **merged)
+
+
+def identify(encoder: Encoder, plugins: PluginHost) -> EncoderIdentity:
+    """The identity of an encoder instance: what its vectors are, and who made them."""
+    cls = type(encoder)
+    owner = plugins.owner("encoder", cls.name)
+    return EncoderIdentity(
+        name=cls.name,
+        version=cls.version,
+        params=encoder.identity_params(),
+        plugin=owner,
+        plugin_version=plugins.version_of(owner),
+        dim=encoder.dim,
+        metric=encoder.metric,
+        space=encoder.space(),
+    )
 
 
 def record_fields(conn: Connection, collection: str, fields: dict[str, Field]) -> None:
     """Write the encoder identities and the field rows of a new collection."""
-    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     for f in fields.values():
-        ident = f.identity
-        exists = conn.execute(
-            sa.select(schema.encoders.c.key).where(schema.encoders.c.key == ident.key)
-        ).all()
-        if not exists:
-            conn.execute(
-                schema.encoders.insert().values(
-                    key=ident.key,
-                    name=ident.name,
-                    version=ident.version,
-                    params=canonical_json(ident.params),
-                    plugin=ident.plugin,
-                    plugin_version=ident.plugin_version,
-                    dim=ident.dim,
-                    metric=ident.metric,
-                    space=ident.space,
-                    created_at=now,
-                )
-            )
+        record_identity(conn, f.identity)
         conn.execute(
             schema.fields.insert().values(
-                collection=collection, field=f.name, modality=f.modality.name, encoder_key=ident.key
+                collection=collection, field=f.name, modality=f.modality.name, encoder_key=f.key
             )
         )
+
+
+def record_identity(conn: Connection, ident: EncoderIdentity) -> None:
+    """Write an encoder identity row once; vectors refer to it by key."""
+    exists = conn.execute(
+        sa.select(schema.encoders.c.key).where(schema.encoders.c.key == ident.key)
+    ).all()
+    if exists:
+        return
+    conn.execute(
+        schema.encoders.insert().values(
+            key=ident.key,
+            name=ident.name,
+            version=ident.version,
+            params=canonical_json(ident.params),
+            plugin=ident.plugin,
+            plugin_version=ident.plugin_version,
+            dim=ident.dim,
+            metric=ident.metric,
+            space=ident.space,
+            created_at=dt.datetime.now(dt.UTC).replace(tzinfo=None),
+        )
+    )
 
 
 def stored_keys(conn: Connection, collection: str) -> dict[str, str]:

@@ -27,6 +27,7 @@ from mmstore.errors import (
 )
 from mmstore.events import BatchEncoded, IngestCommitted, IngestFinished
 from mmstore.fields import Field
+from mmstore.fitting import ensure_fitted
 from mmstore.hydrate import RecordRow
 
 if TYPE_CHECKING:
@@ -98,6 +99,8 @@ class Ingestor:
         self.hook = col.store.plugins.hook
         self.pending = _Pending()
         self.seen: set[str] = set()
+        #: fields whose encoder fitted its state in this call (forgotten if it fails)
+        self.fitted: list[Field] = []
 
     def run(self, source: Any) -> IngestReport:
         start = time.perf_counter()
@@ -109,6 +112,8 @@ class Ingestor:
         try:
             report = self._transaction(source, started)
         except BaseException as error:
+            for f in self.fitted:
+                f.encoder.load_state(None)
             self._record_failure(started, error)
             raise
         counts = (report.run_id, report.written, report.unchanged, len(report.rejected))
@@ -141,6 +146,7 @@ class Ingestor:
                 self._chunk(conn, chunk, report)
                 bar.update(len(chunk))
             bar.close()
+            self.col.store.media.sync()  # blobs on disk before the records naming them
             conn.execute(
                 runs.update()
                 .where(runs.c.id == report.run_id)
@@ -188,7 +194,7 @@ class Ingestor:
         if not changed:
             return
         drop, todo = self._plan(changed, existing)
-        vectors = self._encode(changed, todo, report)
+        vectors = self._encode(conn, changed, todo, report)
         self._write(conn, changed, drop, todo, vectors, report)
         report.written += len(changed)
 
@@ -344,15 +350,21 @@ class Ingestor:
         return drop, todo
 
     def _encode(
-        self, changed: list[rec.Prepared], todo: dict[str, list[int]], report: IngestReport
+        self,
+        conn: Connection,
+        changed: list[rec.Prepared],
+        todo: dict[str, list[int]],
+        report: IngestReport,
     ) -> dict[str, np.ndarray]:
-        return {
-            name: self._encode_field(
-                self.col.fields[name], [changed[i].values[name] for i in rows], report
-            )
-            for name, rows in todo.items()
-            if rows
-        }
+        out = {}
+        for name, rows in todo.items():
+            if rows:
+                f = self.col.fields[name]
+                items = [changed[i].values[name] for i in rows]
+                if ensure_fitted(conn, self.col.name, f, items):
+                    self.fitted.append(f)
+                out[name] = self._encode_field(f, items, report)
+        return out
 
     def _encode_field(self, f: Field, items: list[Any], report: IngestReport) -> np.ndarray:
         parts = []

@@ -3,9 +3,20 @@ stored, and how a stored source is turned back into something an encoder takes."
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from mmstore.errors import RecordError
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from mmstore.errors import ConfigError, RecordError
+
+if TYPE_CHECKING:
+    from mmstore.media import MediaStore
+
+
+class ModalityOptions(BaseModel):
+    """Base for a modality's options: typed, and unknown keys are refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Modality:
@@ -15,11 +26,24 @@ class Modality:
     returns is what encoders receive. ``to_source`` gives the JSON-able form stored in the
     catalog (inline text, a media digest, a reference) and ``from_source`` reverses it, so
     that a new encoder can re-embed without the originals.
+
+    Options come from the collection: ``options={"image": {...}}`` for every field of the
+    modality, and a field's ``modality_options`` on top. ``media`` is the store's
+    content-addressed blob store (:class:`mmstore.media.MediaStore`) for modalities whose
+    values are too large to keep inline; it is ``None`` where nothing may be written.
     """
 
     name: ClassVar[str]
+    Options: ClassVar[type[ModalityOptions]] = ModalityOptions
     #: whether values are small enough to keep inline in the catalog
     inline: ClassVar[bool] = True
+
+    def __init__(self, *, media: MediaStore | None = None, **options: Any) -> None:
+        try:
+            self.options = self.Options(**options)
+        except ValidationError as e:
+            raise ConfigError(f"modality {self.name!r}: invalid options: {e}") from e
+        self.media = media
 
     def validate(self, value: Any, record_id: object, field: str) -> Any:
         """Check and normalize one value; raise RecordError if it is unusable."""

@@ -26,6 +26,10 @@ BUILTINS: tuple[tuple[str, str], ...] = (
     ("sentence_transformers", "mmstore_sbert"),
     ("pii", "mmstore_pii"),
     ("events_log", "mmstore_events"),
+    ("image", "mmstore_image"),
+    ("open_clip", "mmstore_openclip"),
+    ("audio", "mmstore_audio"),
+    ("tabular", "mmstore_tabular"),
 )
 
 

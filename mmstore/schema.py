@@ -105,3 +105,13 @@ ingest_runs = sa.Table(
     sa.Column("unchanged", sa.BigInteger, nullable=False),
     sa.Column("rejected", sa.BigInteger, nullable=False),
 )
+
+encoder_states = sa.Table(
+    "mms_encoder_states",
+    metadata,
+    sa.Column("collection", sa.String, primary_key=True),
+    sa.Column("field", sa.String, primary_key=True),
+    sa.Column("encoder_key", sa.String, primary_key=True),
+    sa.Column("state", sa.String, nullable=False),  # JSON of the fitted statistics
+    sa.Column("created_at", sa.DateTime, nullable=False),
+)

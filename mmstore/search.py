@@ -136,6 +136,11 @@ class Searcher:
 
     def _encode_query(self, name: str, value: Any, tgt: Field, weight: float) -> Query:
         f = self._query_field(name, tgt)
+        if f.encoder.fitted and f.encoder.state is None:
+            raise InvalidInputError(
+                f"query {name}=: encoder {f.identity.name!r} fits its statistics on the first "
+                f"records of field {f.name!r}; ingest records before searching with a value"
+            )
         hook = self.col.store.plugins.hook
         (item,) = hook.mmstore_load_payloads(
             modality=f.modality, values=[value], record_ids=["<query>"], field=name

@@ -27,6 +27,7 @@ from mmstore.errors import (
 )
 from mmstore.events import Event, StoreOpened
 from mmstore.fields import record_fields
+from mmstore.media import MediaStore
 from mmstore.plugins import PluginHost
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ class Store:
         self._temporary = str(path) == ":memory:"
         self.path = Path(tempfile.mkdtemp(prefix="mmstore-")) if self._temporary else Path(path)
         self.read_only = read_only
+        self.media = MediaStore(self.path / "media")
         self._collections: dict[str, Collection] = {}
         self.closed = True
         if not read_only:
@@ -61,6 +63,7 @@ class Store:
             before = self._migrate()
             if not read_only:
                 sweep_temporaries(self.path / "indexes")
+                sweep_temporaries(self.media.folder)
             self.catalog.lock_down()
         except BaseException:
             self.close()
@@ -152,7 +155,13 @@ class Store:
         self.check_writable()
         self._stored_config(name)
         with self.catalog.transaction() as conn:
-            for table in (schema.records, schema.embeddings, schema.fields, schema.indexes):
+            for table in (
+                schema.records,
+                schema.embeddings,
+                schema.fields,
+                schema.indexes,
+                schema.encoder_states,
+            ):
                 conn.execute(table.delete().where(table.c.collection == name))
             conn.execute(schema.collections.delete().where(schema.collections.c.name == name))
         self._collections.pop(name, None)

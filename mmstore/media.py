@@ -1,0 +1,80 @@
+"""Media kept beside the store, content-addressed: image and audio bytes are written once
+under their sha256, so that a new encoder version can re-embed without the originals.
+
+A blob is written to a temporary file and renamed into place, so a reader never sees a
+partial one. Blobs are synced to disk before the ingest that references them commits.
+A blob whose ingest failed stays as an unreferenced file (harmless: the same bytes map to
+the same name); it is never referenced by a half-written record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from pathlib import Path
+
+from mmstore.atomic import TMP_SUFFIX
+from mmstore.errors import NotFoundError
+
+PREFIX = "sha256:"
+
+
+class MediaStore:
+    """Content-addressed bytes under ``folder`` (``ab/cdef...``)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._unsynced = False
+
+    @staticmethod
+    def digest(data: bytes) -> str:
+        """The name a blob is stored under: ``sha256:<hex>``."""
+        return PREFIX + hashlib.sha256(data).hexdigest()
+
+    def path(self, digest: str) -> Path:
+        if not digest.startswith(PREFIX) or len(digest) != len(PREFIX) + 64:
+            raise NotFoundError(f"{digest!r} is not a media digest (sha256:<64 hex digits>)")
+        hexdigest = digest[len(PREFIX) :]
+        return self.folder / hexdigest[:2] / hexdigest[2:]
+
+    def put(self, data: bytes, digest: str | None = None) -> str:
+        """Store ``data`` (once) and return its digest."""
+        digest = digest or self.digest(data)
+        path = self.path(digest)
+        if path.exists():
+            return digest
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            raise
+        self._unsynced = True
+        return digest
+
+    def get(self, digest: str) -> bytes:
+        """The bytes stored under ``digest``, checked against it."""
+        path = self.path(digest)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise NotFoundError(
+                f"media {digest} is missing from {self.folder}; restore the store's media "
+                "folder from a backup, or ingest the record again from its original"
+            ) from None
+        if self.digest(data) != digest:
+            raise NotFoundError(f"media {digest} at {path} is damaged (its sha256 differs)")
+        return data
+
+    def exists(self, digest: str) -> bool:
+        return self.path(digest).is_file()
+
+    def sync(self) -> None:
+        """Flush blobs written since the last sync to disk (called before a commit)."""
+        if self._unsynced:
+            os.sync()
+            self._unsynced = False

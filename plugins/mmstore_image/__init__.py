@@ -1,0 +1,1 @@
+"""Built-in plugin (being written): mmstore_image."""

@@ -154,6 +154,12 @@ def ingest(
 @click.argument("path", type=click.Path(path_type=Path))
 @click.argument("collection")
 @click.option("--text", help="Text to search with.")
+@click.option(
+    "--image", type=click.Path(path_type=Path, exists=True, dir_okay=False), help="Image file."
+)
+@click.option(
+    "--audio", type=click.Path(path_type=Path, exists=True, dir_okay=False), help="Audio file."
+)
 @click.option("--record", "record_id", help="Search with a stored record (itself excluded).")
 @click.option("--target", help="The field to search.")
 @click.option("-k", default=10, show_default=True)
@@ -164,14 +170,21 @@ def search(
     path: Path,
     collection: str,
     text: str | None,
+    image: Path | None,
+    audio: Path | None,
     record_id: str | None,
     target: str | None,
     k: int,
     where: str | None,
     as_json: bool,
 ) -> None:
-    """Search COLLECTION with text or a stored record."""
+    """Search COLLECTION with text, an image or audio file, or a stored record; several
+    at once fuse by reciprocal rank."""
     values: dict[str, Any] = {"text": text} if text is not None else {}
+    if image is not None:
+        values["image"] = image.read_bytes()
+    if audio is not None:
+        values["audio"] = audio.read_bytes()
     with mmstore.open(path, read_only=True) as store:
         hits = store.collection(collection).search(
             target=target,
@@ -293,6 +306,62 @@ def info(path: Path, collection: str, as_json: bool) -> None:
             f"  {f['field']:<12} {f['modality']:<8} {f['encoder']} v{f['encoder_version']}"
             f" dim={f['dim']} vectors={f['vectors']} index={f['index']}"
         )
+
+
+@cli.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("collection")
+@click.argument("field")
+@click.option("--encoder", default=None, help="JSON: the field's new encoder configuration.")
+@click.option("--batch-size", type=int, default=256, show_default=True)
+@click.option("--skip-bad", is_flag=True, help="Switch even if some records cannot be re-embedded.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+@_errors
+def reembed(
+    path: Path,
+    collection: str,
+    field: str,
+    encoder: str | None,
+    batch_size: int,
+    skip_bad: bool,
+    progress: bool,
+) -> None:
+    """Fill FIELD's configured encoder space from the stored sources and switch to it.
+    Interrupted, it resumes where it stopped; until the switch searches use the old space."""
+    with mmstore.open(path) as store:
+        report = store.collection(collection).reembed(
+            field,
+            encoder=_json_arg("--encoder", encoder) if encoder else None,
+            batch_size=batch_size,
+            on_error="skip" if skip_bad else "raise",
+            progress=progress,
+        )
+    click.echo(str(report))
+    for r in report.rejected:
+        click.echo(f"  rejected {r.id} ({r.field}): {r.reason}")
+
+
+@cli.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("collection")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_errors
+def spaces(path: Path, collection: str, as_json: bool) -> None:
+    """Each field's embedding space, any pending re-embedding, and how many stored vectors
+    each encoder identity wrote."""
+    with mmstore.open(path, read_only=True) as store:
+        data = store.collection(collection).spaces()
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+        return
+    for f in data:
+        click.echo(
+            f"{f['field']:<12} {f['modality']:<8} {f['encoder']} v{f['encoder_version']} "
+            f"[{f['state']}] space={f['space']}"
+        )
+        for v in f["vectors_by_encoder"]:
+            by = f"{v['encoder']} v{v['version']} ({v['encoder_key']})"
+            click.echo(f"    {v['vectors']:>9} vectors by {by}")
 
 
 if __name__ == "__main__":

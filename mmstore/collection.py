@@ -16,13 +16,14 @@ from mmstore import schema
 from mmstore.config import CollectionConfig, CollectionContext
 from mmstore.errors import EncoderChangedError, NotFoundError
 from mmstore.events import RecordsDeleted
-from mmstore.fields import build_fields, describe, stored_keys
+from mmstore.fields import Field, active_field, build_fields, describe, stored_keys
 from mmstore.filters import compile_filter
 from mmstore.fitting import load_states
 from mmstore.hits import Hits
 from mmstore.hydrate import HitCache
 from mmstore.indexes import CollectionIndexes
 from mmstore.ingest import Ingestor, IngestReport, OnError, iter_ids
+from mmstore.reembed import Reembedder, ReembedReport
 from mmstore.search import Fusion, Searcher
 from mmstore.sources import DEFAULT_CHUNK
 
@@ -46,22 +47,39 @@ class Collection:
         )
         self.cache = HitCache(store.catalog, name)
         self.searcher = Searcher(self)
-        with store.catalog.reading() as conn:
-            self._stored_keys = stored_keys(conn, name)
-            load_states(conn, name, list(self.fields.values()))
+        self.active: dict[str, Field] = {}
+        self.refresh_active()
+
+    def refresh_active(self) -> None:
+        """Read which encoder identity serves each field (the catalog's active key) and
+        load fitted encoder states; a field whose configured encoder differs keeps
+        serving its stored space until :meth:`reembed` switches it."""
+        plugins, media = self.store.plugins, self.store.media
+        with self.store.catalog.reading() as conn:
+            keys = stored_keys(conn, self.name)
+            self.active = {
+                n: active_field(conn, f, keys.get(n, f.key), plugins, media)
+                for n, f in self.fields.items()
+            }
+            load_states(conn, self.name, [*self.fields.values(), *self.active.values()])
+
+    def pending(self, name: str) -> bool:
+        """Whether the field's configured encoder differs from the one serving it."""
+        return self.active[name].key != self.fields[name].key
 
     def check_current(self, name: str) -> None:
-        """Refuse to mix vectors of two encoder identities in one field."""
-        f = self.fields[name]
-        stored = self._stored_keys.get(name)
-        if stored is not None and stored != f.key:
-            raise EncoderChangedError(
-                f"field {name!r} of collection {self.name!r} holds vectors of encoder "
-                f"identity {stored}, but the installed {f.identity.name!r} "
-                f"(version {f.identity.version}, plugin {f.identity.plugin} "
-                f"{f.identity.plugin_version}) now gives {f.key}; install the plugin version "
-                "that wrote the store, or re-embed the field"
-            )
+        """Refuse to write vectors of a new encoder identity beside the stored ones."""
+        if not self.pending(name):
+            return
+        new, old = self.fields[name].identity, self.active[name].identity
+        raise EncoderChangedError(
+            f"field {name!r} of collection {self.name!r} holds vectors of encoder "
+            f"{old.name!r} version {old.version} (identity {old.key}), but its configured "
+            f"encoder {new.name!r} (version {new.version}, plugin {new.plugin} "
+            f"{new.plugin_version}) gives identity {new.key}; run col.reembed({name!r}) "
+            f"(or `mmstore reembed STORE {self.name} {name}`) to fill the new space from the "
+            "stored sources; until it switches, searches use the stored space"
+        )
 
     def __repr__(self) -> str:
         return f"<Collection {self.name!r} fields={sorted(self.fields)}>"
@@ -157,9 +175,8 @@ class Collection:
                 "(SELECT id FROM mms_delete_ids)",
                 (self.name,),
             )
-        for name, field in self.fields.items():
-            vids = np.array([v for v, f in gone if f == name], np.int64)
-            self.indexes.apply(field, None, vids)
+        for name in self.fields:
+            self.indexes.remove_everywhere(name, np.array([v for v, f in gone if f == name]))
         self.cache.apply({}, (), (v for v, _ in gone), deleted)
         self.searcher.forget_vid_maps()
         if deleted:
@@ -183,13 +200,51 @@ class Collection:
         return self.count()
 
     def spaces(self) -> list[dict[str, Any]]:
-        """Each field's encoder identity and embedding space."""
-        return [describe(f) for f in self.fields.values()]
+        """Per field: the encoder identity that serves searches, the configured one when a
+        re-embedding is pending, and how many stored vectors each encoder identity wrote."""
+        counts = self.store.catalog.query_arrow(
+            "SELECT e.field, e.encoder_key, c.name, c.version, count(*) AS n "
+            "FROM mms_embeddings e JOIN mms_encoders c ON c.key = e.encoder_key "
+            "WHERE e.collection = ? GROUP BY ALL ORDER BY ALL",
+            [self.name],
+        ).to_pylist()
+        out = []
+        for name, f in self.active.items():
+            row = describe(f)
+            row["state"] = "reembedding" if self.pending(name) else "current"
+            row["pending"] = describe(self.fields[name]) if self.pending(name) else None
+            row["vectors_by_encoder"] = [
+                {"encoder_key": c["encoder_key"], "encoder": c["name"], "version": c["version"]}
+                | {"vectors": c["n"]}
+                for c in counts
+                if c["field"] == name
+            ]
+            out.append(row)
+        return out
+
+    def reembed(
+        self,
+        field: str,
+        *,
+        encoder: Mapping[str, Any] | str | None = None,
+        batch_size: int = 256,
+        on_error: OnError = "raise",
+        progress: bool = False,
+    ) -> ReembedReport:
+        """Fill the field's configured encoder space from the stored sources, then switch
+        searches to it atomically and drop the old vectors.
+
+        ``encoder`` changes the field's encoder configuration first (same form as in
+        ``create_collection``). Batches commit as they go, so a call that is interrupted
+        resumes where it stopped; until the switch, searches use the old space.
+        """
+        self.store.check_writable()
+        return Reembedder(self, batch_size, on_error, progress).run(field, encoder)
 
     def info(self) -> dict[str, Any]:
         """Counts, fields, and each field's index kind and parameters."""
         out: dict[str, Any] = {"name": self.name, "records": len(self), "fields": []}
-        for f in self.fields.values():
+        for f in self.active.values():
             index = self.indexes.get(f)
             out["fields"].append(describe(f) | {"vectors": index.live, "index": index.params()})
         return out
@@ -198,19 +253,19 @@ class Collection:
         """Per field: catalog and index agree (no vector missing or extra), and the index
         file's state (current, behind, none yet, or damaged and to be rebuilt)."""
         self.store.check_open()
-        return [self.indexes.verify(f) for f in self.fields.values()]
+        return [self.indexes.verify(f) for f in self.active.values()]
 
     def optimize(self) -> None:
         """Build or extend ANN indexes and compact deletions now, then save them."""
         self.store.check_writable()
-        for f in self.fields.values():
+        for f in self.active.values():
             self.indexes.get(f).optimize()
             self.indexes.save(f)
 
     def flush(self) -> None:
         """Save indexes that have changes not yet in their files."""
         if not self.store.read_only:
-            self.indexes.save_all(self.fields)
+            self.indexes.save_all(self.active)
 
 
 def _record_dict(row: sa.Row) -> dict[str, Any]:

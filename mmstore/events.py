@@ -67,3 +67,25 @@ class IndexSaved(Event):
     field: str = ""
     path: str = ""
     count: int = 0
+
+
+@dataclass(frozen=True)
+class ReembedProgress(Event):
+    """A batch of a re-embedding committed: ``done`` of ``total`` records are in the new
+    space (counting batches committed by earlier, interrupted calls)."""
+
+    collection: str = ""
+    field: str = ""
+    done: int = 0
+    total: int = 0
+
+
+@dataclass(frozen=True)
+class FieldSwitched(Event):
+    """A re-embedded field now serves its new space; the old vectors are gone."""
+
+    collection: str = ""
+    field: str = ""
+    old_key: str = ""
+    new_key: str = ""
+    vectors: int = 0

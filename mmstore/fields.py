@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from mmstore import schema
 from mmstore.config import CollectionConfig, FieldSpec
-from mmstore.encoders import Encoder, EncoderIdentity, canonical_json
-from mmstore.errors import ConfigError
+from mmstore.encoders import Encoder, EncoderIdentity, EncoderParams, Metric, canonical_json
+from mmstore.errors import ConfigError, EncoderChangedError, MMStoreError
 from mmstore.media import MediaStore
 from mmstore.modalities import Modality
 from mmstore.plugins import PluginHost
@@ -60,7 +62,7 @@ def build_field(
             f"not {spec.modality!r}; pick an encoder for {spec.modality!r} (mmstore plugins)"
         )
     encoder = encoder_cls(**spec.params)
-    return Field(name, modality, encoder, identify(encoder, plugins))
+    return Field(name, modality, encoder, identify(encoder, plugins, name))
 
 
 def build_modality(
@@ -75,9 +77,12 @@ def build_modality(
     return plugins.modality_class(name)(media=media, **merged)
 
 
-def identify(encoder: Encoder, plugins: PluginHost) -> EncoderIdentity:
-    """The identity of an encoder instance: what its vectors are, and who made them."""
+def identify(encoder: Encoder, plugins: PluginHost, field: str) -> EncoderIdentity:
+    """The identity of an encoder instance: what its vectors are, and who made them. A
+    fitted encoder's space is its field's own: two fields with equal parameters fit
+    different statistics, so their vectors are not comparable."""
     cls = type(encoder)
+    space = encoder.space() + (f"#{field}" if encoder.fitted else "")
     owner = plugins.owner("encoder", cls.name)
     return EncoderIdentity(
         name=cls.name,
@@ -87,7 +92,7 @@ def identify(encoder: Encoder, plugins: PluginHost) -> EncoderIdentity:
         plugin_version=plugins.version_of(owner),
         dim=encoder.dim,
         metric=encoder.metric,
-        space=encoder.space(),
+        space=space,
     )
 
 
@@ -151,3 +156,71 @@ def describe(f: Field) -> dict[str, object]:
         "space": ident.space,
         "encoder_key": ident.key,
     }
+
+
+class RetiredEncoder(Encoder):
+    """Stands in for the encoder that wrote a field's active space when that encoder can no
+    longer be built (its plugin now gives another version): the stored vectors stay
+    searchable by ``record=`` and ``vector=``, but no new value can be encoded into them."""
+
+    name = "retired"
+    modalities = ()
+
+    def __init__(self, identity: EncoderIdentity) -> None:
+        self.identity = identity
+        self.params = EncoderParams()
+
+    @property
+    def dim(self) -> int:
+        return self.identity.dim
+
+    @property
+    def metric(self) -> Metric:
+        return "ip" if self.identity.metric == "ip" else "cosine"
+
+    def space(self) -> str:
+        return self.identity.space
+
+    def encode(self, items: Sequence[Any], modality: str) -> np.ndarray:
+        ident = self.identity
+        raise EncoderChangedError(
+            f"the vectors this field serves were written by encoder {ident.name!r} version "
+            f"{ident.version} (plugin {ident.plugin} {ident.plugin_version}), which is no "
+            "longer installed, so a query value cannot be encoded into their space; search "
+            "with record= or vector=, or finish col.reembed(...) to switch to the new encoder"
+        )
+
+
+def active_field(
+    conn: Connection, current: Field, key: str, plugins: PluginHost, media: MediaStore | None
+) -> Field:
+    """The field as it serves searches: ``current`` when the catalog's active encoder key is
+    its own, else the encoder that wrote the active space, rebuilt from its identity row
+    when its plugin still builds it identically, or a :class:`RetiredEncoder`."""
+    if key == current.key:
+        return current
+    rows = conn.execute(sa.select(schema.encoders).where(schema.encoders.c.key == key)).all()
+    if not rows:
+        raise ConfigError(f"field {current.name!r}: encoder identity {key} is not in the catalog")
+    row = rows[0]
+    identity = EncoderIdentity(
+        name=row.name,
+        version=row.version,
+        params=json.loads(row.params),
+        plugin=row.plugin,
+        plugin_version=row.plugin_version,
+        dim=row.dim,
+        metric=row.metric,
+        space=row.space,
+    )
+    modality = current.modality
+    try:
+        cls = plugins.encoder_class(row.name)
+        if cls.version == row.version:
+            encoder = cls(**identity.params)
+            rebuilt = identify(encoder, plugins, current.name)
+            if rebuilt.key == key:
+                return Field(current.name, modality, encoder, rebuilt)
+    except MMStoreError:
+        pass
+    return Field(current.name, modality, RetiredEncoder(identity), identity)

@@ -35,7 +35,10 @@ class _Entry:
 
 
 class CollectionIndexes:
-    """Indexes of one collection's fields, keyed by field name."""
+    """Indexes of one collection's fields, keyed by field name and encoder identity: while
+    a field is re-embedded, the index of its active space and that of the space being
+    filled are both held; only the active one is saved (the other is rebuilt from the
+    catalog when needed)."""
 
     def __init__(
         self,
@@ -47,13 +50,15 @@ class CollectionIndexes:
     ) -> None:
         self.catalog, self.folder, self.collection = catalog, folder, collection
         self.options, self.track = options, track
-        self._entries: dict[str, _Entry] = {}
+        self._entries: dict[tuple[str, str], _Entry] = {}
+        #: (field, encoder key) of spaces being filled by a re-embedding
+        self.filling: set[tuple[str, str]] = set()
 
     def get(self, field: Field) -> VectorIndex:
         """The field's index, loaded (or rebuilt) and caught up on first use."""
-        entry = self._entries.get(field.name)
+        entry = self._entries.get((field.name, field.key))
         if entry is None:
-            entry = self._entries[field.name] = self._load(field)
+            entry = self._entries[(field.name, field.key)] = self._load(field)
         return entry.index
 
     # -- loading ------------------------------------------------------------------------
@@ -84,11 +89,13 @@ class CollectionIndexes:
         row = self._manifest(field)
         if row is None:
             return None, "no index yet"
+        if row.encoder_key != field.key:
+            if (field.name, field.key) in self.filling:
+                return None, "no index yet"  # the new space of a re-embedding
+            return None, f"built for encoder {row.encoder_key}, field now uses {field.key}"
         path = self.folder / row.file
         if not path.is_file():
             return None, f"file {row.file} is missing"
-        if row.encoder_key != field.key:
-            return None, f"built for encoder {row.encoder_key}, field now uses {field.key}"
         if row.dim != field.identity.dim:
             return None, f"dimension {row.dim} does not match the field's {field.identity.dim}"
         digest, data = sha256_file(path)
@@ -174,7 +181,7 @@ class CollectionIndexes:
         """Apply a committed change to the field's index. An index not yet loaded is loaded
         now, catching up from the catalog (which already holds the change), so that it is
         kept current and saved on close."""
-        entry = self._entries.get(field.name)
+        entry = self._entries.get((field.name, field.key))
         if entry is None:
             self.get(field)
             return
@@ -183,27 +190,41 @@ class CollectionIndexes:
             entry.index.add(*added, adopt=True)
         entry.unsaved += len(removed) + (0 if added is None else len(added[0]))
 
-    def forget(self, name: str) -> None:
-        """Drop a loaded index so the next use reloads and catches up from the catalog."""
-        self._entries.pop(name, None)
+    def remove_everywhere(self, name: str, vids: np.ndarray) -> None:
+        """Remove deleted records' vectors from every loaded index of the field."""
+        for (fname, _), entry in self._entries.items():
+            if fname == name:
+                entry.unsaved += entry.index.remove(vids)
+
+    def forget(self, name: str, key: str | None = None) -> None:
+        """Drop loaded indexes of a field (of one encoder key, or all) so that the next use
+        reloads and catches up from the catalog."""
+        for entry_key in list(self._entries):
+            if entry_key[0] == name and key in (None, entry_key[1]):
+                del self._entries[entry_key]
 
     def maybe_save(self, fields: dict[str, Field]) -> None:
-        for name, entry in self._entries.items():
-            if entry.unsaved >= SAVE_EVERY:
-                self.save(fields[name])
+        for f in fields.values():
+            entry = self._entries.get((f.name, f.key))
+            if entry is not None and entry.unsaved >= SAVE_EVERY:
+                self.save(f)
 
     def save_all(self, fields: dict[str, Field]) -> None:
-        """Optimize where it is due, then save every index with unsaved changes."""
-        for name, entry in list(self._entries.items()):
+        """Optimize where it is due, then save every index of ``fields`` (the active
+        spaces) with unsaved changes."""
+        for f in fields.values():
+            entry = self._entries.get((f.name, f.key))
+            if entry is None:
+                continue
             if entry.index.needs_optimize():
                 entry.index.optimize()
                 entry.unsaved += 1
             if entry.unsaved:
-                self.save(fields[name])
+                self.save(f)
 
     def save(self, field: Field) -> None:
         """Write the index atomically, then record its manifest row."""
-        entry = self._entries[field.name]
+        entry = self._entries[(field.name, field.key)]
         index = entry.index
         path = self._file(field)
         checksum = write_atomic(path, indexfile.dump(index))

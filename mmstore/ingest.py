@@ -224,7 +224,13 @@ class Ingestor:
         prepared = [self._standard(raw, report) for raw in shaped]
         for f in self.col.fields.values():
             self._load_field(f, shaped, prepared, report)
-        return [p.finish() for p in prepared if p is not None]
+        kept = [p for p in prepared if p is not None]
+        # sources last: a modality may write media in to_source, so only records that
+        # passed every field get there (a rejected record leaves no blob behind)
+        for p in kept:
+            for name, value in p.values.items():
+                p.sources[name] = self.col.fields[name].modality.to_source(value)
+        return [p.finish() for p in kept]
 
     def _standard(self, raw: dict[str, Any], report: IngestReport) -> rec.Prepared | None:
         """The record's id, label, timestamp and metadata, checked."""
@@ -274,7 +280,6 @@ class Ingestor:
                 prepared[i] = None
                 continue
             p.values[f.name] = value
-            p.sources[f.name] = f.modality.to_source(value)
             p.hashes[f.name] = rec.field_hash(f.modality.fingerprint(value))
 
     @staticmethod

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from mmstore import schema
 from mmstore.errors import InvalidInputError, NotFoundError, RecordError, UnknownNameError
-from mmstore.fields import Field
+from mmstore.fields import Field, build_modality
 from mmstore.filters import compile_filter
 from mmstore.hits import Hit, Hits
 from mmstore.ingest import check_vectors, encode_batch
@@ -46,6 +46,7 @@ class Searcher:
     def __init__(self, col: Collection) -> None:
         self.col = col
         self._vid_maps: dict[str, dict[str, int]] = {}
+        self._derived: dict[tuple[str, str, str], Field] = {}
 
     def search(
         self,
@@ -63,7 +64,6 @@ class Searcher:
         if fusion not in ("rrf", "weighted"):
             raise InvalidInputError(f"fusion must be 'rrf' or 'weighted', got {fusion!r}")
         tgt = self._target(target, values, record is not None or vector is not None)
-        self.col.check_current(tgt.name)
         queries = self._queries(tgt, values, vector, record, weights or {})
         for q in queries:
             _check_space(q.field, tgt)
@@ -79,7 +79,7 @@ class Searcher:
 
     # -- resolution ---------------------------------------------------------------------
     def _target(self, target: str | None, values: dict[str, Any], raw: bool) -> Field:
-        fields = self.col.fields
+        fields = self.col.active
         if target is not None:
             if target not in fields:
                 raise UnknownNameError("field", target, fields)
@@ -119,20 +119,47 @@ class Searcher:
         return out
 
     def _query_field(self, name: str, tgt: Field) -> Field:
-        fields = self.col.fields
+        """What encodes a query value given as ``name=``: the field of that name; else the
+        target's encoder when it encodes that modality (text into an image field of one
+        OpenCLIP model); else a field of that modality in the target's space, or another
+        encoder of that space that encodes it; else a field of that modality in another
+        space (the space check then names the retrieval head that would bridge them)."""
+        fields = self.col.active
         if name in fields:
             return fields[name]
-        if tgt.modality.name == name:
-            return tgt
-        same = [
-            f
-            for f in fields.values()
-            if f.modality.name == name and f.identity.space == tgt.identity.space
+        same_space = [tgt] + [
+            f for f in fields.values() if f is not tgt and f.identity.space == tgt.identity.space
         ]
-        if same:
-            return same[0]
+        for f in same_space:
+            if f.modality.name == name:
+                return f
+        for f in same_space:
+            if name in type(f.encoder).modalities and name in self.col.store.plugins.modalities:
+                return self._as_modality(f, name)
+        other = [f for f in fields.values() if f.modality.name == name]
+        if other:
+            return other[0]
         modalities = sorted({f.modality.name for f in fields.values()})
+        if name in self.col.store.plugins.modalities:
+            raise SpaceMismatchError(
+                f"no field of collection {self.col.name!r} encodes {name} into the space of "
+                f"field {tgt.name!r} ({tgt.identity.name}); fields hold {modalities}. Add a "
+                f"field of modality {name!r} and train a retrieval head into {tgt.name!r} "
+                f"(col.train_head('{name}2{tgt.name}', kind='retrieval', query=..., "
+                f"target='{tgt.name}'))"
+            )
         raise UnknownNameError("query field or modality", name, [*fields, *modalities])
+
+    def _as_modality(self, f: Field, modality: str) -> Field:
+        """Field ``f``'s encoder taking values of another of its modalities."""
+        key = (f.name, f.key, modality)
+        cached = self._derived.get(key)
+        if cached is None:
+            instance = build_modality(
+                modality, self.col.store.plugins, None, self.col.config.options
+            )
+            cached = self._derived[key] = Field(f.name, instance, f.encoder, f.identity)
+        return cached
 
     def _encode_query(self, name: str, value: Any, tgt: Field, weight: float) -> Query:
         f = self._query_field(name, tgt)
@@ -174,7 +201,7 @@ class Searcher:
         """The record's stored vector in the target field, or in a field of its space."""
         candidates = [tgt] + [
             f
-            for f in self.col.fields.values()
+            for f in self.col.active.values()
             if f is not tgt and f.identity.space == tgt.identity.space
         ]
         owned = self._owned(rid)
@@ -186,6 +213,9 @@ class Searcher:
             if len(pos):
                 return Query(f, index.vectors_at(pos[-1:])[0], weight)
         self.col.get([rid])  # raises NotFoundError when the record does not exist
+        for _, name in owned:
+            if name in self.col.active and name not in {f.name for f in candidates}:
+                _check_space(self.col.active[name], tgt)
         raise NotFoundError(
             f"record {rid!r} has no vector in field {tgt.name!r} or a field of "
             "its space; search with another target"

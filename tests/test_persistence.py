@@ -256,33 +256,6 @@ def test_unknown_collection(store: mmstore.Store) -> None:
         store.collection("product")
 
 
-def test_a_changed_encoder_version_is_refused_not_mixed(store_path: Path) -> None:
-    """Vectors of two encoder versions never meet in one field: after the plugin's
-    encoder version changes, search and ingest on that field raise, naming both."""
-    from mmstore.testing import HashTextEncoder
-
-    with open_store(store_path) as store:
-        col = store.create_collection("docs", encoders={"text": "hash_text"})
-        col.ingest(make_records(10))
-
-    class Newer(HashTextEncoder):
-        version = "2"
-
-    class NewerPlugin:
-        @mmstore.hookimpl
-        def mmstore_register_encoders(self) -> list[type]:
-            return [Newer]
-
-    with mmstore.open(store_path, plugins=[NewerPlugin()]) as store:
-        col = store.collection("docs")
-        with pytest.raises(mmstore.EncoderChangedError, match="version 2") as err:
-            col.search(text="apple")
-        assert err.value.http_status == 409
-        with pytest.raises(mmstore.EncoderChangedError):
-            col.ingest(make_records(1, start=50))
-        assert len(col) == 10 and col.get("r1")
-
-
 def test_verify_reports_agreement_and_file_state(store_path: Path) -> None:
     with open_store(store_path) as store:
         col = store.create_collection("docs", encoders={"text": "hash_text"})

@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -47,6 +47,9 @@ class IndexOptions(BaseModel):
     hnsw_ef_construction: int = Field(80, ge=8, le=1024)
     #: the recall@10 that the search width is tuned to on a held-out sample
     target_recall: float = Field(0.95, gt=0.0, le=1.0)
+    #: where unfiltered searches run: ``auto`` is an exact scan on the GPU when one is
+    #: visible (:mod:`mmstore.gpu`), else the CPU index
+    device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
 class FieldSpec(BaseModel):

@@ -14,6 +14,7 @@ from typing import Any
 import faiss as _faiss
 import numpy as np
 
+from mmstore import gpu
 from mmstore.config import IndexOptions
 
 EF_CANDIDATES = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
@@ -47,6 +48,7 @@ class VectorIndex:
         self._sorter = np.empty(0, np.int64)
         self._params: dict[int, Any] = {}
         self.n_dead = 0
+        self._gpu: Any = None  # a gpu.GpuMirror once an unfiltered search runs on a GPU
 
     # -- size ---------------------------------------------------------------------------
     @property
@@ -148,11 +150,24 @@ class VectorIndex:
             if len(pos) <= EXACT_SUBSET or self.hnsw is None:
                 return self._exact(queries, k, pos)
             return self._ann(queries, k, pos)
+        if self.size and gpu.resolve(self.options.device) == "cuda":
+            return self._on_gpu(queries, k)
         if self.hnsw is None:
             return self._exact(queries, k, None)
         if self._tail_len == 0 and self.n_dead == 0:
             return self._ann_plain(queries, k)
         return self._ann(queries, k, None)
+
+    def _on_gpu(self, queries: np.ndarray, k: int) -> SearchResult:
+        """Exact search of the GPU mirror, brought up to date first."""
+        if self._gpu is None:
+            self._gpu = gpu.GpuMirror(self.dim)
+        self._gpu.sync(self._rows, self.size, self.dead)
+        scores, pos = self._gpu.search(queries, k)
+        return SearchResult(scores, np.where(pos >= 0, self.vids[np.maximum(pos, 0)], -1))
+
+    def _rows(self, start: int, stop: int) -> np.ndarray:
+        return self.vectors_at(np.arange(start, stop))
 
     def _ann_plain(self, queries: np.ndarray, k: int) -> SearchResult:
         """The hot path: the whole index is one graph with nothing deleted."""
@@ -272,6 +287,7 @@ class VectorIndex:
             self.hnsw.add(tail[len(tail) - held :])
         self._tail = np.empty((0, self.dim), np.float32)
         self._tail_len = 0
+        self._gpu = None  # positions may have moved: the mirror is rebuilt on next use
 
     def _hold_out(self, seed: int) -> int:
         """Move a random sample of the tail to its end; return its size."""

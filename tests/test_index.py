@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import mmstore
 from mmstore.config import IndexOptions
 from mmstore.index import VectorIndex
 
@@ -147,3 +148,46 @@ def test_compaction_drops_tombstones() -> None:
     assert index.needs_optimize()
     index.optimize()
     assert index.size == 5 and index.live == 5 and index.vids.tolist() == [6, 7, 8, 9, 10]
+
+
+def test_gpu_mirror_path_matches_exact_search(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The GPU search path (mirror kept in step through adds, deletes, HNSW builds and
+    compaction) gives the exact results; run here on CPU tensors, on a GPU by
+    benchmarks/check_gpu.py."""
+    from mmstore import gpu
+    from mmstore.config import IndexOptions
+
+    monkeypatch.setattr(gpu, "cuda_available", lambda: True)
+    monkeypatch.setattr(gpu, "MIRROR_DEVICE", "cpu")
+    rng = np.random.default_rng(5)
+    data = rng.standard_normal((3000, 24)).astype(np.float32)
+    data /= np.linalg.norm(data, axis=1, keepdims=True)
+    on_gpu = VectorIndex(24, IndexOptions(ann_threshold=1000, device="cuda"))
+    on_cpu = VectorIndex(24, IndexOptions(ann_threshold=1000, device="cpu"))
+    queries = data[:20] + 0.05
+    steps = [
+        lambda ix: ix.add(np.arange(1, 1501), data[:1500]),
+        lambda ix: ix.remove(np.arange(1, 1501, 3)),
+        lambda ix: ix.add(np.arange(2001, 3501), data[1500:]),
+        lambda ix: ix.optimize(),  # builds HNSW over a reordered tail
+        lambda ix: ix.remove(np.arange(2001, 3501, 2)),
+        lambda ix: ix.optimize(),  # compacts
+    ]
+    for step in steps:
+        step(on_gpu)
+        step(on_cpu)
+        got = on_gpu.search(queries, 10)
+        assert on_gpu._gpu is not None and on_gpu._gpu.size == on_gpu.size
+        exact = on_cpu._exact(np.ascontiguousarray(queries), 10, None)
+        assert (got.vids == exact.vids).all()
+        assert np.allclose(got.scores, exact.scores, atol=1e-5)
+
+
+def test_cuda_index_device_without_a_gpu_is_a_clear_error() -> None:
+    from mmstore import gpu
+
+    if gpu.cuda_available():
+        pytest.skip("a GPU is visible")
+    assert gpu.resolve("auto") == "cpu"
+    with pytest.raises(mmstore.ConfigError, match="no CUDA device"):
+        gpu.resolve("cuda")

@@ -86,8 +86,10 @@ class Reembedder:
     def _configure(self, name: str, encoder: Mapping[str, Any] | str) -> None:
         """Store the field's new encoder configuration (the old space keeps serving)."""
         col = self.col
-        spec = parse_field_spec(name, encoder)
         old_spec = col.config.fields[name]
+        if isinstance(encoder, str):
+            encoder = {"encoder": encoder}
+        spec = parse_field_spec(name, {"modality": old_spec.modality, **encoder})
         if spec.modality != old_spec.modality:
             raise InvalidInputError(
                 f"field {name!r} holds {old_spec.modality}; a re-embedding keeps the modality"
@@ -151,7 +153,13 @@ class Reembedder:
         with self.catalog.transaction() as conn:
             fitted = ensure_fitted(conn, self.col.name, new, items)
             try:
-                vectors = encode_batch(hook, new, items)
+                step = new.encoder.batch_size
+                vectors = np.concatenate(
+                    [
+                        encode_batch(hook, new, items[i : i + step])
+                        for i in range(0, len(items), step)
+                    ]
+                )
                 vids = self._insert(conn, new, kept, vectors)
             except BaseException:
                 if fitted:

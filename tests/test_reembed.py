@@ -303,3 +303,31 @@ def test_reembed_and_spaces_commands(store_path: Path) -> None:
     vec = '{"encoder": "precomputed", "modality": "vector", "dim": 4, "metric": "ip"}'
     kept = runner.invoke(cli, ["reembed", str(store_path), "v", "e", "--encoder", vec])
     assert kept.exit_code != 0 and "keeps only the vector" in kept.output
+
+
+def test_new_configuration_keeps_the_modality_and_respects_encoder_batches(
+    store: mmstore.Store,
+) -> None:
+    calls: list[int] = []
+
+    class Counting(HashTextEncoder):
+        name = "counting_hash"
+        batch_size = 4
+
+        def encode(self, items: Sequence[Any], modality: str) -> np.ndarray:
+            calls.append(len(items))
+            return super().encode(items, modality)
+
+    class CountingPlugin:
+        @mmstore.hookimpl
+        def mmstore_register_encoders(self) -> list[type]:
+            return [Counting]
+
+    store.plugins.register(CountingPlugin())
+    col = store.create_collection(
+        "docs", encoders={"body": {"encoder": "hash_text", "modality": "text"}}
+    )
+    col.ingest([{"id": r["id"], "body": r["text"]} for r in make_records(10)])
+    report = col.reembed("body", encoder="counting_hash", batch_size=100)
+    assert report.switched and col.fields["body"].modality.name == "text"
+    assert calls == [4, 4, 2]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -51,7 +52,8 @@ class GpuMirror:
         self.dim = dim
         self.device = device or MIRROR_DEVICE
         self.matrix = torch.empty((0, dim), dtype=torch.float32, device=self.device)
-        self.dead = torch.zeros(0, dtype=torch.bool, device=self.device)
+        self.penalty: Any = None  # -inf at tombstoned positions, or None when there are none
+        self.penalty_len = 0
         self.synced_dead = -1
 
     @property
@@ -65,9 +67,11 @@ class GpuMirror:
             fresh = torch.from_numpy(np.ascontiguousarray(rows(self.size, size)))
             self.matrix = torch.cat([self.matrix, fresh.to(self.device, torch.float32)])
         n_dead = int(dead.sum())
-        if n_dead != self.synced_dead or len(dead) != len(self.dead):
-            self.dead = torch.from_numpy(dead.copy()).to(self.device)
-            self.synced_dead = n_dead
+        if n_dead != self.synced_dead or len(dead) != self.penalty_len:
+            # an additive mask (0 or -inf): one fused add per search, no boolean indexing
+            mask = torch.from_numpy(np.where(dead, -np.inf, 0.0).astype(np.float32))
+            self.penalty = mask.to(self.device) if n_dead else None
+            self.penalty_len, self.synced_dead = len(dead), n_dead
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top ``k`` live positions by inner product: scores (float32) and positions (-1
@@ -76,12 +80,14 @@ class GpuMirror:
         with torch.inference_mode():
             q = torch.from_numpy(queries).to(self.device, torch.float32)
             scores = q @ self.matrix.T
-            scores[:, self.dead] = -torch.inf
+            if self.penalty is not None:
+                scores += self.penalty
             kk = min(k, self.size)
             top, pos = torch.topk(scores, kk, dim=1)
+            both = torch.cat([top.double(), pos.double()], 1).cpu().numpy()  # one copy back
         out_s = np.full((len(queries), k), -np.inf, np.float32)
         out_p = np.full((len(queries), k), -1, np.int64)
-        out_s[:, :kk] = top.cpu().numpy()
-        out_p[:, :kk] = pos.cpu().numpy()
+        out_s[:, :kk] = both[:, :kk]
+        out_p[:, :kk] = both[:, kk:].astype(np.int64)
         out_p[~np.isfinite(out_s)] = -1
         return out_s, out_p

@@ -21,6 +21,8 @@ EF_CANDIDATES = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 #: a filtered search scans the matching rows exactly when there are at most this many
 EXACT_SUBSET = 20_000
 TUNE_QUERIES = 200
+#: extra candidates a GPU search returns, to break ties by vid as the CPU does
+GPU_TIE_SLACK = 16
 faiss: Any = _faiss  # the SWIG module has no usable type information
 
 
@@ -159,12 +161,22 @@ class VectorIndex:
         return self._ann(queries, k, None)
 
     def _on_gpu(self, queries: np.ndarray, k: int) -> SearchResult:
-        """Exact search of the GPU mirror, brought up to date first."""
+        """Exact search of the GPU mirror, brought up to date first. The GPU returns a few
+        more than ``k`` candidates so that ties are broken by vid, as on the CPU; a query
+        whose tie spills past them is answered by the CPU scan."""
         if self._gpu is None:
             self._gpu = gpu.GpuMirror(self.dim)
         self._gpu.sync(self._rows, self.size, self.dead)
-        scores, pos = self._gpu.search(queries, k)
-        return SearchResult(scores, np.where(pos >= 0, self.vids[np.maximum(pos, 0)], -1))
+        wide = k + GPU_TIE_SLACK
+        scores, pos = self._gpu.search(queries, wide)
+        vids = np.where(pos >= 0, self.vids[np.maximum(pos, 0)], -1)
+        order = np.lexsort((vids, -scores), axis=1)[:, :k]
+        out = SearchResult(np.take_along_axis(scores, order, 1), np.take_along_axis(vids, order, 1))
+        spill = np.isfinite(scores[:, -1]) & (scores[:, -1] == out.scores[:, -1])
+        if spill.any():
+            cpu = self._exact(queries[spill], k, None)
+            out.scores[spill], out.vids[spill] = cpu.scores, cpu.vids
+        return out
 
     def _rows(self, start: int, stop: int) -> np.ndarray:
         return self.vectors_at(np.arange(start, stop))

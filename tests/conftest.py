@@ -57,6 +57,17 @@ def make_records(n: int, start: int = 0) -> list[dict[str, Any]]:
     return out
 
 
+@pytest.fixture(autouse=True)
+def _fake_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With MMSTORE_FAKE_GPU=1 every test runs the GPU search path on CPU tensors (how
+    the GPU path is checked against the whole suite on a machine without one)."""
+    if os.environ.get("MMSTORE_FAKE_GPU") == "1":
+        from mmstore import gpu
+
+        monkeypatch.setattr(gpu, "cuda_available", lambda: True)
+        monkeypatch.setattr(gpu, "MIRROR_DEVICE", "cpu")
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """End the run without the DuckDB bindings' spurious leak report at teardown, so that
     pytest's summary stays the last line (see mmstore._exit)."""

@@ -14,9 +14,16 @@ import sqlalchemy as sa
 
 from mmstore import schema
 from mmstore.config import CollectionConfig, CollectionContext
-from mmstore.errors import EncoderChangedError, NotFoundError
+from mmstore.errors import EncoderChangedError, MMStoreError, NotFoundError
 from mmstore.events import RecordsDeleted
-from mmstore.fields import Field, active_field, build_fields, describe, stored_keys
+from mmstore.fields import (
+    Field,
+    active_field,
+    build_field,
+    build_fields,
+    describe,
+    stored_keys,
+)
 from mmstore.filters import compile_filter
 from mmstore.fitting import load_states
 from mmstore.hits import Hits
@@ -58,10 +65,22 @@ class Collection:
         with self.store.catalog.reading() as conn:
             keys = stored_keys(conn, self.name)
             self.active = {
-                n: active_field(conn, f, keys.get(n, f.key), plugins, media)
+                n: active_field(conn, f, keys.get(n, f.key), plugins, media, self._serving(n, keys))
                 for n, f in self.fields.items()
             }
             load_states(conn, self.name, [*self.fields.values(), *self.active.values()])
+
+    def _serving(self, name: str, keys: dict[str, str]) -> Field | None:
+        """The field built from the configuration kept for its serving space, if any."""
+        spec = self.config.serving.get(name)
+        if spec is None or keys.get(name) == self.fields[name].key:
+            return None
+        try:
+            return build_field(
+                name, spec, self.store.plugins, self.store.media, self.config.options
+            )
+        except MMStoreError:  # its plugin changed too: rebuilt from the identity, or retired
+            return None
 
     def pending(self, name: str) -> bool:
         """Whether the field's configured encoder differs from the one serving it."""

@@ -72,6 +72,9 @@ class CollectionConfig(BaseModel):
     fields: dict[str, FieldSpec]
     options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     index: IndexOptions = IndexOptions()
+    #: while a field is re-embedded to a new configuration: the configuration whose
+    #: vectors still serve its searches (so that query values can be encoded into them)
+    serving: dict[str, FieldSpec] = Field(default_factory=dict)
 
 
 def parse_field_spec(name: str, spec: Mapping[str, Any] | str) -> FieldSpec:

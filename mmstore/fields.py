@@ -192,13 +192,22 @@ class RetiredEncoder(Encoder):
 
 
 def active_field(
-    conn: Connection, current: Field, key: str, plugins: PluginHost, media: MediaStore | None
+    conn: Connection,
+    current: Field,
+    key: str,
+    plugins: PluginHost,
+    media: MediaStore | None,
+    serving: Field | None = None,
 ) -> Field:
     """The field as it serves searches: ``current`` when the catalog's active encoder key is
-    its own, else the encoder that wrote the active space, rebuilt from its identity row
-    when its plugin still builds it identically, or a :class:`RetiredEncoder`."""
+    its own; else ``serving`` (built from the configuration kept while a re-embedding is
+    pending) when it has that key; else the encoder that wrote the active space, rebuilt
+    from its identity row when its plugin still builds it identically, or a
+    :class:`RetiredEncoder`."""
     if key == current.key:
         return current
+    if serving is not None and serving.key == key:
+        return serving
     rows = conn.execute(sa.select(schema.encoders).where(schema.encoders.c.key == key)).all()
     if not rows:
         raise ConfigError(f"field {current.name!r}: encoder identity {key} is not in the catalog")

@@ -312,8 +312,9 @@ class Ingestor:
         return kept
 
     def _existing(self, conn: Connection, ids: list[str]) -> dict[str, tuple[str, dict]]:
-        """For ids already stored: content hash, and per field (source hash, key, vid)."""
-        out: dict[str, tuple[str, dict[str, tuple[str, str, int]]]] = {}
+        """For ids already stored: content hash, and per field its stored vectors (source
+        hash, encoder key, vid): normally one, more only if other spaces were left."""
+        out: dict[str, tuple[str, dict[str, list[tuple[str, str, int]]]]] = {}
         ids_table = pa.table({"id": pa.array(ids, pa.string())})
         with self.catalog.arrow("mms_chunk_ids", ids_table):
             rows = conn.exec_driver_sql(
@@ -332,25 +333,31 @@ class Ingestor:
                 (self.col.name,),
             ).fetchall()
         for rid, fname, source_hash, key, vid in embs:
-            out[rid][1][fname] = (source_hash, key, vid)
+            out[rid][1].setdefault(fname, []).append((source_hash, key, vid))
         return out
 
     def _plan(
         self, changed: list[rec.Prepared], existing: dict[str, tuple[str, dict]]
     ) -> tuple[list[tuple[str, int]], dict[str, list[int]]]:
-        """Stored vectors to drop, and per field the positions of records to encode; a
-        vector stays when its source and encoder are unchanged."""
+        """Stored vectors to drop, and per field the positions of records to encode: one
+        vector of a field stays when its source and encoder are unchanged; every other
+        vector of the record is dropped."""
         drop: list[tuple[str, int]] = []
         todo: dict[str, list[int]] = {name: [] for name in self.col.fields}
         for i, p in enumerate(changed):
             stored = existing.get(p.id, (None, {}))[1]
-            for fname, (source_hash, key, vid) in stored.items():
+            for fname, rows in stored.items():
                 f = self.col.fields.get(fname)
-                if f is None or p.hashes.get(fname) != source_hash or key != f.key:
-                    drop.append((fname, vid))
+                kept = False
+                for source_hash, key, vid in rows:
+                    if f is None or kept or p.hashes.get(fname) != source_hash or key != f.key:
+                        drop.append((fname, vid))
+                    else:
+                        kept = True
+                if not kept and fname in p.values:
+                    todo[fname].append(i)
             for fname in p.values:
-                old = stored.get(fname)
-                if old is None or old[0] != p.hashes[fname] or old[1] != self.col.fields[fname].key:
+                if fname not in stored:
                     todo[fname].append(i)
         return drop, todo
 

@@ -38,6 +38,8 @@ class ReembedReport:
     encoded: int = 0
     already: int = 0
     switched: bool = False
+    #: vectors of other encoder identities deleted at the switch (or by a cancel)
+    dropped: int = 0
     rejected: list[Rejected] = dataclasses.field(default_factory=list)
     seconds: float = 0.0
 
@@ -73,18 +75,34 @@ class Reembedder:
             self._configure(name, encoder)
         new, old = self.col.fields[name], self.col.active[name]
         report = ReembedReport(name, old.key, new.key)
-        if new.key != old.key:
+        if new.key == old.key:  # nothing pending; drop what a cancelled one left behind
+            self._commit_switch(new, report)
+        else:
             with self.catalog.transaction() as conn:
                 record_identity(conn, new.identity)
             self.col.indexes.filling.add((name, new.key))
             self._fill(new, old, report)
-            if not report.rejected or self.on_error == "skip":
-                self._switch(new, old, report)
+            if not report.rejected:
+                self._switch(new, report)
+            elif self.on_error == "skip":
+                self._refuse_empty(new, report)
+                self._switch(new, report)
         report.seconds = time.perf_counter() - start
         return report
 
+    def _refuse_empty(self, new: Field, report: ReembedReport) -> None:
+        """A switch that would leave the field with no vector at all is refused."""
+        if report.encoded + report.already == 0:
+            first = report.rejected[0]
+            raise InvalidInputError(
+                f"no record of field {new.name!r} could be re-embedded ({len(report.rejected)} "
+                f"rejected; first: {first.id}: {first.reason}); nothing was switched, and the "
+                "old space keeps serving"
+            )
+
     def _configure(self, name: str, encoder: Mapping[str, Any] | str) -> None:
-        """Store the field's new encoder configuration (the old space keeps serving)."""
+        """Store the field's new encoder configuration, keeping the configuration of the
+        space that serves searches until the switch."""
         col = self.col
         old_spec = col.config.fields[name]
         if isinstance(encoder, str):
@@ -95,19 +113,27 @@ class Reembedder:
                 f"field {name!r} holds {old_spec.modality}; a re-embedding keeps the modality"
             )
         built = build_field(name, spec, col.store.plugins, col.store.media, col.config.options)
-        config = CollectionConfig(
-            fields={**col.config.fields, name: spec},
-            options=col.config.options,
-            index=col.config.index,
+        serving = dict(col.config.serving)
+        if built.key == col.active[name].key:
+            serving.pop(name, None)  # back to the serving configuration: a cancel
+        elif name not in serving and not col.pending(name):
+            serving[name] = old_spec
+        config = col.config.model_copy(
+            update={"fields": {**col.config.fields, name: spec}, "serving": serving}
         )
-        t = schema.collections
-        with self.catalog.transaction() as conn:
-            conn.execute(
-                t.update().where(t.c.name == col.name).values(config=config.model_dump_json())
-            )
-        col.config = config
+        self._store_config(config)
         col.fields = {**col.fields, name: built}
         col.refresh_active()
+
+    def _store_config(self, config: CollectionConfig, conn: Any = None) -> None:
+        t = schema.collections
+        stmt = t.update().where(t.c.name == self.col.name).values(config=config.model_dump_json())
+        if conn is not None:
+            conn.execute(stmt)
+        else:
+            with self.catalog.transaction() as c:
+                c.execute(stmt)
+        self.col.config = config
 
     # -- filling the new space ----------------------------------------------------------
     def _todo(self, new: Field, old: Field) -> tuple[list[str], list[str], int]:
@@ -145,26 +171,21 @@ class Reembedder:
         bar.close()
 
     def _batch(self, new: Field, ids: list[str], hashes: list[str], report: ReembedReport) -> None:
-        """Encode one batch from its stored sources and commit it."""
+        """Encode one batch from its stored sources (outside any transaction, so catalog
+        readers do not wait for the encoder), then commit it."""
         items, kept = self._items(new, ids, hashes, report)
         if not kept:
             return
         hook = self.col.store.plugins.hook
+        if new.encoder.fitted and new.encoder.state is None:
+            with self.catalog.transaction() as conn:
+                ensure_fitted(conn, self.col.name, new, items)
+        step = new.encoder.batch_size
+        vectors = np.concatenate(
+            [encode_batch(hook, new, items[i : i + step]) for i in range(0, len(items), step)]
+        )
         with self.catalog.transaction() as conn:
-            fitted = ensure_fitted(conn, self.col.name, new, items)
-            try:
-                step = new.encoder.batch_size
-                vectors = np.concatenate(
-                    [
-                        encode_batch(hook, new, items[i : i + step])
-                        for i in range(0, len(items), step)
-                    ]
-                )
-                vids = self._insert(conn, new, kept, vectors)
-            except BaseException:
-                if fitted:
-                    new.encoder.load_state(None)
-                raise
+            vids = self._insert(conn, new, kept, vectors)
         report.encoded += len(kept)
         self.col.indexes.apply(new, (vids, vectors), np.empty(0, np.int64))
         owners = zip(vids.tolist(), (rid for rid, _ in kept), strict=True)
@@ -244,15 +265,39 @@ class Reembedder:
         return vids
 
     # -- the switch ---------------------------------------------------------------------
-    def _switch(self, new: Field, old: Field, report: ReembedReport) -> None:
-        """In one transaction: the field's active key becomes the new one and the old
-        vectors are deleted. The new index is saved after; the old one is dropped."""
+    def _switch(self, new: Field, report: ReembedReport) -> None:
+        """The field serves its new space from now on (see :meth:`_commit_switch`)."""
+        self._commit_switch(new, report)
+        report.switched = True
+        col = self.col
+        col.indexes.get(new)
+        col.indexes.save(new)
+        col.store.track(
+            FieldSwitched(
+                str(col.store.path),
+                col.name,
+                new.name,
+                report.old_key,
+                new.key,
+                col.indexes.get(new).live,
+            )
+        )
+
+    def _commit_switch(self, new: Field, report: ReembedReport) -> None:
+        """In one transaction: the field's active key becomes ``new``'s, the vectors and
+        fitted states of every other encoder identity of the field are deleted (the old
+        space, and any space a cancelled or redirected re-embedding began), and the kept
+        serving configuration is dropped. Then the in-memory state follows."""
         col, f = self.col, schema.fields
+        states = schema.encoder_states
+        config = col.config.model_copy(
+            update={"serving": {k: v for k, v in col.config.serving.items() if k != new.name}}
+        )
         with self.catalog.transaction() as conn:
             gone = conn.exec_driver_sql(
                 "DELETE FROM mms_embeddings WHERE collection = ? AND field = ? "
-                "AND encoder_key = ? RETURNING vid",
-                (col.name, new.name, old.key),
+                "AND encoder_key <> ? RETURNING vid, encoder_key",
+                (col.name, new.name, new.key),
             ).fetchall()
             conn.execute(
                 f.update()
@@ -260,23 +305,20 @@ class Reembedder:
                 .values(encoder_key=new.key)
             )
             conn.execute(
-                schema.encoder_states.delete().where(
-                    schema.encoder_states.c.collection == col.name,
-                    schema.encoder_states.c.field == new.name,
-                    schema.encoder_states.c.encoder_key == old.key,
+                states.delete().where(
+                    states.c.collection == col.name,
+                    states.c.field == new.name,
+                    states.c.encoder_key != new.key,
                 )
             )
-        report.switched = True
-        col.indexes.forget(new.name, old.key)
+            self._store_config(config, conn)
+        report.dropped = len(gone)
+        for key in {k for _, k in gone}:
+            col.indexes.forget(new.name, key)
+        col.indexes.filling.discard((new.name, new.key))
         col.active = {**col.active, new.name: new}
-        col.cache.apply({}, (), (v for (v,) in gone), ())
+        col.cache.apply({}, (), (v for v, _ in gone), ())
         col.searcher.forget_vid_maps()
-        col.indexes.get(new)
-        col.indexes.save(new)
-        vectors = col.indexes.get(new).live
-        col.store.track(
-            FieldSwitched(str(col.store.path), col.name, new.name, old.key, new.key, vectors)
-        )
 
 
 class _NoBar:

@@ -331,3 +331,81 @@ def test_new_configuration_keeps_the_modality_and_respects_encoder_batches(
     report = col.reembed("body", encoder="counting_hash", batch_size=100)
     assert report.switched and col.fields["body"].modality.name == "text"
     assert calls == [4, 4, 2]
+
+
+class OpaqueHash(HashTextEncoder):
+    """Identity parameters that are not constructor arguments (as OpenCLIP's weights
+    digest is not): the serving encoder cannot be rebuilt from its identity row alone."""
+
+    name = "opaque_hash"
+
+    def identity_params(self) -> dict[str, Any]:
+        return {"width": self.dim, "salt": self.params.seed}
+
+
+class Flaky(HashTextEncoder):
+    """Fails on every encode call after the first `budget` (an interrupted run)."""
+
+    name = "flaky_hash"
+    budget = 1
+
+    def encode(self, items: Sequence[Any], modality: str) -> np.ndarray:
+        if Flaky.budget <= 0:
+            raise RuntimeError("interrupted")
+        Flaky.budget -= 1
+        return super().encode(items, modality)
+
+
+class MorePlugin:
+    @mmstore.hookimpl
+    def mmstore_register_encoders(self) -> list[type]:
+        return [OpaqueHash, Flaky]
+
+
+def interrupted_reembed(col: mmstore.Collection, encoder: dict[str, Any]) -> None:
+    Flaky.budget = 1
+    with pytest.raises(mmstore.EncoderError, match="interrupted"):
+        col.reembed("text", encoder=encoder, batch_size=10)
+
+
+def test_cancelled_or_redirected_reembedding_leaves_no_other_space(store_path: Path) -> None:
+    with open_store(store_path, MorePlugin()) as store:
+        original = {"encoder": "opaque_hash", "dim": 16}
+        col = store.create_collection("docs", encoders={"text": original})
+        col.ingest(make_records(20))
+        before = col.search(text="red apple", k=5).ids
+        interrupted_reembed(col, {"encoder": "flaky_hash", "dim": 16, "seed": 3})
+        assert col.pending("text") and len(catalog_keys(col, "text")) == 2
+        # the serving space takes text queries: its configuration was kept
+        assert col.search(text="red apple", k=5).ids == before
+    with open_store(store_path, MorePlugin()) as store:
+        col = store.collection("docs")
+        assert col.search(text="red apple", k=5).ids == before  # also after reopening
+        report = col.reembed("text", encoder=original)  # cancel
+        assert (report.encoded, report.switched, report.dropped) == (0, False, 10)
+        assert not col.pending("text") and catalog_keys(col, "text") == {col.fields["text"].key: 20}
+        changed = [r | {"text": r["text"] + " zebra"} for r in make_records(20)]
+        col.ingest(changed)
+        hits = col.search(text="zebra", k=40)
+        assert len(hits) == 20 and len(set(hits.ids)) == 20
+        assert col.verify()[0]["ok"]
+        interrupted_reembed(col, {"encoder": "flaky_hash", "dim": 16, "seed": 4})
+        report = col.reembed("text", encoder={"encoder": "hash_text", "dim": 16, "seed": 5})
+        assert report.switched and report.dropped == 30  # the old space and the abandoned one
+        assert_only_new_space(col, "text")
+        assert "serving" not in store.catalog.query_arrow(
+            "SELECT config FROM mms_collections", []
+        ).to_pylist()[0]["config"].replace('"serving":{}', "")
+
+
+def test_skip_refuses_a_switch_that_would_empty_the_field(store_path: Path) -> None:
+    with open_store(store_path, BlobPlugin()) as store:
+        col = store.create_collection("b", encoders={"blob": {"encoder": "blob_hash", "dim": 8}})
+        col.ingest([{"id": f"x{i}", "blob": f"payload {i}".encode()} for i in range(3)])
+        for i in range(3):
+            store.media.path(store.media.digest(f"payload {i}".encode())).unlink()
+        with pytest.raises(mmstore.InvalidInputError, match="nothing was switched"):
+            col.reembed(
+                "blob", encoder={"encoder": "blob_hash", "dim": 8, "seed": 2}, on_error="skip"
+            )
+        assert col.pending("blob") and len(col.search(record="x1", k=5)) == 2

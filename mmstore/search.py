@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from mmstore import schema
 from mmstore.errors import InvalidInputError, NotFoundError, RecordError, UnknownNameError
-from mmstore.fields import Field, build_modality
+from mmstore.fields import Field, RetiredEncoder, build_modality
 from mmstore.filters import compile_filter
 from mmstore.hits import Hit, Hits
 from mmstore.ingest import check_vectors, encode_batch
@@ -119,24 +119,29 @@ class Searcher:
         return out
 
     def _query_field(self, name: str, tgt: Field) -> Field:
-        """What encodes a query value given as ``name=``: the field of that name; else the
-        target's encoder when it encodes that modality (text into an image field of one
-        OpenCLIP model); else a field of that modality in the target's space, or another
-        encoder of that space that encodes it; else a field of that modality in another
-        space (the space check then names the retrieval head that would bridge them)."""
+        """What encodes a query value given as ``name=``: the field of that name when it
+        shares the target's space; else the target's encoder when it encodes that modality
+        (text into an image field of one OpenCLIP model); else a field of that modality in
+        the target's space, or another encoder of that space that encodes it; else the
+        field or a field of that modality in another space (the space check then names the
+        retrieval head that would bridge them). Encoders that can no longer encode (a
+        retired version) come last."""
         fields = self.col.active
-        if name in fields:
+        space = tgt.identity.space
+        same_space = sorted(
+            [tgt] + [f for f in fields.values() if f is not tgt and f.identity.space == space],
+            key=lambda f: isinstance(f.encoder, RetiredEncoder),
+        )
+        if name in fields and fields[name].identity.space == space:
             return fields[name]
-        same_space = [tgt] + [
-            f for f in fields.values() if f is not tgt and f.identity.space == tgt.identity.space
-        ]
         for f in same_space:
-            if f.modality.name == name:
+            if f.modality.name == name and not isinstance(f.encoder, RetiredEncoder):
                 return f
         for f in same_space:
             if name in type(f.encoder).modalities and name in self.col.store.plugins.modalities:
                 return self._as_modality(f, name)
-        other = [f for f in fields.values() if f.modality.name == name]
+        other = [fields[name]] if name in fields else []
+        other += [f for f in fields.values() if f.modality.name == name]
         if other:
             return other[0]
         modalities = sorted({f.modality.name for f in fields.values()})

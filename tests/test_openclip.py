@@ -157,6 +157,41 @@ def test_text_finds_its_image_and_an_image_its_caption(
             assert col.search(caption=caption, target="image", k=3).ids[0] == rid
 
 
+def test_search_across_modalities_and_spaces(trained: dict[str, Any], tmp_path: Path) -> None:
+    """A text query into an image-only OpenCLIP field is encoded by that field's own
+    encoder, even beside a text field of another space named "text"; record= searches a
+    record's own audio; a query from a space with no bridge names the head to train."""
+    from mmstore.testing import FakePlugin
+
+    t = np.arange(16_000, dtype=np.float32) / 16_000
+    tone = {f: (np.sin(2 * np.pi * f * t).astype(np.float32), 16_000) for f in (300, 900, 2700)}
+    with mmstore.open(tmp_path / "s", plugins=[FakePlugin()]) as store:
+        col = store.create_collection(
+            "mixed",
+            encoders={
+                "image": {"encoder": "open_clip", **trained},
+                "text": {"encoder": "hash_text", "dim": 32},
+                "audio": {"encoder": "logmel"},
+            },
+        )
+        col.ingest(
+            [
+                {"id": rid, "image": image, "text": caption, "audio": tone[(300, 900, 2700)[i % 3]]}
+                for i, (rid, image, caption) in enumerate(PAIRS)
+            ]
+        )
+        assert col.fields["text"].identity.space != col.fields["image"].identity.space
+        for rid, _, caption in PAIRS:
+            assert col.search(text=caption, target="image", k=1).ids == [rid], caption
+        assert col.search(text=PAIRS[0][2], k=1).ids == [PAIRS[0][0]]  # the hash text field
+        same_tone = {rid for i, (rid, _, _) in enumerate(PAIRS) if i % 3 == 0} - {PAIRS[0][0]}
+        assert set(col.search(record=PAIRS[0][0], target="audio", k=3).ids) == same_tone
+        with pytest.raises(mmstore.SpaceMismatchError, match=r"train_head\('audio2image'"):
+            col.search(audio=tone[300], target="image")
+        with pytest.raises(mmstore.SpaceMismatchError, match="different embedding spaces"):
+            col.search(image=PAIRS[0][1], target="audio")
+
+
 # -- loading ----------------------------------------------------------------------------
 def test_conformance_for_images_and_text(tiny: dict[str, Any]) -> None:
     encoder = OpenClipEncoder(**tiny, batch_size=2)

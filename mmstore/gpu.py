@@ -11,6 +11,7 @@ cannot rely on both; PyTorch's CUDA is already there wherever mmstore encodes on
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -41,9 +42,17 @@ def resolve(device: str) -> str:
     return device
 
 
+def out_of_memory() -> type[BaseException]:
+    """PyTorch's CUDA out-of-memory error class."""
+    import torch
+
+    return torch.OutOfMemoryError
+
+
 class GpuMirror:
     """The index's vectors (by position) and tombstones in GPU memory, appended to as the
-    index grows; rebuilt only when positions change (compaction)."""
+    index grows (in a buffer that doubles, so an append copies only the new rows); rebuilt
+    only when positions change (compaction). One lock serializes sync and search."""
 
     def __init__(self, dim: int, device: str | None = None) -> None:
         import torch
@@ -51,21 +60,36 @@ class GpuMirror:
         self.torch = torch
         self.dim = dim
         self.device = device or MIRROR_DEVICE
-        self.matrix = torch.empty((0, dim), dtype=torch.float32, device=self.device)
+        self.lock = threading.Lock()
+        self.buffer = torch.empty((0, dim), dtype=torch.float32, device=self.device)
+        self.rows = 0
         self.penalty: Any = None  # -inf at tombstoned positions, or None when there are none
         self.penalty_len = 0
         self.synced_dead = -1
 
     @property
     def size(self) -> int:
-        return int(self.matrix.shape[0])
+        return self.rows
+
+    @property
+    def matrix(self) -> Any:
+        return self.buffer[: self.rows]
 
     def sync(self, rows: Callable[[int, int], np.ndarray], size: int, dead: np.ndarray) -> None:
         """Copy rows ``[self.size, size)`` and, when it changed, the tombstone mask."""
         torch = self.torch
-        if size > self.size:
-            fresh = torch.from_numpy(np.ascontiguousarray(rows(self.size, size)))
-            self.matrix = torch.cat([self.matrix, fresh.to(self.device, torch.float32)])
+        if size > self.rows:
+            fresh = torch.from_numpy(np.ascontiguousarray(rows(self.rows, size)))
+            if size > self.buffer.shape[0]:
+                grown = torch.empty(
+                    (max(size, 2 * self.buffer.shape[0]), self.dim),
+                    dtype=torch.float32,
+                    device=self.device,
+                )
+                grown[: self.rows] = self.buffer[: self.rows]
+                self.buffer = grown
+            self.buffer[self.rows : size] = fresh.to(self.device)
+            self.rows = size
         n_dead = int(dead.sum())
         if n_dead != self.synced_dead or len(dead) != self.penalty_len:
             # an additive mask (0 or -inf): one fused add per search, no boolean indexing

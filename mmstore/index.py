@@ -8,6 +8,8 @@ with every write, and a sorter maps vids to positions by binary search.
 
 from __future__ import annotations
 
+import logging
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +26,7 @@ TUNE_QUERIES = 200
 #: extra candidates a GPU search returns, to break ties by vid as the CPU does
 GPU_TIE_SLACK = 16
 faiss: Any = _faiss  # the SWIG module has no usable type information
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,7 @@ class VectorIndex:
         self._params: dict[int, Any] = {}
         self.n_dead = 0
         self._gpu: Any = None  # a gpu.GpuMirror once an unfiltered search runs on a GPU
+        self._gpu_lock = threading.Lock()
 
     # -- size ---------------------------------------------------------------------------
     @property
@@ -163,12 +167,20 @@ class VectorIndex:
     def _on_gpu(self, queries: np.ndarray, k: int) -> SearchResult:
         """Exact search of the GPU mirror, brought up to date first. The GPU returns a few
         more than ``k`` candidates so that ties are broken by vid, as on the CPU; a query
-        whose tie spills past them is answered by the CPU scan."""
-        if self._gpu is None:
-            self._gpu = gpu.GpuMirror(self.dim)
-        self._gpu.sync(self._rows, self.size, self.dead)
-        wide = k + GPU_TIE_SLACK
-        scores, pos = self._gpu.search(queries, wide)
+        whose tie spills past them is answered by the CPU scan. If the GPU runs out of
+        memory, this index searches on the CPU from then on."""
+        try:
+            with self._gpu_lock:
+                if self._gpu is None:
+                    self._gpu = gpu.GpuMirror(self.dim)
+                self._gpu.sync(self._rows, self.size, self.dead)
+                scores, pos = self._gpu.search(queries, k + GPU_TIE_SLACK)
+        except gpu.out_of_memory() as e:
+            log.warning(
+                "GPU out of memory for a %d-vector index; searching on the CPU: %s", self.size, e
+            )
+            self._gpu, self.options = None, self.options.model_copy(update={"device": "cpu"})
+            return self.search(queries, k)
         vids = np.where(pos >= 0, self.vids[np.maximum(pos, 0)], -1)
         order = np.lexsort((vids, -scores), axis=1)[:, :k]
         out = SearchResult(np.take_along_axis(scores, order, 1), np.take_along_axis(vids, order, 1))

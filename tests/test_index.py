@@ -191,3 +191,36 @@ def test_cuda_index_device_without_a_gpu_is_a_clear_error() -> None:
     assert gpu.resolve("auto") == "cpu"
     with pytest.raises(mmstore.ConfigError, match="no CUDA device"):
         gpu.resolve("cuda")
+
+
+def test_gpu_mirror_survives_concurrent_first_searches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Threads racing to the first search build one mirror with each row once."""
+    import threading
+
+    from mmstore import gpu
+    from mmstore.config import IndexOptions
+
+    monkeypatch.setattr(gpu, "cuda_available", lambda: True)
+    monkeypatch.setattr(gpu, "MIRROR_DEVICE", "cpu")
+    rng = np.random.default_rng(9)
+    data = rng.standard_normal((20_000, 16)).astype(np.float32)
+    for trial in range(3):
+        index = VectorIndex(16, IndexOptions(device="cuda"))
+        index.add(np.arange(1, 20_001), data)
+        barrier = threading.Barrier(4)
+        results: list[np.ndarray] = []
+
+        def search(index: VectorIndex, barrier: threading.Barrier, results: list) -> None:
+            barrier.wait()
+            results.append(index.search(data[:3], 5).vids)
+
+        threads = [
+            threading.Thread(target=search, args=(index, barrier, results)) for _ in range(4)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert index._gpu.size == 20_000, trial
+        assert len(results) == 4 and all((r == results[0]).all() for r in results)
+        assert (results[0][:, 0] == np.arange(1, 4)).all()

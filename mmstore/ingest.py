@@ -194,7 +194,12 @@ class Ingestor:
         if not changed:
             return
         drop, todo = self._plan(changed, existing)
-        vectors = self._encode(conn, changed, todo, report)
+        encoding = len(changed)
+        changed, todo, vectors = self._encode(conn, changed, todo, report)
+        if not changed:
+            return
+        if len(changed) < encoding:  # rejected records keep what they had
+            drop, _ = self._plan(changed, existing)
         self._write(conn, changed, drop, todo, vectors, report)
         report.written += len(changed)
 
@@ -367,23 +372,35 @@ class Ingestor:
         changed: list[rec.Prepared],
         todo: dict[str, list[int]],
         report: IngestReport,
-    ) -> dict[str, np.ndarray]:
-        out = {}
+    ) -> tuple[list[rec.Prepared], dict[str, list[int]], dict[str, np.ndarray]]:
+        """Vectors per field for the records to encode. A record whose value the encoder
+        turns into an unusable vector is rejected (with ``skip``, dropped from every field
+        before anything is written)."""
+        out, bad = {}, np.zeros(len(changed), bool)
         for name, rows in todo.items():
             if rows:
                 f = self.col.fields[name]
                 items = [changed[i].values[name] for i in rows]
                 if ensure_fitted(conn, self.col.name, f, items):
                     self.fitted.append(f)
-                out[name] = self._encode_field(f, items, report)
-        return out
+                out[name], unusable = self._encode_field(f, items, report)
+                for j in np.flatnonzero(unusable):
+                    bad[rows[j]] = True
+                    self._reject(report, unusable_value(f, changed[rows[j]].id))
+        if not bad.any():
+            return changed, todo, out
+        return _without(bad, changed, todo, out)
 
-    def _encode_field(self, f: Field, items: list[Any], report: IngestReport) -> np.ndarray:
-        parts = []
+    def _encode_field(
+        self, f: Field, items: list[Any], report: IngestReport
+    ) -> tuple[np.ndarray, np.ndarray]:
+        parts, masks = [], []
         for start in range(0, len(items), f.encoder.batch_size):
             batch = items[start : start + f.encoder.batch_size]
             t0 = time.perf_counter()
-            parts.append(encode_batch(self.hook, f, batch))
+            vectors, bad = encode_rows(self.hook, f, batch)
+            parts.append(vectors)
+            masks.append(bad)
             self.col.store.track(
                 BatchEncoded(
                     str(self.col.store.path),
@@ -394,7 +411,9 @@ class Ingestor:
                 )
             )
         report.encoded += len(items)
-        return np.concatenate(parts) if parts else np.empty((0, f.identity.dim), np.float32)
+        if not parts:
+            return np.empty((0, f.identity.dim), np.float32), np.zeros(0, bool)
+        return np.concatenate(parts), np.concatenate(masks)
 
     # -- writing ------------------------------------------------------------------------
     def _write(
@@ -521,7 +540,16 @@ class Ingestor:
 
 
 def encode_batch(hook: Any, f: Field, batch: list[Any]) -> np.ndarray:
-    """Encode through the hook, check the result, and normalize for cosine fields."""
+    """Encode through the hook, check the result, and normalize for cosine fields; a row
+    that is zero (cosine) or not finite raises :class:`UnusableVectorsError`."""
+    vectors, bad = encode_rows(hook, f, batch)
+    if bad.any():
+        raise UnusableVectorsError(f, np.flatnonzero(bad))
+    return vectors
+
+
+def encode_rows(hook: Any, f: Field, batch: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Encode a batch: the checked, normalized vectors and a mask of unusable rows."""
     try:
         out = hook.mmstore_encode_batch(encoder=f.encoder, items=batch, modality=f.modality.name)
     except MMStoreError:
@@ -532,10 +560,24 @@ def encode_batch(hook: Any, f: Field, batch: list[Any]) -> np.ndarray:
             f"encoder {f.identity.name!r} failed on a batch "
             f"of {len(batch)} {f.modality.name} items: {e}",
         ) from e
-    return check_vectors(f.encoder, f, out, len(batch))
+    return checked_rows(f.encoder, f, out, len(batch))
 
 
-def check_vectors(encoder: Encoder, f: Field, out: Any, n: int) -> np.ndarray:
+class UnusableVectorsError(EncoderError):
+    """An encoder gave zero (under cosine) or non-finite vectors for some values."""
+
+    def __init__(self, f: Field, rows: np.ndarray) -> None:
+        self.rows = rows
+        super().__init__(
+            f.identity.plugin,
+            f"encoder {f.identity.name!r} returned {len(rows)} zero or non-finite vector(s); "
+            "a zero vector has no direction for cosine similarity",
+        )
+
+
+def checked_rows(encoder: Encoder, f: Field, out: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The batch as contiguous float32, normalized for cosine, and which rows are unusable
+    (non-finite, or zero under cosine; those rows are left as zeros)."""
     plugin = f.identity.plugin
     if not isinstance(out, np.ndarray) or out.shape != (n, f.identity.dim):
         shape = getattr(out, "shape", type(out).__name__)
@@ -544,18 +586,49 @@ def check_vectors(encoder: Encoder, f: Field, out: Any, n: int) -> np.ndarray:
             f"encoder {f.identity.name!r} returned {shape}, expected ({n}, {f.identity.dim})",
         )
     out = np.ascontiguousarray(out, np.float32)
-    if not np.isfinite(out).all():
-        raise EncoderError(plugin, f"encoder {f.identity.name!r} returned NaN or infinite values")
+    bad = ~np.isfinite(out).all(axis=1)
+    if bad.any():
+        out = out.copy()
+        out[bad] = 0.0
     if encoder.metric == "cosine":
         norms = np.linalg.norm(out, axis=1, keepdims=True)
-        if (norms == 0).any():
-            raise EncoderError(
-                plugin,
-                f"encoder {f.identity.name!r} returned a zero vector, "
-                "which has no direction for cosine similarity",
-            )
-        out = out / norms
-    return out
+        bad |= norms[:, 0] == 0
+        out = out / np.where(norms == 0, 1.0, norms)
+    return out, bad
+
+
+def check_vectors(encoder: Encoder, f: Field, out: Any, n: int) -> np.ndarray:
+    """:func:`checked_rows` that raises on any unusable row."""
+    vectors, bad = checked_rows(encoder, f, out, n)
+    if bad.any():
+        raise UnusableVectorsError(f, np.flatnonzero(bad))
+    return vectors
+
+
+def unusable_value(f: Field, rid: str) -> RecordError:
+    return RecordError(
+        rid,
+        f.name,
+        f"encoder {f.identity.name!r} turned this value into a zero or non-finite vector, "
+        "which cannot be searched; check the value (silence, all-missing columns, extremes)",
+    )
+
+
+def _without(
+    bad: np.ndarray,
+    changed: list[rec.Prepared],
+    todo: dict[str, list[int]],
+    vectors: dict[str, np.ndarray],
+) -> tuple[list[rec.Prepared], dict[str, list[int]], dict[str, np.ndarray]]:
+    """The records, per-field positions and vectors with the ``bad`` records removed."""
+    new_pos = np.cumsum(~bad) - 1
+    kept_todo, kept_vectors = {}, {}
+    for name, rows in todo.items():
+        keep = [j for j, i in enumerate(rows) if not bad[i]]
+        kept_todo[name] = [int(new_pos[rows[j]]) for j in keep]
+        if name in vectors:
+            kept_vectors[name] = vectors[name][keep]
+    return [p for p, b in zip(changed, bad, strict=True) if not b], kept_todo, kept_vectors
 
 
 def _now() -> dt.datetime:

@@ -34,15 +34,19 @@ class Prepared:
     sources_json: str = ""
 
     def finish(self) -> Prepared:
-        """Compute the content hash and the stored sources once all fields are in."""
-        ts = self.ts.isoformat() if self.ts else ""
-        parts = [repr(self.label), ts, self.meta or ""]
-        parts += [f"{k}={v}" for k, v in sorted(self.hashes.items())]
-        self.content_hash = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).hexdigest()
+        """Compute the stored sources and the content hash once all fields are in. The
+        hash covers the sources too: the same bytes at a new referenced path are a change
+        of the record (its row is rewritten), though not of its vectors."""
         kept = {k: v for k, v in self.sources.items() if v is not None}
         self.sources_json = (
-            json.dumps(kept, ensure_ascii=False, separators=(",", ":")) if kept else "{}"
+            json.dumps(kept, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+            if kept
+            else "{}"
         )
+        ts = self.ts.isoformat() if self.ts else ""
+        parts = [repr(self.label), ts, self.meta or "", self.sources_json]
+        parts += [f"{k}={v}" for k, v in sorted(self.hashes.items())]
+        self.content_hash = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).hexdigest()
         return self
 
 

@@ -22,7 +22,7 @@ from mmstore.errors import InvalidInputError, MMStoreError, RecordError, Unknown
 from mmstore.events import FieldSwitched, ReembedProgress
 from mmstore.fields import Field, build_field, record_identity
 from mmstore.fitting import ensure_fitted
-from mmstore.ingest import Rejected, encode_batch
+from mmstore.ingest import Rejected, encode_rows, unusable_value
 
 if TYPE_CHECKING:
     from mmstore.collection import Collection
@@ -181,15 +181,35 @@ class Reembedder:
             with self.catalog.transaction() as conn:
                 ensure_fitted(conn, self.col.name, new, items)
         step = new.encoder.batch_size
-        vectors = np.concatenate(
-            [encode_batch(hook, new, items[i : i + step]) for i in range(0, len(items), step)]
-        )
+        parts = [encode_rows(hook, new, items[i : i + step]) for i in range(0, len(items), step)]
+        vectors = np.concatenate([v for v, _ in parts])
+        bad = np.concatenate([b for _, b in parts])
+        if bad.any():
+            vectors, kept = self._reject_unusable(new, kept, vectors, bad, report)
+            if not kept:
+                return
         with self.catalog.transaction() as conn:
             vids = self._insert(conn, new, kept, vectors)
         report.encoded += len(kept)
         self.col.indexes.apply(new, (vids, vectors), np.empty(0, np.int64))
         owners = zip(vids.tolist(), (rid for rid, _ in kept), strict=True)
         self.col.cache.apply({}, owners, (), ())
+
+    def _reject_unusable(
+        self,
+        new: Field,
+        kept: list[tuple[str, str]],
+        vectors: np.ndarray,
+        bad: np.ndarray,
+        report: ReembedReport,
+    ) -> tuple[np.ndarray, list[tuple[str, str]]]:
+        """Records whose stored value the new encoder turns into an unusable vector."""
+        for j in np.flatnonzero(bad):
+            error = unusable_value(new, kept[j][0])
+            report.rejected.append(Rejected(kept[j][0], new.name, error.problem))
+            if self.on_error == "raise":
+                raise error
+        return vectors[~bad], [k for k, b in zip(kept, bad, strict=True) if not b]
 
     def _items(
         self, new: Field, ids: list[str], hashes: list[str], report: ReembedReport

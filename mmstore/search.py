@@ -17,7 +17,7 @@ from mmstore.errors import InvalidInputError, NotFoundError, RecordError, Unknow
 from mmstore.fields import Field, RetiredEncoder, build_modality
 from mmstore.filters import compile_filter
 from mmstore.hits import Hit, Hits
-from mmstore.ingest import check_vectors, encode_batch
+from mmstore.ingest import UnusableVectorsError, check_vectors, encode_batch
 
 if TYPE_CHECKING:
     from mmstore.collection import Collection
@@ -183,7 +183,13 @@ class Searcher:
             f.encoder.check(item)
         except ValueError as e:
             raise InvalidInputError(f"query {name}=: {e}") from e
-        return Query(f, encode_batch(hook, f, [item])[0], weight)
+        try:
+            return Query(f, encode_batch(hook, f, [item])[0], weight)
+        except UnusableVectorsError as e:
+            raise InvalidInputError(
+                f"query {name}=: encoder {f.identity.name!r} turned it into a zero or "
+                "non-finite vector, which cannot be searched with"
+            ) from e
 
     def _raw_vector(self, vector: Any, tgt: Field) -> np.ndarray:
         try:

@@ -300,14 +300,17 @@ class Misbehaving(HashTextEncoder):
     ("mode", "says"),
     [
         ("shape", "returned"),
-        ("nan", "NaN"),
-        ("zero", "zero vector"),
+        ("nan", "r0.*zero or non-finite"),
+        ("zero", "r0.*zero or non-finite"),
         ("raise", "model exploded"),
     ],
 )
 def test_misbehaving_encoder_gives_a_typed_error(
     store: mmstore.Store, mode: str, says: str
 ) -> None:
+    """A malformed batch fails the call (EncoderError naming the plugin); unusable rows
+    reject their records (RecordError naming the record)."""
+
     class Plugin:
         @mmstore.hookimpl
         def mmstore_register_encoders(self) -> list[type[Encoder]]:
@@ -316,9 +319,11 @@ def test_misbehaving_encoder_gives_a_typed_error(
     Misbehaving.mode = mode
     store.plugins.register(Plugin(), name="misbehaving_plugin")
     col = store.create_collection("m", encoders={"text": "misbehaving"})
-    with pytest.raises(mmstore.EncoderError, match=says) as err:
+    expected = mmstore.RecordError if mode in ("nan", "zero") else mmstore.EncoderError
+    with pytest.raises(expected, match=says) as err:
         col.ingest(make_records(3))
-    assert err.value.plugin == "misbehaving_plugin"
+    if expected is mmstore.EncoderError:
+        assert getattr(err.value, "plugin", None) == "misbehaving_plugin"
     assert counts(store) == (0, 0, 0)
 
 
@@ -376,3 +381,54 @@ def test_progress_bar_is_opt_in(col: mmstore.Collection, capsys: pytest.CaptureF
     assert "ingest docs" not in capsys.readouterr().err
     col.ingest(make_records(3, start=10), progress=True)
     assert "ingest docs" in capsys.readouterr().err
+
+
+class VoidOnZero(HashTextEncoder):
+    """Gives a zero vector for texts containing 'void', and NaN for 'nan'."""
+
+    name = "void_hash"
+
+    def encode(self, items: Sequence[Any], modality: str) -> np.ndarray:
+        out = super().encode(items, modality)
+        for i, text in enumerate(items):
+            if "void" in text:
+                out[i] = 0.0
+            if "nan" in text:
+                out[i, 0] = np.nan
+        return out
+
+
+class VoidPlugin:
+    @mmstore.hookimpl
+    def mmstore_register_encoders(self) -> list[type]:
+        return [VoidOnZero]
+
+
+def test_unusable_vectors_reject_their_records_not_the_call(store: mmstore.Store) -> None:
+    """Bad inputs: values the encoder turns into a zero or a non-finite vector."""
+    store.plugins.register(VoidPlugin())
+    col = store.create_collection(
+        "v", encoders={"text": "void_hash", "other": {"encoder": "hash_text", "modality": "text"}}
+    )
+    good = [{"id": f"g{i}", "text": f"red apple {i}", "other": "x"} for i in range(5)]
+    with pytest.raises(mmstore.RecordError, match="zero or non-finite") as err:
+        col.ingest([*good, {"id": "bad", "text": "void here", "other": "y"}])
+    assert (err.value.record_id, err.value.field) == ("bad", "text") and len(col) == 0
+    report = col.ingest(
+        [
+            *good,
+            {"id": "bad", "text": "void", "other": "y"},
+            {"id": "n", "text": "nan", "other": "z"},
+        ],
+        on_error="skip",
+    )
+    assert sorted(r.id for r in report.rejected) == ["bad", "n"] and report.written == 5
+    assert len(col) == 5 and col.verify()[0]["ok"] and col.verify()[1]["ok"]
+    # a stored record whose new value is unusable keeps its old value and vectors
+    report = col.ingest([{"id": "g1", "text": "void now", "other": "changed"}], on_error="skip")
+    assert [r.id for r in report.rejected] == ["g1"]
+    assert col.get("g1")[0]["text"] == "red apple 1"
+    assert col.search(record="g0", target="other", k=10).ids.count("g1") == 1
+    assert all(v["ok"] for v in col.verify())
+    with pytest.raises(mmstore.InvalidInputError, match="zero or non-finite"):
+        col.search(text="void")

@@ -409,3 +409,25 @@ def test_skip_refuses_a_switch_that_would_empty_the_field(store_path: Path) -> N
                 "blob", encoder={"encoder": "blob_hash", "dim": 8, "seed": 2}, on_error="skip"
             )
         assert col.pending("blob") and len(col.search(record="x1", k=5)) == 2
+
+
+def test_a_moved_referenced_file_is_updated_by_ingest_and_reembeds(tmp_path: Path) -> None:
+    """keep='reference': the same bytes at a new path rewrite the record's source (no
+    re-encoding), so a later re-embedding reads the file where it now is."""
+    import soundfile as sf
+
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.mkdir()
+    new.mkdir()
+    t = np.arange(8000, dtype=np.float32) / 8000
+    sf.write(old / "a.wav", np.sin(2 * np.pi * 440 * t), 8000)
+    options = {"audio": {"roots": [str(tmp_path)], "keep": "reference"}}
+    with mmstore.open(tmp_path / "s") as store:
+        col = store.create_collection("a", encoders={"audio": "logmel"}, options=options)
+        col.ingest({"id": "a", "audio": str(old / "a.wav")})
+        (old / "a.wav").rename(new / "a.wav")
+        report = col.ingest({"id": "a", "audio": str(new / "a.wav")})
+        assert (report.written, report.encoded) == (1, 0)
+        assert col.get("a")[0]["audio"]["path"] == str((new / "a.wav").resolve())
+        report = col.reembed("audio", encoder={"encoder": "logmel", "n_mels": 32})
+        assert report.switched and report.encoded == 1 and not report.rejected

@@ -35,7 +35,8 @@ class Modality:
 
     name: ClassVar[str]
     Options: ClassVar[type[ModalityOptions]] = ModalityOptions
-    #: whether values are small enough to keep inline in the catalog
+    #: whether values are small enough to keep inline in the catalog (documentation for
+    #: readers of the plugin; the core does not act on it)
     inline: ClassVar[bool] = True
 
     def __init__(self, *, media: MediaStore | None = None, **options: Any) -> None:

@@ -162,8 +162,12 @@ class CollectionIndexes:
         if saved is not None:
             newer = int((live > saved.last_vid).sum())
             file = "current" if newer == 0 else f"behind by {newer} vectors (replayed on open)"
+        elif reason == "no index yet":
+            file = "none yet"
+        elif str(reason).startswith("built for encoder"):  # a switch not yet saved
+            file = f"stale: {reason} (rebuilt from the catalog, saved on close)"
         else:
-            file = "none yet" if reason == "no index yet" else f"damaged: {reason}"
+            file = f"damaged: {reason}"
         return {
             "field": field.name,
             "catalog_vectors": len(live),

@@ -431,3 +431,62 @@ def test_a_moved_referenced_file_is_updated_by_ingest_and_reembeds(tmp_path: Pat
         assert col.get("a")[0]["audio"]["path"] == str((new / "a.wav").resolve())
         report = col.reembed("audio", encoder={"encoder": "logmel", "n_mels": 32})
         assert report.switched and report.encoded == 1 and not report.rejected
+
+
+KILL_AT = textwrap.dedent(
+    """
+    import os, sys
+    import mmstore
+    from mmstore import indexes, reembed
+    from mmstore.testing import FakePlugin
+
+    where = sys.argv[2]
+    if where == "inside_batch":  # rows inserted, transaction not committed
+        insert = reembed.Reembedder._insert
+        calls = []
+
+        def dying(self, conn, new, kept, vectors):
+            vids = insert(self, conn, new, kept, vectors)
+            calls.append(1)
+            if len(calls) == 2:
+                os._exit(18)
+            return vids
+
+        reembed.Reembedder._insert = dying
+    else:  # the switch committed, the new index not yet saved
+        indexes.CollectionIndexes.save = lambda self, field: os._exit(18)
+    store = mmstore.open(sys.argv[1], plugins=[FakePlugin()])
+    store.collection("docs").reembed(
+        "text", encoder={"encoder": "hash_text", "dim": 16, "seed": 9}, batch_size=10
+    )
+    """
+)
+
+
+@pytest.mark.parametrize("where", ["inside_batch", "after_switch"])
+def test_killed_inside_a_batch_or_after_the_switch(store_path: Path, where: str) -> None:
+    with open_store(store_path) as store:
+        col = store.create_collection(
+            "docs", encoders={"text": {"encoder": "hash_text", "dim": 16}}
+        )
+        col.ingest(make_records(30))
+        old_key = col.fields["text"].key
+    child = subprocess.run(
+        [sys.executable, "-c", KILL_AT, str(store_path), where],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parents[1],
+    )
+    assert child.returncode == 18, child.stderr
+    with open_store(store_path) as store:
+        col = store.collection("docs")
+        keys = catalog_keys(col, "text")
+        if where == "inside_batch":  # the first batch committed, the second rolled back
+            assert col.pending("text") and keys[old_key] == 30 and sum(keys.values()) == 40
+            assert col.search(text="red apple", k=3).ids
+            col.reembed("text", batch_size=10)
+        else:  # switched; the index is rebuilt from the catalog
+            assert not col.pending("text") and old_key not in keys
+        assert col.verify()[0]["ok"]
+        assert_only_new_space(col, "text")

@@ -85,10 +85,7 @@ class Ingestor:
     """Runs one ``ingest`` call for a collection."""
 
     def __init__(self, col: Collection, on_error: OnError, progress: bool, chunk_size: int) -> None:
-        if on_error not in ("raise", "skip"):
-            raise InvalidInputError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-        if chunk_size < 1:
-            raise InvalidInputError(f"chunk_size must be positive, got {chunk_size}")
+        check_run_options(on_error, "chunk_size", chunk_size)
         self.col, self.on_error, self.progress, self.chunk_size = (
             col,
             on_error,
@@ -537,6 +534,14 @@ class Ingestor:
         else:
             col.cache.apply(p.rows, p.owners, p.removed_owner_vids, ())
         col.indexes.maybe_save(col.fields)
+
+
+def check_run_options(on_error: str, size_name: str, size: int) -> None:
+    """The options every batch job takes: how to treat bad records, and a batch size."""
+    if on_error not in ("raise", "skip"):
+        raise InvalidInputError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise InvalidInputError(f"{size_name} must be a positive int, got {size!r}")
 
 
 def encode_batch(hook: Any, f: Field, batch: list[Any]) -> np.ndarray:

@@ -22,7 +22,7 @@ from mmstore.errors import InvalidInputError, MMStoreError, RecordError, Unknown
 from mmstore.events import FieldSwitched, ReembedProgress
 from mmstore.fields import Field, build_field, record_identity
 from mmstore.fitting import ensure_fitted
-from mmstore.ingest import Rejected, encode_rows, unusable_value
+from mmstore.ingest import Rejected, check_run_options, encode_rows, unusable_value
 
 if TYPE_CHECKING:
     from mmstore.collection import Collection
@@ -55,10 +55,7 @@ class Reembedder:
     """Runs one ``reembed`` call for a collection's field."""
 
     def __init__(self, col: Collection, batch_size: int, on_error: str, progress: bool) -> None:
-        if on_error not in ("raise", "skip"):
-            raise InvalidInputError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-        if batch_size < 1:
-            raise InvalidInputError(f"batch_size must be positive, got {batch_size}")
+        check_run_options(on_error, "batch_size", batch_size)
         self.col, self.batch_size, self.on_error, self.progress = (
             col,
             batch_size,

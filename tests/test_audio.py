@@ -2,13 +2,16 @@
 WAV/FLAC/OGG files written with soundfile from generated tones, chirps and noise.
 
 Accepted: WAV, FLAC and OGG bytes; a path (``str`` or ``Path``) under the roots; arrays as
-``(array, rate)`` or ``{"array", "sample_rate"}`` at 8, 16, 44.1 and 48 kHz, float or
-int16, mono or stereo (downmixed by mean).
+``(array, rate)`` or ``{"array", "sample_rate"}`` at 8, 16, 44.1 and 48 kHz, float, int16
+or uint8 (kept exactly), mono or stereo (downmixed by mean).
 
 Bad inputs tried (each must raise a RecordError naming the record and the field, and the
 call must write no record or vector): a WAV cut short, a FLAC cut short, random bytes,
 empty bytes, an AIFF file (another format), a clip longer than ``max_seconds`` (also one
-cut short, refused on its header before decoding), a file over ``max_bytes``, silence (an
+cut short, refused on its header before decoding), a file over ``max_bytes``, a file with
+more than ``MAX_CHANNELS`` channels or decoding to more than ``max_decoded_mb`` (both seen
+in the header), a one-sample clip and a click on the window's zero edge (no spectrum to
+embed), an array whose conversion raises an unexpected error, silence (an
 all-zero array, a -100 dBFS WAV), NaN samples (in an array, in a float WAV), a path
 outside the roots, a symlink under the roots escaping them, a missing file, a directory,
 any path when no roots are configured, a float / str / out-of-range sample rate, a 3-d
@@ -27,6 +30,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from mmstore_audio import Audio, AudioSourceError, AudioValue, LogMel
+from mmstore_audio.decode import MAX_CHANNELS
 
 import mmstore
 from mmstore.testing import check_encoder, check_modality
@@ -126,6 +130,16 @@ def test_accepts_arrays_at_any_rate(acol: mmstore.Collection, rate: int) -> None
     assert {s["audio"]["sample_rate"] for s in acol.get(["tuple", "dict", "int16"])} == {rate}
 
 
+def test_uint8_arrays_are_kept_exactly(acol: mmstore.Collection) -> None:
+    """8-bit unsigned samples (offset binary, 128 is zero) are stored as 8-bit WAV."""
+    u8 = np.round(tone(440) * 127 + 128).astype(np.uint8)
+    value = modality_of(acol).validate((u8, SR), "u8", "audio")
+    mono, _ = value.load()
+    np.testing.assert_array_equal(mono, (u8.astype(np.float32) - 128) / 128)
+    acol.ingest({"id": "u8", "audio": (u8, SR)})
+    assert acol.search(audio=(tone(440), SR), k=1).ids == ["u8"]
+
+
 def test_stereo_is_downmixed_by_mean(acol: mmstore.Collection) -> None:
     left, right = tone(440), chirp()
     value = modality_of(acol).validate((np.stack([left, right], axis=1), SR), "s", "audio")
@@ -164,6 +178,13 @@ def _nan_array(tmp_path: Path) -> tuple[np.ndarray, int]:
     return x, SR
 
 
+class _BrokenArray:
+    """An array-like whose conversion fails with an error no check expects."""
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        raise RuntimeError("sensor disconnected")
+
+
 BAD: dict[str, tuple[Callable[[Path], Any], str]] = {
     "truncated-wav": (lambda p: encoded(tone(440))[:-1000], "truncated"),
     "truncated-flac": (
@@ -184,6 +205,16 @@ BAD: dict[str, tuple[Callable[[Path], Any], str]] = {
     ),
     "silent-array": (lambda p: (np.zeros(SR, np.float32), SR), "silent"),
     "silent-wav": (lambda p: encoded(tone(440, amp=1e-5), SR, "WAV", "FLOAT"), "silent"),
+    "too-many-channels": (
+        lambda p: encoded(np.stack([tone(440, seconds=0.1)] * (MAX_CHANNELS + 1), axis=1)),
+        f"{MAX_CHANNELS + 1} channels, more than {MAX_CHANNELS}",
+    ),
+    "one-sample": (lambda p: (np.array([0.5], np.float32), SR), "too short to give a spectrum"),
+    "click-on-window-edge": (
+        lambda p: (np.r_[0.5, np.zeros(199)].astype(np.float32), SR),
+        "no power above",
+    ),
+    "broken-array": (lambda p: (_BrokenArray(), SR), "RuntimeError: sensor disconnected"),
     "nan-array": (_nan_array, "NaN"),
     "nan-wav": (_nan_wav, "NaN"),
     "outside-roots": (_outside, "outside the allowed roots"),
@@ -220,6 +251,22 @@ def test_bad_input_is_refused_naming_record_and_field(
     assert acol.search(audio=encoded(tone(440)), k=3).ids == []
 
 
+def test_decoded_size_is_refused_on_the_header(audio_store: mmstore.Store, tmp_path: Path) -> None:
+    """48 kHz stereo for 3 s decodes to 1.1 MiB of float32: over max_decoded_mb=1, seen in
+    the header of a file cut short (decoding first would report the truncation)."""
+    col = make_col(audio_store, [str(tmp_path)], max_decoded_mb=1)
+    flac = encoded(np.stack([tone(440, 48_000, 3.0)] * 2, axis=1), 48_000, "FLAC")
+    assert len(flac) < 400_000
+    for value in (flac, flac[: len(flac) // 3]):
+        with pytest.raises(mmstore.RecordError, match=r"'bad', field 'audio'.*max_decoded_mb=1"):
+            col.ingest([{"id": "good", "audio": encoded(tone(440))}, {"id": "bad", "audio": value}])
+    assert col.count() == 0
+    col.ingest(
+        {"id": "a", "audio": encoded(np.stack([tone(440, 48_000, 2.0)] * 2, axis=1), 48_000)}
+    )
+    assert col.count() == 1
+
+
 def test_paths_are_refused_without_roots(audio_store: mmstore.Store, tmp_path: Path) -> None:
     col = make_col(audio_store, [])
     sf.write(tmp_path / "a.wav", tone(440), SR)
@@ -242,10 +289,31 @@ def test_skip_drops_only_the_bad_record(acol: mmstore.Collection) -> None:
     assert sorted(r["id"] for r in acol.get(["a", "b"])) == ["a", "b"]
 
 
+@pytest.mark.parametrize(
+    "case", ["too-many-channels", "one-sample", "click-on-window-edge", "broken-array"]
+)
+def test_skip_drops_only_a_record_refused_by_header_encoder_or_surprise(
+    acol: mmstore.Collection, tmp_path: Path, case: str
+) -> None:
+    make, says = BAD[case]
+    report = acol.ingest(
+        [
+            {"id": "a", "audio": encoded(tone(440))},
+            {"id": "bad", "audio": make(tmp_path)},
+            {"id": "b", "audio": (noise(), SR)},
+        ],
+        on_error="skip",
+    )
+    assert report.written == 2 and [(r.id, r.field) for r in report.rejected] == [("bad", "audio")]
+    assert says in report.rejected[0].reason
+
+
 def test_bad_query_value_is_an_invalid_input(acol: mmstore.Collection) -> None:
     acol.ingest({"id": "a", "audio": encoded(tone(440))})
     with pytest.raises(mmstore.InvalidInputError, match="silent"):
         acol.search(audio=(np.zeros(SR, np.float32), SR))
+    with pytest.raises(mmstore.InvalidInputError, match="too short to give a spectrum"):
+        acol.search(audio=(np.array([0.5], np.float32), SR))
 
 
 # -- what the vectors mean --------------------------------------------------------------

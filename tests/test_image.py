@@ -12,7 +12,10 @@ symlink under a root pointing outside it, a folder, a missing file, a path with 
 configured, empty bytes, non-image bytes, corrupt PNG data, a truncated JPEG, a truncated
 PNG, an image over max_pixels, a header claiming more pixels than Pillow allows (whose
 DecompressionBombWarning must become the error, not a warning), bytes over max_bytes, a
-float array, a 2-channel array, a 4-d array, an int and a dict.
+float array, a 2-channel array, a 4-d array, an int and a dict; and valid images in formats
+Pillow reads but the modality does not accept (EPS, PCX, ICO, TGA, PPM, the first also as a
+``.png`` path): only JPEG, PNG, WebP, GIF, BMP and TIFF are decoded, on validation and when
+an encoder loads a value.
 """
 
 from __future__ import annotations
@@ -241,6 +244,11 @@ def _dotdot(root: Path, tmp: Path) -> str:
     return f"{root}/../elsewhere/x.png"
 
 
+def _write(path: Path, data: bytes) -> str:
+    path.write_bytes(data)
+    return str(path)
+
+
 def _folder(root: Path) -> str:
     (root / "sub").mkdir()
     return str(root / "sub")
@@ -268,6 +276,16 @@ BAD: dict[str, tuple[Callable[[Path, Path], Any], dict[str, Any], str]] = {
     "float_array": (lambda r, t: np.zeros((8, 8, 3), np.float32), {}, "uint8"),
     "two_channels": (lambda r, t: np.zeros((8, 8, 2), np.uint8), {}, r"\(H, W, 3\)"),
     "four_dims": (lambda r, t: np.zeros((1, 8, 8, 3), np.uint8), {}, r"shape \(1, 8, 8, 3\)"),
+    "eps": (lambda r, t: encoded(10, "EPS"), {}, "not a JPEG, PNG, WebP, GIF, BMP or TIFF"),
+    "pcx": (lambda r, t: encoded(10, "PCX"), {}, "not a JPEG, PNG, WebP, GIF, BMP or TIFF"),
+    "ico": (lambda r, t: encoded(10, "ICO"), {}, "not a JPEG, PNG, WebP, GIF, BMP or TIFF"),
+    "tga": (lambda r, t: encoded(10, "TGA"), {}, "not a JPEG, PNG, WebP, GIF, BMP or TIFF"),
+    "ppm": (lambda r, t: encoded(10, "PPM"), {}, "not a JPEG, PNG, WebP, GIF, BMP or TIFF"),
+    "eps_named_png": (
+        lambda r, t: _write(r / "disguised.png", encoded(10, "EPS")),
+        {},
+        "not a JPEG, PNG, WebP, GIF, BMP or TIFF",
+    ),
     "an_int": (lambda r, t: 42, {}, "got int"),
     "a_dict": (lambda r, t: {"path": "x.png"}, {}, "got dict"),
 }
@@ -299,6 +317,17 @@ def test_a_bad_image_is_refused_naming_record_and_field(
     assert [(r.id, r.field) for r in report.rejected] == [("bad", "image")]
     assert [r["id"] for r in col.get(["good", "good2"])] == ["good", "good2"]
     assert len(blobs(store)) == 2
+
+
+@pytest.mark.parametrize("fmt", ["EPS", "PCX", "TGA"])
+def test_loading_decodes_only_the_accepted_formats(fmt: str) -> None:
+    """A stored value is decoded again when an encoder loads it: with the same formats."""
+    data = encoded(11, fmt)
+    value = ImageValue(mmstore.MediaStore.digest(data), fmt, 8, 8, data)
+    with pytest.raises(Image.UnidentifiedImageError):
+        value.load()
+    png = encoded(11)
+    assert ImageValue(mmstore.MediaStore.digest(png), "PNG", 8, 8, png).load().size == (8, 8)
 
 
 def test_the_roots_message_says_how_to_allow_paths(

@@ -8,7 +8,8 @@ its caption first.
 Bad inputs tried: pretrained left out, a checkpoint path that does not exist, a tag and an
 hf-hub name that are not in the (emptied) local caches, an unknown tag, an unknown model
 name, a model_config whose name clashes with a built-in architecture, fp16 and bf16 on a
-CPU, and a modality the encoder does not encode.
+CPU, a modality the encoder does not encode, and a checkpoint file overwritten after the
+encoder was built (its identity names the old content, so the new weights are not loaded).
 """
 
 from __future__ import annotations
@@ -415,6 +416,44 @@ def test_identity_follows_the_weights_content_not_the_path(
     other = OpenClipEncoder(model="mms-tiny-clip-wider", model_config=str(wider), pretrained=None)
     assert other.dim == 48
     assert other.identity_params()["config_sha256"] != original.identity_params()["config_sha256"]
+
+
+def overwrite(path: Path, seed: int, tiny: dict[str, Any]) -> None:
+    """Save other weights of the tiny CLIP over ``path``, a second later in mtime."""
+    save_weights(build(TINY, Path(tiny["model_config"]), seed=seed)[0], path)
+    stat = os.stat(path)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+
+
+def test_a_checkpoint_overwritten_after_the_encoder_was_built_is_not_loaded(
+    tiny: dict[str, Any], tmp_path: Path
+) -> None:
+    weights = Path(shutil.copy(tiny["pretrained"], tmp_path / "w.safetensors"))
+    overwrite(weights, 21, tiny)  # content not loaded before in this process
+    encoder = OpenClipEncoder(**{**tiny, "pretrained": str(weights)})
+    overwrite(weights, 22, tiny)
+    with pytest.raises(mmstore.EncoderChangedError, match=r"changed since.*reembed"):
+        encoder.encode(["a red circle"], "text")
+    reopened = OpenClipEncoder(**{**tiny, "pretrained": str(weights)})
+    assert reopened.identity_params()["weights"] != encoder.identity_params()["weights"]
+    assert reopened.encode(["a red circle"], "text").shape == (1, 32)
+
+
+def test_a_loaded_model_serves_only_the_identity_it_was_loaded_for(
+    tiny: dict[str, Any], tmp_path: Path
+) -> None:
+    weights = Path(shutil.copy(tiny["pretrained"], tmp_path / "w.safetensors"))
+    overwrite(weights, 31, tiny)
+    texts = [c for _, _, c in PAIRS[:3]]
+    old = OpenClipEncoder(**{**tiny, "pretrained": str(weights)})
+    before = old.encode(texts, "text")
+    overwrite(weights, 32, tiny)
+    new = OpenClipEncoder(**{**tiny, "pretrained": str(weights)})
+    assert not np.allclose(new.encode(texts, "text"), before, atol=1e-3)
+    np.testing.assert_array_equal(old.encode(texts, "text"), before)  # still the old model
+    clear_models()  # as a fresh process would: loading again finds other weights
+    with pytest.raises(mmstore.EncoderChangedError, match="changed since"):
+        old.encode(texts, "text")
 
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])

@@ -6,9 +6,10 @@ store, and forgotten when the ingest that fitted them fails.
 
 Bad inputs tried, each refused with a RecordError naming the record and the field (nothing
 written with ``on_error="raise"``, only that record dropped with ``"skip"``): a column the
-encoder does not declare, text in a numeric column, NaN, an infinity, a nested dict, a list
-value, an empty mapping, a value that is not a mapping, a non-str column name, and more
-columns than ``MAX_COLUMNS``. Configuration errors tried: a column both numeric and
+encoder does not declare, text in a numeric column, NaN, an infinity, a number beyond
+float32's range, a number that standardizes beyond it with the fitted statistics, a nested
+dict, a list value, an empty mapping, a value that is not a mapping, a non-str column name,
+and more columns than ``MAX_COLUMNS``. Configuration errors tried: a column both numeric and
 categorical, no column at all, a column listed twice, ``max_categories=0``.
 """
 
@@ -240,6 +241,19 @@ def test_query_with_a_bad_row_is_refused(col: mmstore.Collection) -> None:
     col.ingest(records(FIRST, "a"))
     with pytest.raises(mmstore.InvalidInputError, match="'size' is not declared"):
         col.search(row={"price": 10, "size": 3})
+    with pytest.raises(mmstore.InvalidInputError, match="column 'price'.*beyond float32's range"):
+        col.search(row={"price": 1e40})
+
+
+def test_extreme_numbers_in_the_first_chunk_fit_finite_statistics(
+    col: mmstore.Collection,
+) -> None:
+    """Numbers up to float32's largest standardize within its range with the statistics
+    fitted on them, so the chunk that fits is never refused for that."""
+    rows = [{"price": 3.4e38}, {"price": -3.4e38}, {"price": 1.0}]
+    assert col.ingest(records(rows, "x")).written == 3
+    vectors = stored_vectors(col.store)
+    assert all(np.isfinite(v).all() for v in vectors.values())
 
 
 # -- failures -----------------------------------------------------------------------------
@@ -276,6 +290,7 @@ BAD_ROWS = {
     "text in a numeric column": ({"price": "cheap"}, "numeric column 'price'"),
     "nan": ({"price": float("nan")}, "must be finite"),
     "inf": ({"weight": float("-inf")}, "must be finite"),
+    "beyond float32": ({"price": 1e40}, "beyond float32's range"),
     "nested dict": ({"brand": {"name": "acme"}}, "holds a dict"),
     "list value": ({"color": ["red"]}, "holds a list"),
     "empty mapping": ({}, "no columns"),
@@ -283,7 +298,7 @@ BAD_ROWS = {
     "non-str key": ({1: 2.0}, "non-empty strings"),
     "too many columns": ({f"c{i}": 1 for i in range(MAX_COLUMNS + 1)}, "limit of 1,024"),
 }
-ENCODER_CASES = ("undeclared column", "text in a numeric column")
+ENCODER_CASES = ("undeclared column", "text in a numeric column", "beyond float32")
 
 
 @pytest.mark.parametrize("case", list(BAD_ROWS))
@@ -304,6 +319,26 @@ def test_bad_row_with_skip_drops_only_that_record(col: mmstore.Collection, case:
     assert (rejected.id, rejected.field) == ("x", "row") and problem in rejected.reason
     assert len(col) == len(FIRST) and "x" not in stored_vectors(col.store)
     assert_stats(stored_states(col.store)[0][2], hand_stats(FIRST))
+
+
+def test_value_standardized_beyond_float32_after_fitting_is_refused(
+    tab_store: mmstore.Store,
+) -> None:
+    """Fitted on prices 0 and 0.001 (scale 0.0005), 3e38 is within float32 but standardizes
+    to 6e41, beyond it: refused naming the column, before anything is written."""
+    field = {"encoder": "tabular", "modality": "tabular", "numeric": ["price"]}
+    col = tab_store.create_collection("t", encoders={"row": field})
+    col.ingest(records([{"price": 0.0}, {"price": 0.001}], "a"))
+    later = [{"id": "ok", "row": {"price": 5.0}}, {"id": "x", "row": {"price": 3e38}}]
+    with pytest.raises(mmstore.RecordError, match="column 'price'.*standardizes to") as e:
+        col.ingest(later)
+    assert (e.value.record_id, e.value.field) == ("x", "row")
+    assert len(col) == 2
+    with pytest.raises(mmstore.InvalidInputError, match="column 'price'.*standardizes to"):
+        col.search(row={"price": -3e38})
+    report = col.ingest(later, on_error="skip")
+    assert [(r.id, r.field) for r in report.rejected] == [("x", "row")]
+    assert report.written == 1 and "x" not in stored_vectors(col.store)
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ truncation and content checks after it, the mono downmix, and arrays written as 
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,8 @@ SILENCE_PEAK = 1e-4
 MIN_RATE, MAX_RATE = 1_000, 384_000
 #: channels accepted; more usually means a (channels, frames) array passed the wrong way
 MAX_CHANNELS = 32
+#: bytes in a MiB (options give memory in MiB)
+MIB = 1 << 20
 #: WAV subtype each array dtype is stored as: every one of them exactly (lossless)
 WAV_SUBTYPES = {
     "float16": "FLOAT",
@@ -26,7 +29,7 @@ WAV_SUBTYPES = {
     "int8": "PCM_16",
     "int16": "PCM_16",
     "int32": "PCM_32",
-    "uint8": "PCM_U8",
+    "uint8": "PCM_U8",  # offset binary (128 is zero), written from int16
 }
 
 
@@ -54,11 +57,17 @@ def check_rate(rate: int) -> None:
         raise AudioProblem(f"sample rate {rate} Hz is outside {MIN_RATE}..{MAX_RATE} Hz")
 
 
-def check_header(header: Header, max_seconds: float) -> None:
-    """Refuse by the header alone: format, rate, channels, length."""
+def check_header(header: Header, max_seconds: float, max_decoded: float = math.inf) -> None:
+    """Refuse by the header alone: format, rate, channels, length, and the bytes decoding
+    would allocate (``decoded_bytes``) against ``max_decoded``."""
     if header.format not in FORMATS:
         raise AudioProblem(f"{header.format} files are not accepted; convert to WAV, FLAC or OGG")
     check_rate(header.sample_rate)
+    if header.channels > MAX_CHANNELS:
+        raise AudioProblem(
+            f"the file has {header.channels} channels, more than {MAX_CHANNELS}; "
+            "downmix it or keep the channels you need"
+        )
     if header.frames == 0:
         raise AudioProblem("the file holds no samples")
     if header.seconds > max_seconds:
@@ -66,6 +75,17 @@ def check_header(header: Header, max_seconds: float) -> None:
             f"audio lasts {header.seconds:.1f} s, more than max_seconds={max_seconds:g}; "
             "cut it into shorter clips or raise options={'audio': {'max_seconds': ...}}"
         )
+    if decoded_bytes(header) > max_decoded:
+        raise AudioProblem(
+            f"decoding would take {decoded_bytes(header):,} bytes ({header.frames:,} frames x "
+            f"{header.channels} channels x 4), more than max_decoded_mb={max_decoded / MIB:g}; "
+            "cut the clip, downmix it, or raise options={'audio': {'max_decoded_mb': ...}}"
+        )
+
+
+def decoded_bytes(header: Header) -> int:
+    """Memory the decoded samples take: frames x channels float32."""
+    return header.frames * header.channels * 4
 
 
 def wav_shortfall(data: bytes) -> tuple[int, int] | None:
@@ -89,8 +109,11 @@ def wav_shortfall(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-def decode(data: bytes, max_seconds: float) -> tuple[Header, np.ndarray]:
-    """The header (checked before decoding) and all samples, ``(frames, channels)`` float32."""
+def decode(
+    data: bytes, max_seconds: float, max_decoded: float = math.inf
+) -> tuple[Header, np.ndarray]:
+    """The header (checked before decoding, see :func:`check_header`) and all samples,
+    ``(frames, channels)`` float32."""
     if not data:
         raise AudioProblem("the bytes are empty")
     try:
@@ -99,7 +122,7 @@ def decode(data: bytes, max_seconds: float) -> tuple[Header, np.ndarray]:
         raise AudioProblem(f"not readable as WAV, FLAC or OGG audio ({_reason(e)})") from e
     with f:
         header = Header(f.format, f.subtype, f.samplerate, f.channels, f.frames)
-        check_header(header, max_seconds)
+        check_header(header, max_seconds, max_decoded)
         try:
             samples = f.read(dtype="float32", always_2d=True)
         except (sf.SoundFileError, RuntimeError) as e:
@@ -179,7 +202,7 @@ def array_samples(array: Any, max_frames: float) -> np.ndarray:
         raise AudioProblem(f"samples are not a numeric array: {e}") from e
     if arr.dtype.name not in WAV_SUBTYPES:
         raise AudioProblem(
-            f"samples of dtype {arr.dtype} are not accepted; use float32, int16 or int32"
+            f"samples of dtype {arr.dtype} are not accepted; use float32, int16, int32 or uint8"
         )
     if arr.ndim == 1:
         arr = arr[:, None]
@@ -198,10 +221,14 @@ def array_samples(array: Any, max_frames: float) -> np.ndarray:
 
 
 def encode_wav(arr: np.ndarray, rate: int) -> bytes:
-    """``arr`` as WAV bytes, exactly (``WAV_SUBTYPES``; int8 scaled into 16 bits)."""
+    """``arr`` as WAV bytes, exactly (``WAV_SUBTYPES``): soundfile writes only float and
+    16/32-bit ints, so int8 is scaled into 16 bits, and uint8 is centred (128 is zero) and
+    scaled into 16 bits that 8-bit unsigned WAV keeps exactly."""
     subtype = WAV_SUBTYPES[arr.dtype.name]
     if arr.dtype == np.int8:
         arr = arr.astype(np.int16) * 256
+    elif arr.dtype == np.uint8:
+        arr = (arr.astype(np.int16) - 128) * 256
     elif arr.dtype.kind == "f" and arr.dtype != np.float32:
         arr = arr.astype(np.float32)
     buf = io.BytesIO()

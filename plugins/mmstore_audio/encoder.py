@@ -11,8 +11,12 @@ from pydantic import Field, model_validator
 
 from mmstore import Encoder, EncoderParams
 from mmstore_audio._pool import pmap, workers
-from mmstore_audio.features import pooled_logmel, resample
+from mmstore_audio.features import AMIN, peak_mel_power, pooled_logmel, resample, resampled_length
 from mmstore_audio.value import AudioValue
+
+#: a clip shorter than ``n_fft // MIN_WINDOW_SHARE`` samples once resampled is refused
+#: (a quarter of a window: 100 samples, 6.25 ms, at the default 400 and 16 kHz)
+MIN_WINDOW_SHARE = 4
 
 
 class LogMelParams(EncoderParams):
@@ -60,10 +64,40 @@ class LogMel(Encoder):
     def dim(self) -> int:
         return 4 * self.params.n_mels
 
+    @property
+    def fmax(self) -> float:
+        return self.params.fmax if self.params.fmax is not None else self.params.sample_rate / 2
+
     def check(self, item: Any) -> None:
-        """Only validated audio values; a clip shorter than one window is zero-padded."""
+        """Only validated audio values that give a spectrum. A clip shorter than one window
+        is zero-padded, but one shorter than a quarter of a window (``MIN_WINDOW_SHARE``)
+        once resampled is refused, and so is one whose single window holds no power above
+        -100 dB (``features.AMIN``; its sound sits on the window's zero-weight first sample,
+        or is that quiet): both would give a vector of zeros."""
         if not isinstance(item, AudioValue):
             raise ValueError(f"expected a validated audio value, got {type(item).__name__}")
+        p = self.params
+        n = resampled_length(item.frames, item.sample_rate, p.sample_rate)
+        least = -(-p.n_fft // MIN_WINDOW_SHARE)
+        if n < least:
+            raise ValueError(
+                f"the clip is too short to give a spectrum: {item.frames} samples at "
+                f"{item.sample_rate} Hz ({1000 * item.seconds:.3g} ms), {n} at the encoder's "
+                f"{p.sample_rate} Hz, fewer than {least} (a quarter of its {p.n_fft}-sample "
+                f"window, {1000 * least / p.sample_rate:.3g} ms); give a longer clip"
+            )
+        if n <= p.n_fft and self._peak_power(item) <= AMIN:
+            raise ValueError(
+                f"the clip holds no power above -100 dB in its one {p.n_fft}-sample window "
+                "(its sound sits on the window's zero-weight first sample, or is that quiet); "
+                "give a longer or louder clip"
+            )
+
+    def _peak_power(self, item: AudioValue) -> float:
+        p = self.params
+        samples, rate = item.load()
+        clip = resample(samples, rate, p.sample_rate)
+        return peak_mel_power(clip, p.sample_rate, p.n_mels, p.n_fft, p.hop, p.fmin, self.fmax)
 
     def encode(self, items: Sequence[Any], modality: str) -> np.ndarray:
         """Loads, resamples and pools the batch in parts, one per thread of the pool; each
@@ -78,9 +112,8 @@ class LogMel(Encoder):
 
     def _part(self, items: list[AudioValue]) -> np.ndarray:
         p = self.params
-        fmax = p.fmax if p.fmax is not None else p.sample_rate / 2
         clips = [self._clip(item) for item in items]
-        return pooled_logmel(clips, p.sample_rate, p.n_mels, p.n_fft, p.hop, p.fmin, fmax)
+        return pooled_logmel(clips, p.sample_rate, p.n_mels, p.n_fft, p.hop, p.fmin, self.fmax)
 
     def _clip(self, item: AudioValue) -> np.ndarray:
         """Mono samples at the encoder's rate; samples kept since validation are dropped."""

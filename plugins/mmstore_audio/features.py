@@ -5,7 +5,9 @@ The steps, for a batch of mono float32 clips already at the encoder's rate:
 1. **Frames**: Hann-windowed (periodic) frames of ``n_fft`` samples every ``hop`` samples,
    not centred, no padding: a clip of ``n`` samples gives ``1 + (n - n_fft) // hop``
    frames. A clip shorter than one window is zero-padded to one window (one frame; its
-   time statistics below are then zero).
+   time statistics below are then zero). The encoder refuses a clip shorter than a
+   quarter of a window, or one whose single window holds no power above ``AMIN``: either
+   would give a vector of zeros (see :meth:`mmstore_audio.encoder.LogMel.check`).
 2. **Power spectrum** of each frame (``scipy.fft.rfft``), projected on a mel filterbank
    (:func:`mel_filterbank`: the HTK mel scale ``2595 log10(1 + f/700)``, triangles evaluated
    at the FFT bin frequencies, each normalized to unit area as Slaney's filters are).
@@ -103,6 +105,11 @@ def resample(x: np.ndarray, rate: int, target: int) -> np.ndarray:
     return np.asarray(resample_poly(x, target // g, rate // g), np.float32)
 
 
+def resampled_length(n: int, rate: int, target: int) -> int:
+    """Samples :func:`resample` gives for ``n`` samples: ``ceil(n * target / rate)``."""
+    return -(-n * target // rate)
+
+
 def frame_count(n: int, n_fft: int, hop: int) -> int:
     """Frames of a clip of ``n`` samples (at least one: short clips are padded)."""
     return 1 + max(0, n - n_fft) // hop
@@ -144,6 +151,14 @@ def mel_power(
         power = spec.real**2 + spec.imag**2
         parts.append(power.astype(np.float32, copy=False) @ bank)
     return np.concatenate(parts)
+
+
+def peak_mel_power(
+    clip: np.ndarray, sample_rate: int, n_mels: int, n_fft: int, hop: int, fmin: float, fmax: float
+) -> float:
+    """The highest mel power of any frame of one clip (``AMIN`` or less: no spectrum)."""
+    bank = mel_filterbank(sample_rate, n_fft, n_mels, float(fmin), float(fmax))
+    return float(mel_power([clip], sample_rate, n_fft, hop, bank).max())
 
 
 def pooled_logmel(

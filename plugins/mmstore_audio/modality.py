@@ -15,6 +15,7 @@ from mmstore import ConfigError, MediaStore, Modality, ModalityOptions, NotFound
 from mmstore.media import PREFIX
 from mmstore_audio._pool import pmap
 from mmstore_audio.decode import (
+    MIB,
     AudioProblem,
     array_rate,
     array_samples,
@@ -26,7 +27,6 @@ from mmstore_audio.decode import (
 )
 from mmstore_audio.value import AudioSourceError, AudioValue, read_checked
 
-MIB = 1 << 20
 ROOTS_HINT = "options={'audio': {'roots': ['/path/to/audio']}}"
 
 
@@ -38,6 +38,9 @@ class AudioOptions(ModalityOptions):
     max_seconds: float = Field(600.0, gt=0)
     #: largest encoded file (or array written as WAV) accepted
     max_bytes: int = Field(256 * MIB, ge=1)
+    #: most memory one clip may decode to (frames x channels x 4 bytes of float32, in MiB),
+    #: checked on the header before decoding; 1 GiB holds 600 s of 8 channels at 48 kHz
+    max_decoded_mb: int = Field(1024, ge=1)
     #: "copy" stores the bytes in the store's media folder; "reference" stores a file's
     #: path and sha256 instead (bytes and arrays, having no path, are always copied)
     keep: Literal["copy", "reference"] = "copy"
@@ -68,9 +71,12 @@ class Audio(Modality):
     Refused, with a RecordError naming the record and field: another format, empty or
     random bytes, a file truncated (fewer frames decoded than the header promises, a WAV
     data chunk cut short, a decoder error), longer than ``max_seconds`` (seen in the header,
-    before decoding) or larger than ``max_bytes``, NaN or infinite samples, silence (a mono
-    peak under ``decode.SILENCE_PEAK``, -80 dBFS), a rate that is not an int of
-    1,000-384,000 Hz, a path with no roots configured or resolving outside them.
+    before decoding) or larger than ``max_bytes``, a file with more than
+    ``decode.MAX_CHANNELS`` channels or whose samples would decode to more than
+    ``max_decoded_mb`` (both seen in the header, before decoding), NaN or infinite samples,
+    silence (a mono peak under ``decode.SILENCE_PEAK``, -80 dBFS), a rate that is not an int
+    of 1,000-384,000 Hz, a path with no roots configured or resolving outside them, and a
+    value whose reading fails in any other way (the error is named in the RecordError).
     """
 
     name = "audio"
@@ -111,6 +117,13 @@ class Audio(Modality):
                 return self._from_array(value, budget)
         except AudioProblem as e:
             raise RecordError(record_id, field, str(e)) from e
+        except Exception as e:  # a decoder, numpy or a caller's array-like failing otherwise
+            raise RecordError(
+                record_id,
+                field,
+                f"cannot be read as audio ({type(e).__name__}: {e}); check the value, or "
+                "convert it to a WAV, FLAC or OGG file or a float32 array first",
+            ) from e
         raise RecordError(
             record_id,
             field,
@@ -125,7 +138,7 @@ class Audio(Modality):
             raise AudioProblem(
                 f"{len(data):,} bytes, more than max_bytes={self.options.max_bytes:,}"
             )
-        header, samples = decode(data, self.options.max_seconds)
+        header, samples = decode(data, self.options.max_seconds, self.options.max_decoded_mb * MIB)
         mono = to_mono(samples)
         del samples
         check_content(mono)

@@ -13,7 +13,7 @@ from PIL import Image, ImageOps
 
 from mmstore import MediaStore, RecordError
 
-from .value import ImageValue, upright_size
+from .value import FORMAT_NAMES, FORMATS, ImageValue, upright_size
 
 #: modes that PNG stores losslessly; others are converted to RGB(A) first
 PNG_MODES = frozenset({"1", "L", "LA", "P", "RGB", "RGBA", "I;16"})
@@ -98,10 +98,10 @@ class Check:
 
     # -- encoded bytes ------------------------------------------------------------------
     def encoded(self, data: bytes) -> ImageValue:
-        """Check the header's pixel count, then decode fully once."""
+        """Check the format and the header's pixel count, then decode fully once."""
         self.size(len(data))
         try:
-            with Image.open(io.BytesIO(data)) as im:
+            with Image.open(io.BytesIO(data), formats=FORMATS) as im:
                 self.pixels(*im.size)
                 fmt = im.format or "unknown"
                 im.load()
@@ -115,8 +115,8 @@ class Check:
             ) from e
         except Image.UnidentifiedImageError as e:
             raise self.fail(
-                "not an image Pillow can read (unknown or unsupported format); give JPEG, PNG, "
-                "WebP, GIF, BMP or TIFF data, or convert it first"
+                f"not an image, or not a {FORMAT_NAMES} image (other formats, such as EPS, "
+                "ICO or PCX, are not decoded); convert it to one of those first"
             ) from e
         except Exception as e:  # truncated or corrupt data: OSError, SyntaxError, EOFError...
             raise self.fail(

@@ -18,6 +18,11 @@ from mmstore.media import PREFIX
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+#: the only Pillow decoders run on image bytes: ``Image.open(..., formats=FORMATS)`` never
+#: tries another (EPS would run Ghostscript; exotic decoders widen what a file can reach)
+FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+#: the same, as messages name them
+FORMAT_NAMES = "JPEG, PNG, WebP, GIF, BMP or TIFF"
 #: EXIF orientations that swap width and height when applied
 TRANSPOSED = frozenset({5, 6, 7, 8})
 READ_BLOCK = 1 << 20
@@ -63,8 +68,9 @@ class ImageValue:
 
 
 def decode_rgb(data: bytes) -> Image.Image:
-    """Decode encoded bytes (held in memory, so nothing needs closing) to upright RGB."""
-    im: Image.Image = Image.open(io.BytesIO(data))
+    """Decode encoded bytes (held in memory, so nothing needs closing) to upright RGB; only
+    the ``FORMATS`` decoders are tried (another format raises UnidentifiedImageError)."""
+    im: Image.Image = Image.open(io.BytesIO(data), formats=FORMATS)
     im.load()
     if im.getexif().get(ExifTags.Base.Orientation, 1) != 1:
         im = ImageOps.exif_transpose(im)

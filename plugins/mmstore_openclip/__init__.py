@@ -118,10 +118,13 @@ class OpenClipEncoder(Encoder):
         raise ConfigError(f"encoder 'open_clip' encodes image and text, not {modality!r}")
 
     def loaded(self) -> Loaded:
+        """The model, shared by encoders of the same identity; a checkpoint file that no
+        longer holds the content ``weights_id`` names raises EncoderChangedError."""
         p = self.params
         device = self.device or resolve_device(p.device)
         config = canonical_json(self.config)
-        spec = Spec(p.model, config, p.config_path is not None, self.weights, device, p.precision)
+        given = p.config_path is not None
+        spec = Spec(p.model, config, given, self.weights, self.weights_id, device, p.precision)
         return load(spec)
 
     def _batched(self, items: Sequence[Any], run: Any) -> np.ndarray:

@@ -14,7 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from mmstore import ConfigError, MMStoreError, UnknownNameError, WeightsUnavailableError
+from mmstore import (
+    ConfigError,
+    EncoderChangedError,
+    MMStoreError,
+    UnknownNameError,
+    WeightsUnavailableError,
+)
 
 from .weights import (
     HOW_TO_PROVIDE,
@@ -35,13 +41,16 @@ class Spec:
     config: str  # canonical JSON of the model config
     config_given: bool  # from a model_config file, to register under ``model``
     weights: Weights
+    #: ``weights.describe()`` when the encoder was built: the content its identity names
+    weights_id: str
     device: str
     precision: str
 
     @property
     def key(self) -> tuple[str, ...]:
-        """Weights by content: a file changed in place is loaded again."""
-        return (self.model, self.config, self.weights.describe(), self.device, self.precision)
+        """Weights by the content the encoder's identity names, not by what the file holds
+        now: a model is cached only after its file was checked to hold that content."""
+        return (self.model, self.config, self.weights_id, self.device, self.precision)
 
 
 @dataclass(frozen=True)
@@ -76,12 +85,37 @@ _CONFIG_DIR: Path | None = None
 
 
 def load(spec: Spec) -> Loaded:
-    """The model for ``spec``, created on first use in this process."""
+    """The model for ``spec``, created on first use in this process; the weights are
+    checked against ``spec.weights_id`` before and after they are read."""
     with _LOCK:
         loaded = _MODELS.get(spec.key)
         if loaded is None:
-            loaded = _MODELS[spec.key] = _create(spec)
+            check_weights(spec)
+            loaded = _create(spec)
+            check_weights(spec)  # not rewritten while open_clip read it
+            _MODELS[spec.key] = loaded
         return loaded
+
+
+def check_weights(spec: Spec) -> None:
+    """Refuse weights that are no longer those the encoder's identity names (a checkpoint
+    file overwritten, or gone, since the encoder was built)."""
+    w = spec.weights
+    try:
+        current = w.describe()
+    except OSError as e:
+        raise WeightsUnavailableError(
+            f"encoder 'open_clip': checkpoint {w.ref!r} cannot be read any more "
+            f"({e.strerror or e}); restore it, or reopen the store with pretrained= set to "
+            "the weights to use"
+        ) from e
+    if current != spec.weights_id:
+        raise EncoderChangedError(
+            f"encoder 'open_clip': checkpoint {w.ref!r} changed since the store opened "
+            f"(it held {spec.weights_id}, it now holds {current}), so its vectors would not "
+            "match the ones stored; reopen the store, which gives the encoder a new "
+            "identity, and re-encode the field with col.reembed(field) (or restore the file)"
+        )
 
 
 def clear() -> None:

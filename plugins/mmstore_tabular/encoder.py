@@ -4,6 +4,7 @@ bias, with means, scales and vocabularies fitted once to the first records of a 
 from __future__ import annotations
 
 import math
+import reprlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -17,6 +18,8 @@ from mmstore import ConfigError, Encoder, EncoderError, EncoderParams
 BIAS = 1.0
 #: the plugin named in errors raised from the encoder itself
 PLUGIN = "tabular"
+#: largest magnitude a numeric cell, and its standardized value, may have: vectors are float32
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class TabularParams(EncoderParams):
@@ -35,7 +38,9 @@ class TabularEncoder(Encoder):
     fixed by the parameters, never by the data):
 
     * one component per numeric column, in ``numeric`` order: ``(x - mean) / scale``, 0
-      when the cell is missing; a ``bool`` counts as the number 0 or 1;
+      when the cell is missing; a ``bool`` counts as the number 0 or 1; :meth:`check`
+      refuses a number beyond float32's range (``FLOAT32_MAX``), and, once fitted, one
+      whose standardized value is;
     * per categorical column, in ``categorical`` order, ``max_categories + 1`` components:
       slot ``i`` is the ``i``-th vocabulary value, the last slot takes values outside the
       vocabulary; all are 0 when the cell is missing;
@@ -77,8 +82,8 @@ class TabularEncoder(Encoder):
             twice = sorted(c for c, n in Counter(columns).items() if n > 1)
             if twice:
                 raise ConfigError(f"encoder 'tabular': {kind} lists {twice} more than once")
-        self._numeric = set(numeric)
-        self._declared = self._numeric | set(categorical)
+        self._numeric = {column: i for i, column in enumerate(numeric)}
+        self._declared = set(numeric) | set(categorical)
         self._mean = self._scale = np.empty(0)
         self._slots: list[dict[str, int]] = []
 
@@ -97,11 +102,35 @@ class TabularEncoder(Encoder):
                     f"{_names(self.params.numeric)} and categorical="
                     f"{_names(self.params.categorical)}: declare it or leave it out"
                 )
-            if column in self._numeric and not _is_number(value) and value is not None:
-                raise ValueError(
-                    f"numeric column {column!r} holds {value!r}; give a number, a bool or "
-                    "None (missing), or declare the column categorical"
-                )
+            if column in self._numeric and value is not None:
+                self._check_number(column, value)
+
+    def _check_number(self, column: str, value: Any) -> None:
+        """A number within float32's range, and so its standardized value once fitted (NaN
+        passes, as it does in :meth:`encode`: missing)."""
+        if not _is_number(value):
+            raise ValueError(
+                f"numeric column {column!r} holds {value!r}; give a number, a bool or "
+                "None (missing), or declare the column categorical"
+            )
+        if abs(value) > FLOAT32_MAX:  # compared exactly: an int too large for a float too
+            raise ValueError(
+                f"numeric column {column!r} holds {reprlib.repr(value)}, beyond float32's range "
+                f"(±{FLOAT32_MAX:.4g}) that vectors are kept in; rescale the column "
+                "(other units, a logarithm) or give None (missing)"
+            )
+        if self.state is None:
+            return
+        i = self._numeric[column]
+        mean, scale = float(self._mean[i]), float(self._scale[i])
+        z = (float(value) - mean) / scale
+        if abs(z) > FLOAT32_MAX:
+            raise ValueError(
+                f"numeric column {column!r} holds {value!r}, which standardizes to {z:.4g} "
+                f"with the fitted mean {mean:.4g} and scale {scale:.4g}, "
+                f"beyond float32's range (±{FLOAT32_MAX:.4g}); give a value nearer the "
+                "data the field was fitted on, or None (missing)"
+            )
 
     def fit(self, items: Sequence[Any], modality: str) -> dict[str, Any]:
         for item in items:

@@ -16,8 +16,6 @@ file (``keep="reference"``)::
 from __future__ import annotations
 
 import contextlib
-import os
-import threading
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -29,14 +27,12 @@ from pydantic import Field, field_validator
 
 import mmstore
 from mmstore import ConfigError, Modality, ModalityOptions, NotFoundError, RecordError
+from mmstore.threads import shared_pool
 
 from .checks import Check, Limits
 from .value import ImageValue, ReferenceChangedError, changed, file_digest
 
 __all__ = ["ImageModality", "ImageOptions", "ImageValue", "ReferenceChangedError"]
-
-_POOL: ThreadPoolExecutor | None = None
-_POOL_LOCK = threading.Lock()
 
 
 def _pillow_limit() -> int:
@@ -161,12 +157,7 @@ def _bombs_are_errors() -> Iterator[None]:
 
 
 def _pool() -> ThreadPoolExecutor:
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None:
-            workers = min(8, os.cpu_count() or 1)
-            _POOL = ThreadPoolExecutor(workers, thread_name_prefix="mmstore-image")
-        return _POOL
+    return shared_pool("image")
 
 
 @mmstore.hookimpl

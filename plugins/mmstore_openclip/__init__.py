@@ -14,8 +14,6 @@ process)::
 
 from __future__ import annotations
 
-import os
-import threading
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Literal
@@ -26,6 +24,7 @@ from pydantic import ConfigDict, Field
 import mmstore
 from mmstore import ConfigError, Encoder, EncoderParams
 from mmstore.encoders import canonical_json
+from mmstore.threads import shared_pool
 
 from .models import Loaded, Spec, clear, load, resolve_device
 from .weights import config_hash, parse_weights, resolve_config
@@ -34,8 +33,6 @@ __all__ = ["OpenClipEncoder", "OpenClipParams", "clear_models"]
 
 #: model batches per encode() call, so that decoding the next one overlaps the model
 CALL_BATCHES = 8
-_POOL: ThreadPoolExecutor | None = None
-_POOL_LOCK = threading.Lock()
 clear_models = clear
 
 
@@ -164,12 +161,7 @@ def _pixels(loaded: Loaded, item: Any) -> Any:
 
 
 def _pool() -> ThreadPoolExecutor:
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None:
-            workers = min(4, os.cpu_count() or 1)
-            _POOL = ThreadPoolExecutor(workers, thread_name_prefix="mmstore-openclip")
-        return _POOL
+    return shared_pool("openclip", most=4)
 
 
 @mmstore.hookimpl

@@ -33,6 +33,18 @@ def open_store(path: Path, *plugins: Any) -> mmstore.Store:
     return mmstore.open(path, plugins=[FakePlugin(), *plugins])
 
 
+def run_child(script: str, code: int, *args: str) -> None:
+    """Run ``script`` in a fresh interpreter, which must end with exit status ``code``."""
+    child = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parents[1],
+    )
+    assert child.returncode == code, child.stderr
+
+
 def catalog_keys(col: mmstore.Collection, field: str) -> dict[str, int]:
     rows = col.store.catalog.query_arrow(
         "SELECT encoder_key, count(*) AS n FROM mms_embeddings WHERE collection = ? "
@@ -172,14 +184,7 @@ def test_reembed_killed_midway_resumes_after_reopen(store_path: Path) -> None:
         col.ingest(make_records(50))
         expected = col.search(text="red apple", k=5).ids
         old_key = col.fields["text"].key
-    child = subprocess.run(
-        [sys.executable, "-c", KILL_CHILD, str(store_path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=Path(__file__).parents[1],
-    )
-    assert child.returncode == 17, child.stderr
+    run_child(KILL_CHILD, 17, str(store_path))
     with open_store(store_path) as store:
         col = store.collection("docs")
         new_key = col.fields["text"].key
@@ -471,14 +476,7 @@ def test_killed_inside_a_batch_or_after_the_switch(store_path: Path, where: str)
         )
         col.ingest(make_records(30))
         old_key = col.fields["text"].key
-    child = subprocess.run(
-        [sys.executable, "-c", KILL_AT, str(store_path), where],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=Path(__file__).parents[1],
-    )
-    assert child.returncode == 18, child.stderr
+    run_child(KILL_AT, 18, str(store_path), where)
     with open_store(store_path) as store:
         col = store.collection("docs")
         keys = catalog_keys(col, "text")

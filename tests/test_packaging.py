@@ -37,15 +37,19 @@ def test_wheel_ships_migrations_plugins_and_entry_points(tmp_path: Path) -> None
     assert "mmstore/_migrations/env.py" in names
     assert "mmstore/_migrations/script.py.mako" in names
     assert "mmstore/_migrations/versions/0001_initial.py" in names
+    assert "mmstore/_migrations/versions/0002_encoder_states.py" in names
     assert "mmstore/py.typed" in names
-    for plugin in (
-        "mmstore_text",
-        "mmstore_vectors",
-        "mmstore_sbert",
-        "mmstore_pii",
-        "mmstore_events",
-    ):
+    from mmstore.plugins import BUILTINS
+
+    for _, plugin in BUILTINS:
         assert f"{plugin}/__init__.py" in names
+    for module in (
+        "mmstore_image/checks.py",
+        "mmstore_openclip/weights.py",
+        "mmstore_audio/features.py",
+        "mmstore_tabular/encoder.py",
+    ):
+        assert module in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "[mmstore]" in text and "sentence_transformers = mmstore_sbert" in text

@@ -48,8 +48,6 @@ from functools import lru_cache
 from math import gcd
 
 import numpy as np
-import scipy.fft
-from scipy.signal import resample_poly
 
 #: dynamic range kept below a clip's loudest log-mel value, in dB
 TOP_DB = 80.0
@@ -102,6 +100,8 @@ def resample(x: np.ndarray, rate: int, target: int) -> np.ndarray:
     if rate == target:
         return np.asarray(x, np.float32)
     g = gcd(rate, target)
+    from scipy.signal import resample_poly  # imported on use: 0.5 s, not at store open
+
     return np.asarray(resample_poly(x, target // g, rate // g), np.float32)
 
 
@@ -143,11 +143,13 @@ def mel_power(
     clips: Sequence[np.ndarray], sample_rate: int, n_fft: int, hop: int, bank: np.ndarray
 ) -> np.ndarray:
     """Mel power of every frame of every clip, concatenated: ``(total_frames, n_mels)``."""
+    import scipy.fft as scipy_fft  # imported on use, not at store open
+
     window = hann(n_fft)
     parts = []
     for block in _frame_blocks(clips, n_fft, hop):
         block *= window  # a copy of the frames, so in place
-        spec = scipy.fft.rfft(block, axis=1)
+        spec = scipy_fft.rfft(block, axis=1)
         power = spec.real**2 + spec.imag**2
         parts.append(power.astype(np.float32, copy=False) @ bank)
     return np.concatenate(parts)

@@ -4,7 +4,7 @@ indexes and the catalog; it delegates and does not grow features of its own."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +35,8 @@ from mmstore.search import Fusion, Searcher
 from mmstore.sources import DEFAULT_CHUNK
 
 if TYPE_CHECKING:
+    from mmstore.dataset import AlignedDataset
+    from mmstore.heads import HeadReport
     from mmstore.store import Store
 
 
@@ -218,6 +220,20 @@ class Collection:
     def __len__(self) -> int:
         return self.count()
 
+    def dataset(
+        self,
+        inputs: Sequence[str],
+        label: str | None = "label",
+        where: Mapping[str, Any] | None = None,
+        ids: Sequence[str | int] | None = None,
+    ) -> AlignedDataset:
+        """The stored vectors of ``inputs`` (field or modality names) row-aligned by record
+        id, sorted, with a mask per field where a record lacks one (:mod:`mmstore.dataset`);
+        ``label`` is ``"label"`` or a metadata key; ``where`` filters, ``ids`` restricts."""
+        from mmstore.dataset import build_dataset  # torch loads only when asked for
+
+        return build_dataset(self, inputs, label, where, ids)
+
     def spaces(self) -> list[dict[str, Any]]:
         """Per field: the encoder identity that serves searches, the configured one when a
         re-embedding is pending, and how many stored vectors each encoder identity wrote."""
@@ -280,6 +296,42 @@ class Collection:
         for f in self.active.values():
             self.indexes.get(f).optimize()
             self.indexes.save(f)
+
+    def train_head(
+        self,
+        name: str,
+        kind: str = "classifier",
+        *,
+        inputs: Sequence[str] | None = None,
+        label: str = "label",
+        fusion: str = "concat",
+        epochs: int = 100,
+        **options: Any,
+    ) -> HeadReport:
+        """Train a head on the stored embeddings of ``inputs`` and save it under
+        ``<store>/heads/<collection>/<name>/`` (:mod:`mmstore.heads`); a head of the same
+        name is replaced. Options: see :class:`mmstore.heads.ClassifierOptions`."""
+        self.store.check_writable()
+        from mmstore import heads  # torch loads only when asked for
+
+        given = {"label": label, "fusion": fusion, "epochs": epochs, **options}
+        if inputs is not None:
+            given["inputs"] = list(inputs)
+        return heads.train_head(self, name, kind, **given)
+
+    def predict(self, name: str, records: Any) -> list[dict[str, Any]]:
+        """Per record (stored ids, or new record dicts encoded without storing them): the
+        head's label and class probabilities, ``{"id", "label", "probabilities"}``."""
+        self.store.check_open()
+        from mmstore import heads
+
+        return heads.predict(self, name, records)
+
+    def heads(self) -> list[dict[str, Any]]:
+        """The collection's heads with their metrics, and whether each is stale."""
+        from mmstore import heads
+
+        return heads.list_heads(self)
 
     def flush(self) -> None:
         """Save indexes that have changes not yet in their files."""

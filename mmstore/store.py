@@ -9,8 +9,9 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import pyarrow as pa
 import sqlalchemy as sa
 
 from mmstore import migrate, schema
@@ -166,6 +167,22 @@ class Store:
             conn.execute(schema.collections.delete().where(schema.collections.c.name == name))
         self._collections.pop(name, None)
         shutil.rmtree(self.path / "indexes" / name, ignore_errors=True)
+
+    def align(
+        self,
+        left: str,
+        right: str,
+        *,
+        by: str,
+        on: str = "ts",
+        tolerance: str | dt.timedelta | None = None,
+        direction: Literal["backward", "forward"] = "backward",
+    ) -> pa.Table:
+        """Each ``left`` record with the ``right`` record of the same entity ``by`` as of
+        its ``ts``, within ``tolerance`` (an as-of join; see :mod:`mmstore.align`)."""
+        from mmstore.align import align
+
+        return align(self, left, right, by, on, tolerance, direction)
 
     # -- lifecycle ----------------------------------------------------------------------
     def track(self, event: Event) -> None:

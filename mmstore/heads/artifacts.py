@@ -1,0 +1,183 @@
+"""A head on disk: ``<store>/heads/<collection>/<name>/`` holds ``weights.safetensors``,
+``head.json`` (kind, config, classes, metrics, lineage) and PNG plots. Never pickle.
+
+A head folder is written whole in a hidden temporary folder beside it and renamed into
+place, so a failed training leaves no half head and a re-training replaces the old one in
+one step (the old folder is renamed aside first, then removed)."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from mmstore.atomic import fsync_dir
+from mmstore.errors import EncoderChangedError, UnknownNameError
+
+if TYPE_CHECKING:
+    from mmstore.collection import Collection
+
+META = "head.json"
+WEIGHTS = "weights.safetensors"
+FORMAT = 1
+
+
+class StaleHeadError(EncoderChangedError):
+    """A head's input space was re-embedded (or its field removed) since it was trained."""
+
+    def __init__(self, collection: str, name: str, reason: str) -> None:
+        self.collection, self.name, self.reason = collection, name, reason
+        super().__init__(
+            f"head {name!r} of collection {collection!r} is stale: {reason}; retrain it with "
+            f"col.train_head({name!r}, ...) on the current embeddings"
+        )
+
+
+def heads_root(col: Collection) -> Path:
+    return Path(col.store.path) / "heads" / col.name
+
+
+def head_dir(col: Collection, name: str) -> Path:
+    return heads_root(col) / name
+
+
+def head_names(col: Collection) -> list[str]:
+    root = heads_root(col)
+    if not root.is_dir():
+        return []
+    return sorted(
+        p.name for p in root.iterdir() if not p.name.startswith(".") and (p / META).is_file()
+    )
+
+
+def read_meta(col: Collection, name: str) -> dict[str, Any]:
+    """A head's ``head.json``; an unknown name raises UnknownNameError listing the heads."""
+    path = head_dir(col, name) / META
+    if not path.is_file():
+        raise UnknownNameError("head", name, head_names(col), hint=f"collection {col.name!r}")
+    meta: dict[str, Any] = json.loads(path.read_text())
+    return meta
+
+
+def load_weights(col: Collection, name: str) -> dict[str, torch.Tensor]:
+    return load_file(head_dir(col, name) / WEIGHTS)
+
+
+def ids_digest(ids: Sequence[str]) -> str:
+    """sha256 of the sorted ids, one per line."""
+    return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()
+
+
+def lineage(
+    col: Collection, inputs: Sequence[str], keys: dict[str, str], watermark: int, ids: Sequence[str]
+) -> dict[str, Any]:
+    """Per input field the encoder identity its vectors came from; the catalog watermark;
+    the record count and a digest of the ids the head was trained and evaluated on."""
+    fields = {}
+    for f in inputs:
+        ident = col.active[f].identity
+        key = keys.get(f, ident.key)
+        fields[f] = {
+            "encoder_key": key,
+            "encoder": ident.name,
+            "version": ident.version,
+            "space": ident.space,
+            "dim": ident.dim,
+            "metric": ident.metric,
+            "current_when_trained": key == ident.key,
+        }
+    return {
+        "fields": fields,
+        "watermark": int(watermark),
+        "records": len(ids),
+        "ids_sha256": ids_digest(ids),
+    }
+
+
+def staleness(col: Collection, meta: dict[str, Any]) -> str | None:
+    """Why the head is stale (a field removed or re-embedded since), or None when current."""
+    reasons = []
+    for f, lin in meta["lineage"]["fields"].items():
+        if f not in col.active:
+            reasons.append(f"field {f!r} no longer exists")
+        elif col.active[f].key != lin["encoder_key"]:
+            reasons.append(
+                f"field {f!r} was re-embedded (trained on encoder key {lin['encoder_key']}, "
+                f"now {col.active[f].key})"
+            )
+    return "; ".join(reasons) or None
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def write_head(
+    col: Collection,
+    name: str,
+    state: dict[str, torch.Tensor],
+    meta: dict[str, Any],
+    extras: Callable[[Path], dict[str, str]],
+) -> Path:
+    """Write weights, plots (``extras(folder)`` returns their file names) and head.json in
+    a temporary folder, then move it into place; return the head's folder."""
+    root = heads_root(col)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / name
+    tmp = root / f".{name}.{uuid.uuid4().hex}.tmp"
+    tmp.mkdir()
+    try:
+        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, tmp / WEIGHTS)
+        meta = meta | {"files": {"weights": WEIGHTS, **extras(tmp)}, "format": FORMAT}
+        (tmp / META).write_text(json.dumps(meta, indent=2, sort_keys=True))
+        for p in tmp.iterdir():
+            _fsync(p)
+        _swap(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def _swap(tmp: Path, final: Path) -> None:
+    old = final.with_name(f".{final.name}.{uuid.uuid4().hex}.old")
+    if final.exists():
+        os.replace(final, old)
+    try:
+        os.replace(tmp, final)
+    except BaseException:
+        if old.exists():
+            os.replace(old, final)
+        raise
+    fsync_dir(final.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def sweep(col: Collection) -> None:
+    """Remove temporary folders left by trainings that were killed."""
+    root = heads_root(col)
+    if root.is_dir():
+        for p in root.iterdir():
+            if p.name.startswith(".") and p.suffix in (".tmp", ".old"):
+                with contextlib.suppress(OSError):
+                    shutil.rmtree(p)
+
+
+def iter_metas(col: Collection) -> Iterator[dict[str, Any]]:
+    for name in head_names(col):
+        yield read_meta(col, name)

@@ -1,0 +1,126 @@
+"""Predicting with a classifier head: stored records by id use their stored vectors; new
+record dicts are encoded with each input field's serving encoder without being stored (the
+path a search query takes); a missing input is masked, not an error."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from mmstore.errors import InvalidInputError, NotFoundError, RecordError
+from mmstore.heads.artifacts import StaleHeadError, load_weights, read_meta, staleness
+from mmstore.heads.models import FusionClassifier
+from mmstore.ingest import encode_batch
+
+if TYPE_CHECKING:
+    from mmstore.collection import Collection
+
+
+def build_model(meta: dict[str, Any]) -> FusionClassifier:
+    cfg = meta["config"]
+    return FusionClassifier(
+        {f: int(d) for f, d in meta["dims"].items()},
+        len(meta["classes"]),
+        fusion=cfg["fusion"],
+        hidden=cfg["hidden"],
+        mlp_hidden=cfg["mlp_hidden"],
+        dropout=cfg["dropout"],
+        modality_dropout=cfg["modality_dropout"],
+    )
+
+
+def load_head(col: Collection, name: str) -> tuple[dict[str, Any], FusionClassifier]:
+    """The head's metadata and its model in eval mode; a stale head raises."""
+    meta = read_meta(col, name)
+    reason = staleness(col, meta)
+    if reason:
+        raise StaleHeadError(col.name, name, reason)
+    if meta["kind"] != "classifier":
+        raise InvalidInputError(
+            f"head {name!r} is a {meta['kind']} head; predict takes a classifier"
+        )
+    model = build_model(meta)
+    model.load_state_dict(load_weights(col, name))
+    return meta, model.eval()
+
+
+def predict(col: Collection, name: str, records: Any) -> list[dict[str, Any]]:
+    """Per record, in order: ``{"id", "label", "probabilities": {class: p}}``."""
+    meta, model = load_head(col, name)
+    items: list[Any] = [records] if isinstance(records, str | Mapping) else list(records)
+    inputs, dims = list(meta["dims"]), meta["dims"]
+    x = {f: np.zeros((len(items), int(dims[f])), np.float32) for f in inputs}
+    m = {f: np.zeros(len(items), bool) for f in inputs}
+    _fill_stored(col, meta, items, x, m)
+    _fill_new(col, items, x, m)
+    present = np.stack([m[f] for f in inputs], 1).any(1)
+    if not present.all():
+        bad = [_rid(items[i], i) for i in np.flatnonzero(~present)[:10]]
+        raise InvalidInputError(f"records {bad} have none of the head's inputs {inputs}")
+    with torch.no_grad():
+        logits = model(
+            {f: torch.from_numpy(x[f]) for f in inputs}, {f: torch.from_numpy(m[f]) for f in inputs}
+        )
+        probs = torch.softmax(logits, 1).numpy()
+    classes = meta["classes"]
+    return [
+        {
+            "id": _rid(item, i),
+            "label": classes[int(p.argmax())],
+            "probabilities": {c: float(v) for c, v in zip(classes, p, strict=True)},
+        }
+        for i, (item, p) in enumerate(zip(items, probs, strict=True))
+    ]
+
+
+def _rid(item: Any, i: int) -> str | None:
+    return item.get("id") if isinstance(item, Mapping) else str(item)
+
+
+def _fill_stored(
+    col: Collection,
+    meta: dict[str, Any],
+    items: list[Any],
+    x: dict[str, np.ndarray],
+    m: dict[str, np.ndarray],
+) -> None:
+    rows = [i for i, r in enumerate(items) if not isinstance(r, Mapping)]
+    if not rows:
+        return
+    wanted = [str(items[i]) for i in rows]
+    ds = col.dataset(inputs=list(x), label=meta["config"]["label"], ids=sorted(set(wanted)))
+    pos = {rid: k for k, rid in enumerate(ds.ids)}
+    missing = [rid for rid in wanted if rid not in pos]
+    if missing:
+        raise NotFoundError(
+            f"collection {col.name!r} has no record with id {', '.join(map(repr, missing[:10]))}"
+        )
+    src = np.array([pos[rid] for rid in wanted])
+    for f in x:
+        x[f][rows] = ds.inputs[f].cpu().numpy()[src]
+        m[f][rows] = ds.masks[f].cpu().numpy()[src]
+
+
+def _fill_new(
+    col: Collection, items: list[Any], x: dict[str, np.ndarray], m: dict[str, np.ndarray]
+) -> None:
+    hook = col.store.plugins.hook
+    for name in x:
+        rows = [
+            i for i, r in enumerate(items) if isinstance(r, Mapping) and r.get(name) is not None
+        ]
+        if not rows:
+            continue
+        f = col.active[name]
+        ids = [str(items[i].get("id", f"<record {i}>")) for i in rows]
+        loaded = hook.mmstore_load_payloads(
+            modality=f.modality, values=[items[i][name] for i in rows], record_ids=ids, field=name
+        )
+        for item in loaded:
+            if isinstance(item, RecordError):
+                raise InvalidInputError(str(item)) from item
+        x[name][rows] = encode_batch(hook, f, list(loaded))
+        m[name][rows] = True

@@ -1,0 +1,191 @@
+"""The classifier training loop on an aligned dataset already in memory: rows without a
+label or without any present input are left out (and counted), the split is by id hash,
+AdamW on cross-entropy, early stopping on validation macro-F1, seeded throughout."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from mmstore.errors import InvalidInputError
+from mmstore.heads.metrics import classification_metrics, macro_f1
+from mmstore.heads.models import FusionClassifier
+from mmstore.heads.options import ClassifierOptions
+from mmstore.heads.split import SPLIT_NAMES, TEST, TRAIN, VAL, assign_splits
+
+if TYPE_CHECKING:
+    from mmstore.dataset import AlignedDataset
+
+EVAL_BATCH = 8192
+
+
+@dataclass
+class Fitted:
+    """What training produced: the model (best epoch), its classes, the history, the rows
+    used per split, the rows left out and why, and the test metrics."""
+
+    model: FusionClassifier
+    classes: list[str]
+    dims: dict[str, int]
+    history: list[dict[str, Any]]
+    best_epoch: int
+    used_ids: list[str]
+    split_rows: dict[str, int]
+    excluded: dict[str, int]
+    metrics: dict[str, Any]
+    embeddings: np.ndarray = field(repr=False)
+    codes: np.ndarray = field(repr=False)
+
+
+def pick_device(choice: str) -> torch.device:
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise InvalidInputError("device='cuda' asked for, but no CUDA device is visible")
+    return torch.device(choice)
+
+
+def usable_rows(ds: AlignedDataset, inputs: list[str]) -> tuple[np.ndarray, dict[str, int]]:
+    """Rows with a label and at least one present input; counts of the others."""
+    labelled = np.array([lab is not None for lab in (ds.labels or [None] * len(ds))], bool)
+    present = torch.stack([ds.masks[f] for f in inputs], 1).any(1).cpu().numpy()
+    excluded = {
+        "unlabelled": int((~labelled).sum()),
+        "no_input": int((labelled & ~present).sum()),
+    }
+    return np.flatnonzero(labelled & present), excluded
+
+
+def fit_classifier(ds: AlignedDataset, opts: ClassifierOptions) -> Fitted:
+    """Train a classifier head on ``ds``; raises InvalidInputError when it cannot."""
+    rows, excluded = usable_rows(ds, opts.inputs)
+    if len(rows) == 0:
+        raise InvalidInputError(
+            f"no rows to train on: {excluded['unlabelled']} have no {opts.label!r} label and "
+            f"{excluded['no_input']} have none of the inputs {opts.inputs}"
+        )
+    ds = ds.subset(rows)
+    classes = sorted({lab for lab in ds.labels or [] if lab is not None})
+    if len(classes) < 2:
+        raise InvalidInputError(
+            f"a classifier needs at least 2 classes of {opts.label!r}; the labelled rows "
+            f"have {classes}"
+        )
+    codes_t, classes = ds.label_codes(classes)
+    codes = codes_t.cpu().numpy()
+    split = assign_splits(ds.ids, opts.split)
+    if not (split == TRAIN).any():
+        raise InvalidInputError(f"the id-hash split left no training rows of {len(ds)}")
+    val_split = VAL if (split == VAL).any() else TRAIN  # tiny sets: stop on the train rows
+
+    device = pick_device(opts.device)
+    torch.manual_seed(opts.seed)
+    dims = {f: int(ds.inputs[f].shape[1]) for f in opts.inputs}
+    model = FusionClassifier(
+        dims,
+        len(classes),
+        fusion=opts.fusion,
+        hidden=opts.hidden,
+        mlp_hidden=opts.mlp_hidden,
+        dropout=opts.dropout,
+        modality_dropout=opts.modality_dropout,
+    ).to(device)
+    x = {f: ds.inputs[f].to(device, torch.float32) for f in opts.inputs}
+    m = {f: ds.masks[f].to(device, torch.bool) for f in opts.inputs}
+    y = codes_t.to(device)
+    part = {s: torch.from_numpy(np.flatnonzero(split == s)).to(device) for s in (TRAIN, VAL, TEST)}
+
+    history, best_epoch, best_state = _loop(model, x, m, y, part[TRAIN], part[val_split], opts)
+    model.load_state_dict(best_state)
+    model.eval()
+    test = part[TEST]
+    probs = _probs(model, x, m, test).cpu().numpy()
+    metrics = classification_metrics(codes[test.cpu().numpy()], probs, classes)
+    with torch.no_grad():
+        emb = model.embed(x, m).cpu().numpy()
+    return Fitted(
+        model=model.cpu(),
+        classes=classes,
+        dims=dims,
+        history=history,
+        best_epoch=best_epoch,
+        used_ids=list(ds.ids),
+        split_rows={SPLIT_NAMES[s]: int((split == s).sum()) for s in (TRAIN, VAL, TEST)},
+        excluded=excluded,
+        metrics=metrics,
+        embeddings=emb,
+        codes=codes,
+    )
+
+
+def _loop(
+    model: FusionClassifier,
+    x: dict[str, torch.Tensor],
+    m: dict[str, torch.Tensor],
+    y: torch.Tensor,
+    train: torch.Tensor,
+    val: torch.Tensor,
+    opts: ClassifierOptions,
+) -> tuple[list[dict[str, Any]], int, dict[str, torch.Tensor]]:
+    """Epochs of shuffled minibatches (index tensors into the in-memory inputs, no per-row
+    Python), early stopping on validation macro-F1 with ``patience``."""
+    optim = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
+    gen = torch.Generator().manual_seed(opts.seed)
+    history: list[dict[str, Any]] = []
+    best_f1, best_epoch, best_state, waited = -1.0, 0, copy.deepcopy(model.state_dict()), 0
+    y_val = y[val].cpu().numpy()
+    for epoch in range(1, opts.epochs + 1):
+        model.train()
+        order = train[torch.randperm(len(train), generator=gen).to(train.device)]
+        total = 0.0
+        for start in range(0, len(order), opts.batch_size):
+            idx = order[start : start + opts.batch_size]
+            logits = model({f: t[idx] for f, t in x.items()}, {f: t[idx] for f, t in m.items()})
+            loss = F.cross_entropy(logits, y[idx])
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            optim.step()
+            total += float(loss.detach()) * len(idx)
+        model.eval()
+        probs = _probs(model, x, m, val)
+        val_loss = float(F.nll_loss(probs.clamp_min(1e-12).log(), y[val]))
+        f1 = macro_f1(y_val, probs.argmax(1).cpu().numpy())
+        history.append(
+            {
+                "epoch": epoch,
+                "train_loss": total / len(order),
+                "val_loss": val_loss,
+                "val_macro_f1": f1,
+            }
+        )
+        if f1 > best_f1:
+            best_f1, best_epoch, waited = f1, epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            waited += 1
+            if waited >= opts.patience:
+                break
+    return history, best_epoch, best_state
+
+
+def _probs(
+    model: FusionClassifier,
+    x: dict[str, torch.Tensor],
+    m: dict[str, torch.Tensor],
+    rows: torch.Tensor,
+) -> torch.Tensor:
+    """Class probabilities of ``rows`` in eval mode, in large batches."""
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(rows), EVAL_BATCH):
+            idx = rows[start : start + EVAL_BATCH]
+            logits = model({f: t[idx] for f, t in x.items()}, {f: t[idx] for f, t in m.items()})
+            out.append(torch.softmax(logits, 1))
+    if not out:
+        return torch.zeros((0, model.n_classes), device=rows.device)
+    return torch.cat(out)

@@ -1,6 +1,7 @@
 """The command line: ``mmstore demo``, ``init``, ``ingest``, ``search``, ``verify``,
-``plugins``, ``migrate``, ``collections``, ``info``. Errors print as one line with exit code 1
-(``--traceback`` shows the traceback)."""
+``plugins``, ``migrate``, ``collections``, ``info``, ``reembed``, ``spaces``, and the head
+verbs of :mod:`mmstore.cli_heads` (``train``, ``predict``, ``heads``). Errors print as one
+line with exit code 1 (``--traceback`` shows the traceback)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import Any
 import click
 
 import mmstore
-from mmstore import migrate
+from mmstore import cli_heads, migrate
 from mmstore.catalog import Catalog
 from mmstore.errors import MMStoreError
 from mmstore.plugins import PluginHost
@@ -362,6 +363,9 @@ def spaces(path: Path, collection: str, as_json: bool) -> None:
         for v in f["vectors_by_encoder"]:
             by = f"{v['encoder']} v{v['version']} ({v['encoder_key']})"
             click.echo(f"    {v['vectors']:>9} vectors by {by}")
+
+
+cli_heads.register(cli, _errors, _json_arg)
 
 
 if __name__ == "__main__":

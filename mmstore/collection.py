@@ -132,6 +132,7 @@ class Collection:
         record: str | int | None = None,
         fusion: Fusion = "rrf",
         weights: Mapping[str, float] | None = None,
+        head: str | None = None,
         **values: Any,
     ) -> Hits:
         """Nearest records to a query, best first.
@@ -140,6 +141,8 @@ class Collection:
         stored ``record`` id (itself excluded); ``target`` names the field searched;
         ``where`` is a structured filter (:mod:`mmstore.filters`). Several queries fuse by
         reciprocal rank (``fusion="rrf"``) or weighted scores (``"weighted"``).
+        ``head`` names a retrieval head that bridges the query field's space to the
+        target's (``col.search(audio=..., target="image", head="a2i")``).
         """
         self.store.check_open()
         return self.searcher.search(
@@ -151,6 +154,7 @@ class Collection:
             fusion=fusion,
             weights=weights,
             values=values,
+            head=head,
         )
 
     def get(self, ids: str | int | Iterable[str | int]) -> list[dict[str, Any]]:
@@ -303,18 +307,21 @@ class Collection:
         kind: str = "classifier",
         *,
         inputs: Sequence[str] | None = None,
-        label: str = "label",
-        fusion: str = "concat",
-        epochs: int = 100,
+        label: str | None = None,
+        fusion: str | None = None,
+        epochs: int | None = None,
         **options: Any,
     ) -> HeadReport:
-        """Train a head on the stored embeddings of ``inputs`` and save it under
+        """Train a head on the stored embeddings of ``inputs`` (a classifier of ``label``),
+        or from ``query=`` to ``target=`` (``kind="retrieval"``), and save it under
         ``<store>/heads/<collection>/<name>/`` (:mod:`mmstore.heads`); a head of the same
-        name is replaced. Options: see :class:`mmstore.heads.ClassifierOptions`."""
+        name is replaced. Options: :class:`mmstore.heads.ClassifierOptions`,
+        :class:`mmstore.heads.RetrievalOptions`; those not given take their defaults."""
         self.store.check_writable()
         from mmstore import heads  # torch loads only when asked for
 
-        given = {"label": label, "fusion": fusion, "epochs": epochs, **options}
+        named = {"label": label, "fusion": fusion, "epochs": epochs}
+        given: dict[str, Any] = {k: v for k, v in named.items() if v is not None} | options
         if inputs is not None:
             given["inputs"] = list(inputs)
         return heads.train_head(self, name, kind, **given)

@@ -47,6 +47,7 @@ class Searcher:
         self.col = col
         self._vid_maps: dict[str, dict[str, int]] = {}
         self._derived: dict[tuple[str, str, str], Field] = {}
+        self._heads: dict[str, Any] = {}  # retrieval head name -> heads.retrieval.Served
 
     def search(
         self,
@@ -59,10 +60,13 @@ class Searcher:
         fusion: Fusion,
         weights: Mapping[str, float] | None,
         values: dict[str, Any],
+        head: str | None = None,
     ) -> Hits:
         _check_k(k)
         if fusion not in ("rrf", "weighted"):
             raise InvalidInputError(f"fusion must be 'rrf' or 'weighted', got {fusion!r}")
+        if head is not None:
+            return self._head_search(head, target, k, where, vector, record, values)
         tgt = self._target(target, values, record is not None or vector is not None)
         queries = self._queries(tgt, values, vector, record, weights or {})
         for q in queries:
@@ -167,7 +171,10 @@ class Searcher:
         return cached
 
     def _encode_query(self, name: str, value: Any, tgt: Field, weight: float) -> Query:
-        f = self._query_field(name, tgt)
+        return self._encode_value(self._query_field(name, tgt), name, value, weight)
+
+    def _encode_value(self, f: Field, name: str, value: Any, weight: float) -> Query:
+        """``value`` (given as ``name=``) encoded by field ``f``'s serving encoder."""
         if f.encoder.fitted and f.encoder.state is None:
             raise InvalidInputError(
                 f"query {name}=: encoder {f.identity.name!r} fits its statistics on the first "
@@ -238,6 +245,70 @@ class Searcher:
             [self.col.name, rid],
         )
         return list(zip(t.column("vid").to_pylist(), t.column("field").to_pylist(), strict=True))
+
+    # -- retrieval heads ----------------------------------------------------------------
+    def _head_search(
+        self,
+        head: str,
+        target: str | None,
+        k: int,
+        where: Mapping[str, Any] | None,
+        vector: Any,
+        record: str | int | None,
+        values: dict[str, Any],
+    ) -> Hits:
+        """Search through a retrieval head: the query value encoded by the head's query
+        field (or the record's stored vector of that field), projected by its query tower,
+        against the index of the target field's vectors projected by its target tower.
+        With ``record=``, the record itself is not left out: its own target is a match."""
+        from mmstore.heads import retrieval  # torch loads only when asked for
+
+        served = retrieval.serve(self.col, head, self._heads)
+        names = f"query field {served.query!r} and target field {served.target!r}"
+        if target is not None and target != served.target:
+            if target not in self.col.active:
+                raise UnknownNameError("field", target, self.col.active)
+            raise InvalidInputError(
+                f"head {head!r} has {names}; search it with target={served.target!r}, "
+                f"not {target!r}"
+            )
+        if vector is not None:
+            raise InvalidInputError(
+                f"vector= is not taken with head=; head {head!r} has {names}: give "
+                f"{served.query}=<value> or record=<id>"
+            )
+        if len(values) + (record is not None) != 1:
+            raise InvalidInputError(
+                f"head {head!r} has {names}: give one query, {served.query}=<value> or record=<id>"
+            )
+        qf = self.col.active[served.query]
+        if record is not None:
+            vec = self._stored_vector(str(record), qf, head)
+        else:
+            ((name, value),) = values.items()
+            retrieval.check_query_name(served, name, self.col.active, head)
+            vec = self._encode_value(qf, name, value, 1.0).vector
+        tgt = self.col.active[served.target]
+        allowed = self.allowed_vids(tgt, where) if where else None
+        result = served.index.search(served.project_query(vec), k, allowed)
+        return self.col.cache.hits(
+            tgt.name, tgt.modality.name, result.scores[0], result.vids[0], k, None
+        )
+
+    def _stored_vector(self, rid: str, f: Field, head: str) -> np.ndarray:
+        """The record's stored vector of field ``f`` (its latest live one)."""
+        index = self.col.indexes.get(f)
+        vids = [vid for vid, name in self._owned(rid) if name == f.name]
+        pos = index.positions(np.asarray(vids, np.int64))
+        pos = np.sort(pos[~index.dead[pos]])
+        if len(pos):
+            vector: np.ndarray = index.vectors_at(pos[-1:])[0]
+            return vector
+        self.col.get([rid])  # raises NotFoundError when the record does not exist
+        raise NotFoundError(
+            f"record {rid!r} has no vector in field {f.name!r}, the query field of head "
+            f"{head!r}; search with {f.name}=<value>"
+        )
 
     # -- execution ----------------------------------------------------------------------
     def allowed_vids(self, tgt: Field, where: Mapping[str, Any]) -> np.ndarray:

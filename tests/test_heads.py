@@ -225,7 +225,7 @@ def test_stale_after_reembed(store: mmstore.Store) -> None:
         ({"inputs": ["a"], "learning_rate": 0.1}, InvalidInputError, "learning_rate"),
         ({"inputs": ["a"], "split": (0.5, 0.5, 0.5)}, InvalidInputError, "split"),
         ({"inputs": ["a"], "kind": "ranker"}, UnknownNameError, "head kind"),
-        ({"inputs": ["a"], "kind": "retrieval"}, InvalidInputError, "not built yet"),
+        ({"inputs": ["a"], "kind": "retrieval"}, InvalidInputError, "query"),
         ({}, InvalidInputError, "inputs"),
     ],
 )

@@ -2,8 +2,10 @@
 plus JSON with their lineage, and served by ``col.predict``.
 
 Kinds are a registry (``KINDS``): a kind has typed options and a trainer; ``head.json``
-records the kind, so listing, staleness and loading do not depend on it. ``classifier`` is
-built; ``retrieval`` (two projection heads, contrastive loss) is the next kind."""
+records the kind, so listing, staleness and loading do not depend on it. ``classifier``
+(fusion of several fields, cross-entropy) and ``retrieval`` (two projection towers into a
+joint space, symmetric contrastive loss, served by ``col.search(..., head=name)``; see
+:mod:`mmstore.heads.retrieval`) are built."""
 
 from __future__ import annotations
 
@@ -23,20 +25,21 @@ from mmstore.heads.artifacts import (
     sweep,
     write_head,
 )
-from mmstore.heads.options import ClassifierOptions, parse_options
+from mmstore.heads.options import ClassifierOptions, RetrievalOptions, parse_options
 from mmstore.heads.predict import predict
 from mmstore.heads.train import Fitted, fit_classifier
 
 if TYPE_CHECKING:
     from mmstore.collection import Collection
 
-KINDS = ("classifier",)
-PLANNED = {"retrieval": "retrieval heads are not built yet; train a classifier head"}
+KINDS = ("classifier", "retrieval")
+PLANNED: dict[str, str] = {}
 
 __all__ = [
     "KINDS",
     "ClassifierOptions",
     "HeadReport",
+    "RetrievalOptions",
     "StaleHeadError",
     "list_heads",
     "predict",
@@ -66,6 +69,20 @@ class HeadReport:
 
     def __str__(self) -> str:
         m = self.metrics
+        if self.kind == "retrieval":
+            base = m.get("baseline", {})
+            parts = [
+                f"{d.replace('_', ' ')}: R@1/5/10 "
+                + "/".join(f"{m[d][f'recall@{k}']:.3f}" for k in (1, 5, 10))
+                + f" (untrained {base[d]['recall@10']:.3f} at 10), median rank "
+                + f"{m[d]['median_rank']}"
+                for d in ("query_to_target", "target_to_query")
+            ]
+            return (
+                f"head {self.name!r} (retrieval) on {m.get('rows')} test pairs: "
+                f"{'; '.join(parts)}; best epoch {self.best_epoch}; rows {self.split_rows}; "
+                f"left out {self.excluded}"
+            )
         return (
             f"head {self.name!r} ({self.kind}): accuracy {m.get('accuracy')}, macro-F1 "
             f"{m.get('macro_f1')}, ROC-AUC {m.get('roc_auc')} on {m.get('rows')} test rows; "
@@ -80,6 +97,8 @@ def train_head(col: Collection, name: str, kind: str = "classifier", **options: 
         raise InvalidInputError(f"head kind {kind!r}: {PLANNED[kind]}")
     if kind not in KINDS:
         raise UnknownNameError("head kind", kind, KINDS)
+    if kind == "retrieval":
+        return _train_retrieval(col, name, options)
     opts: ClassifierOptions = parse_options(ClassifierOptions, kind, options)
     for f in opts.inputs:
         if f not in col.active:
@@ -132,6 +151,62 @@ def _meta(
     }
 
 
+def _train_retrieval(col: Collection, name: str, options: dict[str, Any]) -> HeadReport:
+    """Train a retrieval head from ``query`` to ``target`` (field names, or a modality that
+    exactly one field has) on the records that carry both."""
+    from mmstore.dataset import resolve_inputs
+    from mmstore.heads import retrieval
+    from mmstore.heads.train import pick_device
+
+    opts: RetrievalOptions = parse_options(RetrievalOptions, "retrieval", options)
+    if getattr(opts, "dp", None) is not None:  # refused, never silently ignored
+        raise InvalidInputError(
+            "dp=: differential privacy is built for classifier heads only; "
+            "train the retrieval head without dp="
+        )
+    qf, tf = resolve_inputs(col, [opts.query, opts.target])
+    opts = opts.model_copy(update={"query": qf.name, "target": tf.name})
+    device = pick_device(opts.device)
+    sweep(col)
+    ds = col.dataset(inputs=[qf.name, tf.name], label=None, where=opts.where)
+    fitted = retrieval.fit_retrieval(ds, opts, device)
+    from mmstore import __version__
+
+    meta = {
+        "name": name,
+        "kind": "retrieval",
+        "collection": col.name,
+        "config": opts.model_dump(mode="json"),
+        "dims": fitted.dims,
+        "classes": [],
+        "metrics": fitted.metrics,
+        "history": fitted.history,
+        "best_epoch": fitted.best_epoch,
+        "split_rows": fitted.split_rows,
+        "excluded": fitted.excluded,
+        "lineage": lineage(col, [qf.name, tf.name], ds.keys, ds.watermark, fitted.used_ids),
+        "created_at": now_iso(),
+        "mmstore_version": __version__,
+    }
+
+    def plots(folder: Path) -> dict[str, str]:
+        return {"curves": retrieval.training_curves(fitted.history, folder / "curves.png").name}
+
+    path = write_head(col, name, fitted.model.state_dict(), meta, plots)
+    return HeadReport(
+        name=name,
+        kind="retrieval",
+        path=path,
+        classes=[],
+        metrics=fitted.metrics,
+        history=fitted.history,
+        best_epoch=fitted.best_epoch,
+        split_rows=fitted.split_rows,
+        excluded=fitted.excluded,
+        files={p.stem: p for p in sorted(path.iterdir())},
+    )
+
+
 def _plots(folder: Path, fitted: Fitted) -> dict[str, str]:
     from mmstore.heads import plots
 
@@ -148,7 +223,8 @@ def _plots(folder: Path, fitted: Fitted) -> dict[str, str]:
 
 
 def list_heads(col: Collection) -> list[dict[str, Any]]:
-    """Each head: name, kind, inputs, metrics, created_at, stale and the reason, path."""
+    """Each head: name, kind, inputs, label (classifier) or query and target (retrieval),
+    metrics, created_at, stale and the reason, path."""
     out = []
     for meta in iter_metas(col):
         reason = staleness(col, meta)
@@ -158,6 +234,8 @@ def list_heads(col: Collection) -> list[dict[str, Any]]:
                 "kind": meta["kind"],
                 "inputs": list(meta["lineage"]["fields"]),
                 "label": meta["config"].get("label"),
+                "query": meta["config"].get("query"),
+                "target": meta["config"].get("target"),
                 "classes": meta.get("classes"),
                 "metrics": meta["metrics"],
                 "created_at": meta["created_at"],

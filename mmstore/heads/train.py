@@ -1,18 +1,30 @@
 """The classifier training loop on an aligned dataset already in memory: rows without a
 label or without any present input are left out (and counted), the split is by id hash,
-AdamW on cross-entropy, early stopping on validation macro-F1, seeded throughout."""
+AdamW on cross-entropy, early stopping on validation macro-F1, seeded throughout.
+
+Two options change the loop: ``dp`` trains with DP-SGD through Opacus (Poisson-sampled
+batches, clipped and noised per-sample gradients; :mod:`mmstore.heads.privacy`) and records
+the spent epsilon in ``metrics["privacy"]``; inside a torchrun process group the model is
+wrapped in DistributedDataParallel and the training rows are sharded by rank
+(:mod:`mmstore.heads.distributed`), recorded in ``metrics["distributed"]``."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from torch import nn
 from torch.nn import functional as F
 
 from mmstore.errors import InvalidInputError
+from mmstore.heads import privacy
+from mmstore.heads.distributed import World, current
 from mmstore.heads.metrics import classification_metrics, macro_f1
 from mmstore.heads.models import FusionClassifier
 from mmstore.heads.options import ClassifierOptions
@@ -82,8 +94,18 @@ def fit_classifier(ds: AlignedDataset, opts: ClassifierOptions) -> Fitted:
     if not (split == TRAIN).any():
         raise InvalidInputError(f"the id-hash split left no training rows of {len(ds)}")
     val_split = VAL if (split == VAL).any() else TRAIN  # tiny sets: stop on the train rows
+    world = current()
+    if opts.dp is not None:
+        if world.distributed:
+            raise InvalidInputError(
+                "dp with distributed data parallel is not supported; train a private head "
+                "in one process"
+            )
+        privacy.check_budget(opts.dp, int((split == TRAIN).sum()))
 
     device = pick_device(opts.device)
+    if world.distributed and device.type == "cuda":
+        device = torch.device("cuda", world.local_rank)
     torch.manual_seed(opts.seed)
     dims = {f: int(ds.inputs[f].shape[1]) for f in opts.inputs}
     model = FusionClassifier(
@@ -100,12 +122,16 @@ def fit_classifier(ds: AlignedDataset, opts: ClassifierOptions) -> Fitted:
     y = codes_t.to(device)
     part = {s: torch.from_numpy(np.flatnonzero(split == s)).to(device) for s in (TRAIN, VAL, TEST)}
 
-    history, best_epoch, best_state = _loop(model, x, m, y, part[TRAIN], part[val_split], opts)
+    if world.distributed:  # same initial weights everywhere, different dropout per rank
+        torch.manual_seed(opts.seed + world.rank)
+    history, best_epoch, best_state, extra = _loop(
+        model, x, m, y, part[TRAIN], part[val_split], opts, world
+    )
     model.load_state_dict(best_state)
     model.eval()
     test = part[TEST]
     probs = _probs(model, x, m, test).cpu().numpy()
-    metrics = classification_metrics(codes[test.cpu().numpy()], probs, classes)
+    metrics = classification_metrics(codes[test.cpu().numpy()], probs, classes) | extra
     with torch.no_grad():
         emb = model.embed(x, m).cpu().numpy()
     return Fitted(
@@ -131,46 +157,94 @@ def _loop(
     train: torch.Tensor,
     val: torch.Tensor,
     opts: ClassifierOptions,
-) -> tuple[list[dict[str, Any]], int, dict[str, torch.Tensor]]:
+    world: World,
+) -> tuple[list[dict[str, Any]], int, dict[str, torch.Tensor], dict[str, Any]]:
     """Epochs of shuffled minibatches (index tensors into the in-memory inputs, no per-row
-    Python), early stopping on validation macro-F1 with ``patience``."""
-    optim = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
+    Python), early stopping on validation macro-F1 with ``patience``. Also returns what
+    goes into the metrics besides the test scores (privacy spent, the world)."""
+    optim: torch.optim.Optimizer = torch.optim.AdamW(
+        model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay
+    )
     gen = torch.Generator().manual_seed(opts.seed)
+    net: nn.Module = model
+    private = None
+    extra: dict[str, Any] = {}
+    if opts.dp is not None:
+        private = privacy.make_private(
+            model,
+            optim,
+            train,
+            opts.dp,
+            epochs=opts.epochs,
+            batch_size=opts.batch_size,
+            seed=opts.seed,
+        )
+        net, optim = private.module, private.optimizer
+    elif world.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        cuda = train.device.type == "cuda"
+        net = DistributedDataParallel(model, device_ids=[train.device] if cuda else None)
+        extra["distributed"] = world.describe() | {
+            "rank_batch_size": world.rank_batch(opts.batch_size)
+        }
+
+    def batches(epoch: int) -> Iterator[torch.Tensor]:
+        if private is not None:
+            yield from private.batches(train.device)
+            return
+        if world.distributed:
+            order, size = world.shard(train, opts.seed, epoch), world.rank_batch(opts.batch_size)
+        else:
+            order = train[torch.randperm(len(train), generator=gen).to(train.device)]
+            size = opts.batch_size
+        for start in range(0, len(order), size):
+            yield order[start : start + size]
+
     history: list[dict[str, Any]] = []
     best_f1, best_epoch, best_state, waited = -1.0, 0, copy.deepcopy(model.state_dict()), 0
     y_val = y[val].cpu().numpy()
-    for epoch in range(1, opts.epochs + 1):
-        model.train()
-        order = train[torch.randperm(len(train), generator=gen).to(train.device)]
-        total = 0.0
-        for start in range(0, len(order), opts.batch_size):
-            idx = order[start : start + opts.batch_size]
-            logits = model({f: t[idx] for f, t in x.items()}, {f: t[idx] for f, t in m.items()})
-            loss = F.cross_entropy(logits, y[idx])
-            optim.zero_grad(set_to_none=True)
-            loss.backward()
-            optim.step()
-            total += float(loss.detach()) * len(idx)
-        model.eval()
-        probs = _probs(model, x, m, val)
-        val_loss = float(F.nll_loss(probs.clamp_min(1e-12).log(), y[val]))
-        f1 = macro_f1(y_val, probs.argmax(1).cpu().numpy())
-        history.append(
-            {
-                "epoch": epoch,
-                "train_loss": total / len(order),
-                "val_loss": val_loss,
-                "val_macro_f1": f1,
-            }
-        )
-        if f1 > best_f1:
-            best_f1, best_epoch, waited = f1, epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            waited += 1
-            if waited >= opts.patience:
-                break
-    return history, best_epoch, best_state
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(warnings.catch_warnings())
+        # Opacus's per-sample hooks fire with inputs that need no gradient: harmless
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+        if private is not None:
+            stack.callback(private.close)  # remove its hooks, also on an error
+        for epoch in range(1, opts.epochs + 1):
+            net.train()
+            total, seen = 0.0, 0.0
+            for idx in batches(epoch):
+                logits = net({f: t[idx] for f, t in x.items()}, {f: t[idx] for f, t in m.items()})
+                loss = F.cross_entropy(logits, y[idx])
+                optim.zero_grad(set_to_none=True)
+                loss.backward()
+                optim.step()  # under DP also on an empty Poisson batch: noise only
+                if len(idx):
+                    total += float(loss.detach()) * len(idx)
+                    seen += len(idx)
+            total, seen = world.sum(total), world.sum(seen)
+            model.eval()
+            probs = _probs(model, x, m, val)
+            val_loss = float(F.nll_loss(probs.clamp_min(1e-12).log(), y[val]))
+            f1 = world.from_rank0(macro_f1(y_val, probs.argmax(1).cpu().numpy()))
+            history.append(
+                {
+                    "epoch": epoch,
+                    "train_loss": total / seen if seen else float("nan"),
+                    "val_loss": val_loss,
+                    "val_macro_f1": f1,
+                }
+            )
+            if f1 > best_f1:
+                best_f1, best_epoch, waited = f1, epoch, 0
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                waited += 1
+                if waited >= opts.patience:
+                    break
+    if private is not None:
+        extra["privacy"] = private.spent(len(history))
+    return history, best_epoch, best_state, extra
 
 
 def _probs(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -211,6 +212,7 @@ def _loop(
         if private is not None:
             stack.callback(private.close)  # remove its hooks, also on an error
         for epoch in range(1, opts.epochs + 1):
+            started = time.perf_counter()
             net.train()
             total, seen = 0.0, 0.0
             for idx in batches(epoch):
@@ -233,6 +235,7 @@ def _loop(
                     "train_loss": total / seen if seen else float("nan"),
                     "val_loss": val_loss,
                     "val_macro_f1": f1,
+                    "seconds": time.perf_counter() - started,  # training and validation
                 }
             )
             if f1 > best_f1:

@@ -39,6 +39,7 @@ def test_wheel_ships_migrations_plugins_and_entry_points(tmp_path: Path) -> None
     assert "mmstore/_migrations/versions/0001_initial.py" in names
     assert "mmstore/_migrations/versions/0002_encoder_states.py" in names
     assert "mmstore/py.typed" in names
+    assert "mmstore/heads/__init__.py" in names and "mmstore/heads/retrieval.py" in names
     from mmstore.plugins import BUILTINS
 
     for _, plugin in BUILTINS:

@@ -3,6 +3,7 @@ points, so that an installed mmstore can create and upgrade a store."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -15,6 +16,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_wheel_ships_migrations_plugins_and_entry_points(tmp_path: Path) -> None:
+    # build from a copy of the tracked files: a stale build/ folder must not fill gaps
+    source = tmp_path / "src"
+    tracked = (
+        subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True)
+        .stdout.decode()
+        .split("\0")
+    )
+    for name in filter(None, tracked):
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, source / name)
     subprocess.run(
         [
             sys.executable,
@@ -26,7 +37,7 @@ def test_wheel_ships_migrations_plugins_and_entry_points(tmp_path: Path) -> None
             "-q",
             "-w",
             str(tmp_path),
-            str(ROOT),
+            str(source),
         ],
         check=True,
         capture_output=True,

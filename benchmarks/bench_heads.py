@@ -103,15 +103,25 @@ def retrieval(col: mmstore.Collection, labels: np.ndarray, rng: np.random.Genera
     col.train_head("untrained", kind="retrieval", query="text", target="image", lr=1e-12,
                    epochs=1)  # fmt: skip
     result: dict[str, Any] = {"metrics": report.metrics}
+    test = held_out_ids(col)
     for head in ("text2image", "untrained"):
         precision = []
         for digit in range(10):
             text = f"handwriting showing {SHAPES[digit]}"
-            hits = col.search(text=text, target="image", head=head, k=10)
-            precision.append(np.mean([h.label == str(digit) for h in hits]))
-        result[f"precision_at_10_{head}"] = float(np.mean(precision))
+            hits = col.search(text=text, target="image", head=head, k=len(labels))
+            held = [h for h in hits if h.id in test][:10]  # held-out scans only
+            precision.append(np.mean([h.label == str(digit) for h in held]))
+        result[f"precision_at_10_{head}_test_scans"] = float(np.mean(precision))
     print("retrieval", result, flush=True)
     return result
+
+
+def held_out_ids(col: mmstore.Collection) -> set[str]:
+    """Ids in the test split of the heads' id-hash split (default fractions)."""
+    from mmstore.heads.split import TEST, assign_splits
+
+    ids = col.dataset(["image"], label=None).ids
+    return {i for i, s in zip(ids, assign_splits(ids, (0.7, 0.15, 0.15)), strict=True) if s == TEST}
 
 
 def train(folder: Path, n: int = 100_000, dim: int = 512, epochs: int = 10) -> dict[str, Any]:

@@ -22,8 +22,8 @@ def register(cli: click.Group, errors: Any, json_arg: Any) -> None:
     @click.argument("name")
     @click.option("--kind", default="classifier", show_default=True)
     @click.option("--inputs", default=None, help="Classifier: comma-separated input fields.")
-    @click.option("--label", default="label", show_default=True)
-    @click.option("--fusion", default="concat", show_default=True)
+    @click.option("--label", default=None, help="Classifier: the label (default: label).")
+    @click.option("--fusion", default=None, help="Classifier: concat, mean or attention.")
     @click.option("--query", default=None, help="Retrieval: the query field.")
     @click.option("--target", default=None, help="Retrieval: the target field.")
     @click.option("--options", default="{}", help="JSON: more options, e.g. '{\"epochs\": 50}'.")
@@ -35,8 +35,8 @@ def register(cli: click.Group, errors: Any, json_arg: Any) -> None:
         name: str,
         kind: str,
         inputs: str | None,
-        label: str,
-        fusion: str,
+        label: str | None,
+        fusion: str | None,
         query: str | None,
         target: str | None,
         options: str,
@@ -46,8 +46,8 @@ def register(cli: click.Group, errors: Any, json_arg: Any) -> None:
         extra = json_arg("--options", options)
         if not isinstance(extra, dict):
             raise mmstore.InvalidInputError("--options must be a JSON object")
-        if kind == "classifier":
-            extra |= {"label": label, "fusion": fusion}
+        if kind == "classifier":  # flags given win over --options
+            extra |= {k: v for k, v in (("label", label), ("fusion", fusion)) if v is not None}
             if inputs:
                 extra["inputs"] = [s.strip() for s in inputs.split(",") if s.strip()]
         else:

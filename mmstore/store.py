@@ -167,6 +167,7 @@ class Store:
             conn.execute(schema.collections.delete().where(schema.collections.c.name == name))
         self._collections.pop(name, None)
         shutil.rmtree(self.path / "indexes" / name, ignore_errors=True)
+        shutil.rmtree(self.path / "heads" / name, ignore_errors=True)
 
     def align(
         self,

@@ -290,3 +290,27 @@ def test_failed_training_leaves_no_head(
     root = vcol.store.path / "heads" / "items"
     assert sorted(p.name for p in root.iterdir()) == ["kept"]
     assert (root / "kept" / "weights.safetensors").read_bytes() == kept
+
+
+def test_concat_head_predicts_in_its_training_input_order(vcol: mmstore.Collection) -> None:
+    """head.json sorts its keys; the concat order must still be the training order."""
+    report = vcol.train_head("rev", inputs=["b", "a"], fusion="concat", **FAST)
+    ids = [r["id"] for r in vector_records()]
+    predicted = vcol.predict("rev", ids)
+    accuracy = np.mean(
+        [p["label"] == r["label"] for p, r in zip(predicted, vector_records(), strict=True)]
+    )
+    assert report.metrics["accuracy"] > 0.9 and accuracy > 0.9
+    with pytest.raises(mmstore.InvalidInputError, match="iterable"):
+        vcol.predict("rev", 5)
+    with pytest.raises(mmstore.ConfigError, match="invalid head name"):
+        vcol.predict("../items/rev", ids[:1])
+
+
+def test_dropping_a_collection_drops_its_heads(store: mmstore.Store) -> None:
+    col = store.create_collection("items", encoders=SPEC)
+    col.ingest(vector_records())
+    col.train_head("clf", inputs=["a"], **FAST)
+    store.drop_collection("items")
+    again = store.create_collection("items", encoders=SPEC)
+    assert again.heads() == []

@@ -215,10 +215,11 @@ def _plots(folder: Path, fitted: Fitted) -> dict[str, str]:
         "confusion": plots.confusion(
             fitted.metrics["confusion_matrix"], fitted.classes, folder / "confusion.png"
         ),
-        "embedding_map": plots.embedding_map(
-            fitted.embeddings, fitted.codes, fitted.classes, folder / "embedding_map.png"
-        ),
     }
+    if "privacy" not in fitted.metrics:  # the map shows training rows: not under DP
+        out["embedding_map"] = plots.embedding_map(
+            fitted.embeddings, fitted.codes, fitted.classes, folder / "embedding_map.png"
+        )
     return {k: p.name for k, p in out.items()}
 
 

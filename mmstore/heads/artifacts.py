@@ -22,6 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from mmstore.atomic import fsync_dir
+from mmstore.config import check_name
 from mmstore.errors import EncoderChangedError, UnknownNameError
 
 if TYPE_CHECKING:
@@ -62,6 +63,7 @@ def head_names(col: Collection) -> list[str]:
 
 def read_meta(col: Collection, name: str) -> dict[str, Any]:
     """A head's ``head.json``; an unknown name raises UnknownNameError listing the heads."""
+    check_name("head", name)
     path = head_dir(col, name) / META
     if not path.is_file():
         raise UnknownNameError("head", name, head_names(col), hint=f"collection {col.name!r}")

@@ -4,7 +4,7 @@ path a search query takes); a missing input is masked, not an error."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -19,10 +19,17 @@ if TYPE_CHECKING:
     from mmstore.collection import Collection
 
 
+def input_order(meta: dict[str, Any]) -> list[str]:
+    """The head's inputs in training order (``head.json`` sorts its keys, and a concat
+    fusion depends on the order): the configured list, not the keys of ``dims``."""
+    order: list[str] = list(meta["config"].get("inputs") or meta["dims"])
+    return order
+
+
 def build_model(meta: dict[str, Any]) -> FusionClassifier:
     cfg = meta["config"]
     return FusionClassifier(
-        {f: int(d) for f, d in meta["dims"].items()},
+        {f: int(meta["dims"][f]) for f in input_order(meta)},
         len(meta["classes"]),
         fusion=cfg["fusion"],
         hidden=cfg["hidden"],
@@ -50,8 +57,15 @@ def load_head(col: Collection, name: str) -> tuple[dict[str, Any], FusionClassif
 def predict(col: Collection, name: str, records: Any) -> list[dict[str, Any]]:
     """Per record, in order: ``{"id", "label", "probabilities": {class: p}}``."""
     meta, model = load_head(col, name)
-    items: list[Any] = [records] if isinstance(records, str | Mapping) else list(records)
-    inputs, dims = list(meta["dims"]), meta["dims"]
+    if isinstance(records, str | Mapping):
+        items: list[Any] = [records]
+    elif isinstance(records, Iterable):
+        items = list(records)
+    else:
+        raise InvalidInputError(
+            f"records are stored ids or record dicts (one, or an iterable), got {records!r}"
+        )
+    inputs, dims = input_order(meta), meta["dims"]
     x = {f: np.zeros((len(items), int(dims[f])), np.float32) for f in inputs}
     m = {f: np.zeros(len(items), bool) for f in inputs}
     _fill_stored(col, meta, items, x, m)

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from mmstore.config import check_name
 from mmstore.errors import InvalidInputError, UnknownNameError
 from mmstore.heads.artifacts import (
     META,
@@ -312,6 +313,7 @@ def read_head(col: Collection, name: str) -> tuple[dict[str, Any], str]:
     """A head's meta and a digest of its ``head.json`` (which changes on retraining)."""
     import json
 
+    check_name("head", name)
     path = head_dir(col, name) / META
     try:
         raw = path.read_bytes()

@@ -94,6 +94,12 @@ def fit_classifier(ds: AlignedDataset, opts: ClassifierOptions) -> Fitted:
     split = assign_splits(ds.ids, opts.split)
     if not (split == TRAIN).any():
         raise InvalidInputError(f"the id-hash split left no training rows of {len(ds)}")
+    if opts.dp is not None and not (split == VAL).any():
+        raise InvalidInputError(
+            "differential privacy needs validation rows for early stopping (the training "
+            "rows are the protected ones); ingest more records or give split= a larger "
+            "validation share"
+        )
     val_split = VAL if (split == VAL).any() else TRAIN  # tiny sets: stop on the train rows
     world = current()
     if opts.dp is not None:

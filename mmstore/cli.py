@@ -365,6 +365,24 @@ def spaces(path: Path, collection: str, as_json: bool) -> None:
             click.echo(f"    {v['vectors']:>9} vectors by {by}")
 
 
+@cli.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--dry-run", is_flag=True, help="Count what would be removed; remove nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_errors
+def gc(path: Path, dry_run: bool, as_json: bool) -> None:
+    """Delete stored media that no record refers to any more."""
+    with mmstore.open(path) as store:
+        counts = store.collect_media(dry_run=dry_run)
+    if as_json:
+        click.echo(json.dumps(counts))
+        return
+    verb = "would remove" if dry_run else "removed"
+    click.echo(
+        f"{verb} {counts['removed']} blobs ({counts['bytes_freed']:,} bytes); kept {counts['kept']}"
+    )
+
+
 cli_heads.register(cli, _errors, _json_arg)
 
 

@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import os
 from pathlib import Path
+from typing import Any
 
 from mmstore.atomic import TMP_SUFFIX
 from mmstore.errors import NotFoundError
@@ -78,3 +79,31 @@ class MediaStore:
         if self._unsynced:
             os.sync()
             self._unsynced = False
+
+
+def referenced(catalog: Any) -> set[str]:
+    """Every media digest that some record's stored sources name (all collections)."""
+    table = catalog.query_arrow(
+        "SELECT DISTINCT unnest(regexp_extract_all(sources, ?, 1)) AS digest FROM mms_records",
+        [r'"media":"(sha256:[0-9a-f]{64})"'],
+    )
+    return set(table.column("digest").to_pylist())
+
+
+def collect(media: MediaStore, keep: set[str], dry_run: bool = False) -> dict[str, int]:
+    """Remove blobs not in ``keep`` (records deleted, re-ingested with other content, or an
+    ingest that failed); return how many blobs were kept and removed, and the bytes freed."""
+    kept = removed = freed = 0
+    if not media.folder.is_dir():
+        return {"kept": 0, "removed": 0, "bytes_freed": 0}
+    for path in sorted(media.folder.glob("??/*")):
+        if path.name.startswith("."):
+            continue
+        if PREFIX + path.parent.name + path.name in keep:
+            kept += 1
+            continue
+        removed += 1
+        freed += path.stat().st_size
+        if not dry_run:
+            path.unlink()
+    return {"kept": kept, "removed": removed, "bytes_freed": freed}

@@ -185,6 +185,15 @@ class Store:
 
         return align(self, left, right, by, on, tolerance, direction)
 
+    def collect_media(self, *, dry_run: bool = False) -> dict[str, int]:
+        """Delete stored media (image and audio bytes) that no record refers to any more:
+        after deletes, re-ingests with new content, dropped collections or failed ingests.
+        Returns counts of blobs kept and removed and the bytes freed."""
+        from mmstore import media
+
+        self.check_writable()
+        return media.collect(self.media, media.referenced(self.catalog), dry_run=dry_run)
+
     # -- lifecycle ----------------------------------------------------------------------
     def track(self, event: Event) -> None:
         """Tell plugins about an event; their failures are logged, never raised."""

@@ -1,5 +1,6 @@
 """mmstore: a plugin-based multimodal feature store and embedding service."""
 
+from mmstore.client import Client
 from mmstore.collection import Collection
 from mmstore.encoders import Encoder, EncoderIdentity, EncoderParams
 from mmstore.errors import (
@@ -33,6 +34,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AlreadyExistsError",
+    "Client",
     "Collection",
     "ConfigError",
     "DuplicateNameError",

@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 import mmstore
-from mmstore import cli_heads, migrate
+from mmstore import cli_heads, cli_keys, cli_service, migrate
 from mmstore.catalog import Catalog
 from mmstore.errors import MMStoreError
 from mmstore.plugins import PluginHost
@@ -384,6 +384,8 @@ def gc(path: Path, dry_run: bool, as_json: bool) -> None:
 
 
 cli_heads.register(cli, _errors, _json_arg)
+cli_keys.register(cli, _errors)
+cli_service.register(cli, _errors)
 
 
 if __name__ == "__main__":

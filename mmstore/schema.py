@@ -115,3 +115,17 @@ encoder_states = sa.Table(
     sa.Column("state", sa.String, nullable=False),  # JSON of the fitted statistics
     sa.Column("created_at", sa.DateTime, nullable=False),
 )
+
+api_keys = sa.Table(
+    "mms_api_keys",
+    metadata,
+    sa.Column("id", sa.String, primary_key=True),  # public id, "k_" + 8 hex
+    sa.Column("name", sa.String, nullable=False),
+    sa.Column("hash", sa.String, nullable=False),  # "pbkdf2_sha256$<iterations>$<hex>"
+    sa.Column("salt", sa.String, nullable=False),  # hex, one per key
+    sa.Column("scopes", sa.String, nullable=False),  # JSON list of read/write/admin
+    sa.Column("collections", sa.String, nullable=False),  # JSON list, ["*"] for all
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("revoked_at", sa.DateTime),
+    sa.Column("last_used_at", sa.DateTime),
+)

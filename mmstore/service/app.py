@@ -1,0 +1,702 @@
+"""The FastAPI app of CONTRACT.md: ``create_app(store, settings)``.
+
+Concurrency: the service is the store's single writer. DuckDB's one shared connection is
+not thread-safe and the indexes are mutated in place, so every store call (reads and
+searches too) runs under one global lock, ``app.state.store_lock``; correctness first,
+parallelism later. Routes are sync functions, run by FastAPI in its thread pool; head
+training runs as a background job (:mod:`mmstore.service.jobs`) that takes the same lock
+while it trains, so other requests wait for it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import json
+import logging
+import math
+import threading
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+import mmstore
+from mmstore.errors import MMStoreError, RecordError, UnknownNameError
+from mmstore.service.jobs import JobTable
+from mmstore.service.settings import Settings
+
+log = logging.getLogger(__name__)
+Scope_ = Literal["read", "write", "admin"]
+
+_authorize: Callable[..., Any] | None
+try:
+    from mmstore.service.auth import authorize as _authorize
+except ImportError:  # auth.py not there: a stand-in that allows everything
+    _authorize = None
+
+
+# -- JSON conversion --------------------------------------------------------------------
+def jsonable(obj: Any) -> Any:
+    """Plain JSON values: datetimes as ISO strings, bytes as {"$base64"}, arrays as lists."""
+    if obj is None or isinstance(obj, bool | int | str):
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dt.datetime | dt.date | dt.time):
+        return obj.isoformat()
+    if isinstance(obj, bytes | bytearray | memoryview):
+        return {"$base64": base64.b64encode(bytes(obj)).decode("ascii")}
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return jsonable(obj.item())
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple | set | frozenset):
+        return [jsonable(v) for v in obj]
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return jsonable(asdict(obj))
+    if isinstance(obj, BaseModel):
+        return jsonable(obj.model_dump())
+    return str(obj)
+
+
+def decode_values(obj: Any) -> Any:
+    """``{"$base64": "..."}`` anywhere in a JSON value becomes bytes; the rest as given."""
+    if isinstance(obj, dict):
+        if set(obj) == {"$base64"}:
+            try:
+                return base64.b64decode(obj["$base64"], validate=True)
+            except (binascii.Error, TypeError, ValueError) as e:
+                raise mmstore.InvalidInputError(f"invalid $base64 value: {e}") from None
+        return {k: decode_values(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [decode_values(v) for v in obj]
+    return obj
+
+
+def error_body(e: BaseException) -> dict[str, Any]:
+    body: dict[str, Any] = {"error": type(e).__name__, "message": str(e)}
+    if isinstance(e, RecordError):
+        body["record"] = jsonable(e.record_id)
+        if e.field:
+            body["field"] = e.field
+    return body
+
+
+# -- request bodies ---------------------------------------------------------------------
+class CreateCollection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    encoders: dict[str, Any]
+    options: dict[str, Any] | None = None
+    index: dict[str, Any] | None = None
+    exist_ok: bool = False
+
+
+class IngestBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    records: list[dict[str, Any]]
+    on_error: Literal["raise", "skip"] = "raise"
+
+
+class DeleteBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ids: list[str | int]
+
+
+class SearchBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    values: dict[str, Any] = Field(default_factory=dict)
+    target: str | None = None
+    k: int = Field(10, ge=1)
+    where: dict[str, Any] | None = None
+    vector: list[float] | None = None
+    record: str | int | None = None
+    fusion: Literal["rrf", "weighted"] = "rrf"
+    weights: dict[str, float] | None = None
+    head: str | None = None
+
+
+class TrainBody(BaseModel):
+    """``name`` and ``kind``; every other key is a training option (inputs, label, epochs)."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+    kind: str = "classifier"
+
+
+class PredictBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    records: list[str | int | dict[str, Any]]
+
+
+class IngestReportOut(BaseModel):
+    run_id: int
+    received: int
+    written: int
+    unchanged: int
+    encoded: int
+    rejected: list[dict[str, Any]]
+    seconds: float = 0.0
+
+
+class HitOut(BaseModel):
+    id: str
+    score: float
+    field: str
+    modality: str
+    label: str | None = None
+    ts: str | None = None
+    meta: dict[str, Any] = Field(default_factory=dict)
+    values: dict[str, Any] = Field(default_factory=dict)
+
+
+class HitsOut(BaseModel):
+    hits: list[HitOut]
+
+
+class JobOut(BaseModel):
+    id: str
+    kind: str
+    status: Literal["queued", "running", "done", "failed"]
+    created: str
+    finished: str | None = None
+    error: dict[str, Any] | None = None
+    report: dict[str, Any] | None = None
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    s: {"description": d}
+    for s, d in [
+        (401, "no or unknown key"),
+        (403, "outside the key's scopes or collections"),
+        (404, "unknown name or id"),
+        (413, "body, batch too large"),
+        (422, "malformed request"),
+    ]
+}
+
+
+# -- middleware: body limit and metrics -------------------------------------------------
+class BodyTooLarge(HTTPException):
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body larger than the limit of {limit} bytes")
+
+
+class Metrics:
+    """Request counts per route and status, and latency percentiles per route."""
+
+    def __init__(self, window: int) -> None:
+        self._lock = threading.Lock()
+        self.requests: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        self.latency: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=window))
+
+    def record(self, route: str, status: int, ms: float) -> None:
+        with self._lock:
+            self.requests[route][str(status)] += 1
+            self.latency[route].append(ms)
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            requests = {r: dict(s) for r, s in self.requests.items()}
+            errors = {
+                r: sum(n for st, n in s.items() if int(st) >= 400) for r, s in requests.items()
+            }
+            latency = {}
+            for r, d in self.latency.items():
+                a = np.fromiter(d, float)
+                p50, p95, p99 = np.percentile(a, [50, 95, 99]) if len(a) else (0.0, 0.0, 0.0)
+                latency[r] = {
+                    "count": len(a),
+                    "p50": round(float(p50), 3),
+                    "p95": round(float(p95), 3),
+                    "p99": round(float(p99), 3),
+                }
+        return {"requests": requests, "errors": errors, "latency_ms": latency}
+
+
+class LimitAndMeasure:
+    """Pure ASGI middleware: answers 413 from Content-Length before the body is read (and
+    counts bytes while streaming when there is none), and records metrics per route."""
+
+    def __init__(self, app: ASGIApp, limit: int, metrics: Metrics, routes: Any) -> None:
+        self.app, self.limit, self.metrics, self.routes = app, limit, metrics, routes
+
+    def route_of(self, scope: Scope) -> str:
+        for r in self.routes():
+            match, _ = r.matches(scope)
+            if match == Match.FULL:
+                return f"{scope['method']} {r.path}"
+        return "unmatched"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+        started = False
+
+        async def send_(message: Message) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                status, started = message["status"], True
+            await send(message)
+
+        try:
+            length = dict(scope["headers"]).get(b"content-length")
+            if length is not None:
+                try:
+                    n = int(length)
+                except ValueError:
+                    n = -1
+                if n < 0:
+                    await _respond(
+                        send_, 400, {"error": "BadRequest", "message": "invalid Content-Length"}
+                    )
+                    return
+                if n > self.limit:
+                    await _respond(
+                        send_,
+                        413,
+                        error_body(BodyTooLarge(self.limit)) | {"error": "PayloadTooLarge"},
+                    )
+                    return
+            seen = 0
+
+            async def receive_() -> Message:
+                nonlocal seen
+                message = await receive()
+                if message["type"] == "http.request":
+                    seen += len(message.get("body", b""))
+                    if seen > self.limit:
+                        raise BodyTooLarge(self.limit)
+                return message
+
+            try:
+                await self.app(scope, receive_, send_)
+            except BodyTooLarge as e:  # raised outside FastAPI's handlers
+                if started:
+                    raise
+                await _respond(send_, 413, {"error": "PayloadTooLarge", "message": e.detail})
+        finally:
+            ms = (time.perf_counter() - start) * 1000
+            self.metrics.record(self.route_of(scope), status, ms)
+
+
+async def _respond(send: Send, status: int, body: dict[str, Any]) -> None:
+    data = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(data)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": data})
+
+
+# -- the app ----------------------------------------------------------------------------
+def create_app(store: mmstore.Store, settings: Settings | None = None) -> FastAPI:
+    """The service app over an open (writable) store; the caller closes the store."""
+    settings = settings or Settings()
+    lock = threading.RLock()
+    metrics = Metrics(settings.metrics_window)
+    jobs = JobTable(error_body)
+    app = FastAPI(
+        title="mmstore",
+        version=mmstore.__version__,
+        description="The mmstore embedding service (collections, records, search, heads).",
+    )
+    app.state.store, app.state.settings, app.state.store_lock = store, settings, lock
+    app.state.jobs, app.state.metrics = jobs, metrics
+    app.add_middleware(
+        LimitAndMeasure,
+        limit=settings.max_body_bytes,
+        metrics=metrics,
+        routes=lambda: app.router.routes,
+    )
+
+    if settings.auth and _authorize is None:
+        log.warning("mmstore.service.auth is not available: requests are not authorized")
+    elif settings.auth and getattr(app.state, "keys", None) is None:
+        from mmstore.service.keys import KeyStore
+
+        app.state.keys = KeyStore(store.catalog)
+
+    def need(scope: Scope_) -> Any:
+        """A dependency: the request's KeyInfo (None without auth), or 401/403. Key lookups
+        read the catalog, so they take the store lock too."""
+
+        def dependency(request: Request) -> Any:
+            if not settings.auth or _authorize is None:
+                return None
+            with lock:
+                return _authorize(request, scope, request.path_params.get("c"))
+
+        dependency.__name__ = f"need_{scope}"
+        return Depends(dependency)
+
+    def call(fn: Callable[[], Any]) -> Any:
+        with lock:
+            return fn()
+
+    def col(name: str) -> mmstore.Collection:
+        return store.collection(name)
+
+    # errors
+    @app.exception_handler(MMStoreError)
+    async def _mm(request: Request, e: MMStoreError) -> JSONResponse:
+        return JSONResponse(error_body(e), status_code=e.http_status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, e: RequestValidationError) -> JSONResponse:
+        errs = jsonable([{k: v for k, v in x.items() if k != "ctx"} for x in e.errors()])
+        msg = "; ".join(
+            f"{'.'.join(map(str, x.get('loc', ())))}: {x.get('msg')}" for x in e.errors()
+        )
+        return JSONResponse(
+            {"error": "ValidationError", "message": msg or "invalid request", "detail": errs},
+            status_code=422,
+        )
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, e: HTTPException) -> JSONResponse:
+        name = {401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 413: "PayloadTooLarge"}.get(
+            e.status_code, "HTTPError"
+        )
+        detail = e.detail
+        body = (
+            {"error": detail.get("error", name), "message": str(detail.get("message", ""))}
+            if isinstance(detail, dict)
+            else {"error": name, "message": str(detail)}
+        )
+        return JSONResponse(
+            body,
+            status_code=e.status_code,
+            headers=getattr(e, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def _crash(request: Request, e: Exception) -> JSONResponse:
+        log.exception("internal error on %s %s", request.method, request.url.path)
+        return JSONResponse({"error": "InternalError", "message": str(e)}, status_code=500)
+
+    def too_many(what: str, n: int) -> None:
+        if n > settings.max_batch:
+            raise HTTPException(
+                413, f"{n} {what} in one request; the limit is {settings.max_batch} (max_batch)"
+            )
+
+    # health and metrics
+    @app.get("/health", tags=["service"])
+    def health() -> dict[str, Any]:
+        """Liveness, version and the configured limits (no key needed)."""
+        return {
+            "status": "ok",
+            "version": mmstore.__version__,
+            "limits": settings.limits(),
+            "auth": settings.auth,
+        }
+
+    @app.get("/metrics", tags=["service"], dependencies=[need("admin")], responses=ERRORS)
+    def metrics_route() -> dict[str, Any]:
+        """Request counts per route and status, errors per route, latency percentiles."""
+        return metrics.snapshot()
+
+    # collections
+    @app.get("/collections", tags=["collections"], dependencies=[need("read")], responses=ERRORS)
+    def list_collections(request: Request) -> dict[str, list[str]]:
+        """The collections the request's key may see (all of them without auth)."""
+        key = getattr(request.state, "key", None)
+        names = call(store.collections)
+        return {"collections": [n for n in names if _may_see(key, n)]}
+
+    @app.post(
+        "/collections",
+        status_code=201,
+        tags=["collections"],
+        dependencies=[need("admin")],
+        responses=ERRORS,
+    )
+    def create_collection(body: CreateCollection) -> dict[str, Any]:
+        def go() -> dict[str, Any]:
+            c = store.create_collection(
+                body.name,
+                body.encoders,
+                options=body.options,
+                index=body.index,
+                exist_ok=body.exist_ok,
+            )
+            return c.info()
+
+        return jsonable(call(go))
+
+    @app.get(
+        "/collections/{c}", tags=["collections"], dependencies=[need("read")], responses=ERRORS
+    )
+    def collection_info(c: str) -> dict[str, Any]:
+        return jsonable(call(lambda: col(c).info()))
+
+    @app.delete(
+        "/collections/{c}", tags=["collections"], dependencies=[need("admin")], responses=ERRORS
+    )
+    def drop_collection(c: str) -> dict[str, str]:
+        call(lambda: store.drop_collection(c))
+        return {"dropped": c}
+
+    # records
+    @app.post(
+        "/collections/{c}/records",
+        tags=["records"],
+        dependencies=[need("write")],
+        responses=ERRORS,
+        response_model=IngestReportOut,
+    )
+    def ingest(c: str, body: IngestBody) -> Any:
+        too_many("records", len(body.records))
+        records = decode_values(body.records)
+        report = call(lambda: col(c).ingest(records, on_error=body.on_error))
+        return jsonable(report)
+
+    media_body = {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["records"],
+                        "properties": {
+                            "records": {"type": "string", "description": "a JSON list of records"},
+                            "on_error": {"type": "string", "enum": ["raise", "skip"]},
+                        },
+                        "additionalProperties": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "a part named '<record id>/<field>' fills that "
+                            "field of that record with the file's bytes",
+                        },
+                    }
+                }
+            },
+        }
+    }
+
+    @app.post(
+        "/collections/{c}/records/media",
+        tags=["records"],
+        dependencies=[need("write")],
+        responses=ERRORS,
+        response_model=IngestReportOut,
+        openapi_extra=media_body,
+    )
+    async def ingest_media(c: str, request: Request) -> Any:
+        """Multipart ingest: ``records`` is a JSON list; each file part named
+        ``<record id>/<field>`` fills that field of that record with the file's bytes."""
+        ctype = request.headers.get("content-type", "")
+        if not ctype.startswith("multipart/form-data"):
+            raise _validation("body", "expected multipart/form-data")
+        max_files = settings.max_batch * 16
+        form = await request.form(max_files=max_files, max_fields=max_files)
+        try:
+            raw = form.get("records")
+            if not isinstance(raw, str):
+                raise _validation("records", "a form field 'records' (a JSON list) is required")
+            try:
+                records = json.loads(raw)
+            except json.JSONDecodeError as e:
+                raise _validation("records", f"not JSON: {e}") from None
+            if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+                raise _validation("records", "must be a JSON list of objects")
+            too_many("records", len(records))
+            records = decode_values(records)
+            on_error: Literal["raise", "skip"] = "raise"
+            given = form.get("on_error")
+            if given in ("raise", "skip"):
+                on_error = "skip" if given == "skip" else "raise"
+            elif given is not None:
+                raise _validation("on_error", "must be 'raise' or 'skip'")
+            by_id = {str(r.get("id")): r for r in records}
+            for name, part in form.multi_items():
+                if not isinstance(part, UploadFile):
+                    continue
+                rid, sep, field = name.rpartition("/")
+                if not sep or not rid or not field:
+                    raise _validation(name, "a file part is named '<record id>/<field>'")
+                if rid not in by_id:
+                    raise _validation(name, f"no record with id {rid!r} in 'records'")
+                by_id[rid][field] = await part.read()
+        finally:
+            await form.close()
+        report = await run_in_threadpool(call, lambda: col(c).ingest(records, on_error=on_error))
+        return jsonable(report)
+
+    @app.get(
+        "/collections/{c}/records", tags=["records"], dependencies=[need("read")], responses=ERRORS
+    )
+    def get_records(
+        c: str, ids: str = Query(..., description="comma-separated record ids")
+    ) -> dict[str, Any]:
+        wanted = [s.strip() for s in ids.split(",") if s.strip()]
+        if not wanted:
+            raise _validation("ids", "give at least one id")
+        too_many("ids", len(wanted))
+        return {"records": jsonable(call(lambda: col(c).get(wanted)))}
+
+    @app.post(
+        "/collections/{c}/records/delete",
+        tags=["records"],
+        dependencies=[need("write")],
+        responses=ERRORS,
+    )
+    def delete_records(c: str, body: DeleteBody) -> dict[str, int]:
+        too_many("ids", len(body.ids))
+        return {"deleted": call(lambda: col(c).delete(body.ids))}
+
+    # search
+    reserved = {"target", "k", "where", "vector", "record", "fusion", "weights", "head"}
+
+    @app.post(
+        "/collections/{c}/search",
+        tags=["search"],
+        dependencies=[need("read")],
+        responses=ERRORS,
+        response_model=HitsOut,
+    )
+    def search(c: str, body: SearchBody) -> Any:
+        """Every query form of ``Collection.search``: field or modality ``values`` (bytes as
+        ``{"$base64": ...}``), a raw ``vector``, a stored ``record``; ``where`` filters."""
+        if body.k > settings.max_k:
+            raise _validation("k", f"k={body.k} is over the limit of {settings.max_k} (max_k)")
+        clash = reserved & set(body.values)
+        if clash:
+            raise _validation("values", f"{sorted(clash)} are search arguments, not fields")
+        for name, v in body.values.items():
+            if isinstance(v, str) and len(v) > settings.max_text_chars:
+                raise _validation(
+                    f"values.{name}",
+                    f"{len(v)} characters; the limit is {settings.max_text_chars} (max_text_chars)",
+                )
+        values = decode_values(body.values)
+        vector = None if body.vector is None else np.asarray(body.vector, np.float32)
+        hits = call(
+            lambda: col(c).search(
+                target=body.target,
+                k=body.k,
+                where=body.where,
+                vector=vector,
+                record=body.record,
+                fusion=body.fusion,
+                weights=body.weights,
+                head=body.head,
+                **values,
+            )
+        )
+        return {"hits": [jsonable(asdict(h)) for h in hits]}
+
+    # heads
+    @app.post(
+        "/collections/{c}/heads",
+        status_code=202,
+        tags=["heads"],
+        dependencies=[need("write")],
+        responses=ERRORS,
+    )
+    def train_head(c: str, body: TrainBody) -> dict[str, str]:
+        """Start training a head as a background job; poll ``GET /jobs/{id}``."""
+        options = dict(body.model_extra or {})
+        call(lambda: col(c))  # an unknown collection is a 404 now, not a failed job
+
+        def run() -> dict[str, Any]:
+            with lock:
+                r = col(c).train_head(body.name, body.kind, **options)
+            return jsonable(
+                {
+                    "name": r.name,
+                    "kind": r.kind,
+                    "path": r.path,
+                    "classes": r.classes,
+                    "metrics": r.metrics,
+                    "best_epoch": r.best_epoch,
+                    "split_rows": r.split_rows,
+                    "excluded": r.excluded,
+                }
+            )
+
+        job = jobs.submit("train_head", run)
+        return {"job": job.id}
+
+    @app.get(
+        "/jobs/{id}",
+        tags=["heads"],
+        dependencies=[need("write")],
+        responses=ERRORS,
+        response_model=JobOut,
+    )
+    def job_status(id: str) -> Any:
+        job = jobs.get(id)
+        if job is None:
+            raise UnknownNameError("job", id, [])
+        return job.to_dict()
+
+    @app.get(
+        "/collections/{c}/heads", tags=["heads"], dependencies=[need("read")], responses=ERRORS
+    )
+    def list_heads(c: str) -> dict[str, Any]:
+        return {"heads": jsonable(call(lambda: col(c).heads()))}
+
+    @app.post(
+        "/collections/{c}/heads/{name}/predict",
+        tags=["heads"],
+        dependencies=[need("read")],
+        responses=ERRORS,
+    )
+    def predict(c: str, name: str, body: PredictBody) -> dict[str, Any]:
+        too_many("records", len(body.records))
+        records = decode_values(body.records)
+        return {"predictions": jsonable(call(lambda: col(c).predict(name, records)))}
+
+    return app
+
+
+def _validation(field: str, message: str) -> RequestValidationError:
+    return RequestValidationError(
+        [{"type": "value_error", "loc": ("body", *field.split(".")), "msg": message}]
+    )
+
+
+def _may_see(key: Any, name: str) -> bool:
+    """Whether a key (the KeyInfo of auth.py, or None without auth) may see a collection."""
+    if key is None:
+        return True
+    can_access = getattr(key, "can_access", None)
+    if callable(can_access):
+        return bool(can_access(name))
+    cols = getattr(key, "collections", None)
+    return not cols or "*" in cols or name in cols
+
+
+__all__ = ["Settings", "create_app", "decode_values", "jsonable"]

@@ -1,0 +1,106 @@
+"""mmstore.Client against a real uvicorn server with keys: the same calls as on an
+embedded store give the same results, and errors come back as the same exception classes.
+
+Bad inputs tried: an unknown collection, a bad record (RecordError naming it), k over the
+limit, a read-only key writing, a key for another collection, no key."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import uvicorn
+
+import mmstore
+from mmstore.service import Settings
+from mmstore.service.app import create_app
+from mmstore.service.keys import KeyStore
+from tests.test_service import VEC, cluster_records, free_port
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    path = tmp_path_factory.mktemp("client") / "store"
+    store = mmstore.open(path)
+    keys = KeyStore(store.catalog)
+    _, admin = keys.create("admin", ["admin"], "*")
+    _, reader = keys.create("reader", ["read"], ["vecs"])
+    app = create_app(store, Settings(auth=True, max_k=50))
+    port = free_port()
+    srv = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.05)
+    try:
+        yield {"url": url, "admin": admin, "reader": reader, "store": store}
+    finally:
+        app.state.jobs.join(timeout=60)
+        srv.should_exit = True
+        thread.join(timeout=10)
+        store.close()
+
+
+def test_client_mirrors_the_embedded_api(served: dict[str, Any], tmp_path: Path) -> None:
+    records = cluster_records()
+    with mmstore.Client(served["url"], served["admin"]) as client:
+        remote = client.create_collection("vecs", encoders=VEC)
+        report = remote.ingest(records)
+        assert report["written"] == len(records) and len(remote) == len(records)
+        with mmstore.open(tmp_path / "local") as local_store:
+            local = local_store.create_collection("vecs", encoders=VEC)
+            local.ingest(records)
+            query = np.asarray(records[0]["emb"]) + 0.01
+            for kwargs in (
+                {"vector": query},
+                {"record": "r1"},
+                {"record": "r2", "where": {"label": "k2"}},
+            ):
+                got, want = remote.search(k=5, **kwargs), local.search(k=5, **kwargs)
+                assert got.ids == want.ids
+                assert np.allclose([h.score for h in got], [h.score for h in want], atol=1e-5)
+                assert got[0].label == want[0].label and got[0].meta == want[0].meta
+        assert remote.get(["r3"])[0]["id"] == "r3"
+        assert remote.delete(["r3", "nope"]) == 1 and len(remote) == len(records) - 1
+        job = remote.train_head("clf", inputs=["emb"], epochs=30, patience=5)
+        assert job["status"] == "done"
+        assert [h["name"] for h in remote.heads()] == ["clf"]
+        assert remote.predict("clf", ["r0"])[0]["label"] == "k0"
+        assert client.collections() == ["vecs"]
+        with pytest.raises(mmstore.UnknownNameError):
+            client.collection("nope")
+        with pytest.raises(mmstore.RecordError) as err:
+            remote.ingest([{"id": "bad", "emb": [1.0, "x"]}])
+        assert err.value.record_id == "bad"
+        with pytest.raises(mmstore.MMStoreError, match="HTTP 422"):
+            remote.search(vector=query, k=500)
+
+
+def test_keys_limit_what_the_client_may_do(served: dict[str, Any]) -> None:
+    with mmstore.Client(served["url"], served["reader"]) as client:
+        col = client.collection("vecs")
+        assert len(col.search(record="r1", k=3)) == 3
+        with pytest.raises(mmstore.MMStoreError, match="HTTP 403"):
+            col.delete(["r1"])
+        with pytest.raises(mmstore.MMStoreError, match="HTTP 403"):
+            client.create_collection("other", encoders=VEC)
+    with mmstore.Client(served["url"]) as anonymous:
+        assert anonymous.health()["status"] == "ok"
+        with pytest.raises(mmstore.MMStoreError, match="HTTP 401"):
+            anonymous.collections()

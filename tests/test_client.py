@@ -6,22 +6,19 @@ limit, a read-only key writing, a key for another collection, no key."""
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
-import uvicorn
 
 import mmstore
 from mmstore.service import Settings
 from mmstore.service.app import create_app
 from mmstore.service.keys import KeyStore
-from tests.test_service import VEC, cluster_records, free_port
+from tests.servers import running
+from tests.test_service import VEC, cluster_records
 
 
 @pytest.fixture(scope="module")
@@ -32,28 +29,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     _, admin = keys.create("admin", ["admin"], "*")
     _, reader = keys.create("reader", ["read"], ["vecs"])
     app = create_app(store, Settings(auth=True, max_k=50))
-    port = free_port()
-    srv = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
     try:
-        yield {"url": url, "admin": admin, "reader": reader, "store": store}
+        with running(app) as url:
+            yield {"url": url, "admin": admin, "reader": reader, "store": store}
     finally:
-        app.state.jobs.join(timeout=60)
-        srv.should_exit = True
-        thread.join(timeout=10)
         store.close()
 
 

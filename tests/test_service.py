@@ -10,7 +10,6 @@ import base64
 import io
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,21 +19,15 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
-import uvicorn
 
 import mmstore
 from mmstore.service import Settings
 from mmstore.service.app import create_app, decode_values, jsonable
+from tests.servers import running
 
 VEC = {"emb": {"encoder": "precomputed", "modality": "vector", "dim": 8}}
 SR = 16_000
 N = 120
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cluster_records(n: int = N) -> list[dict[str, Any]]:
@@ -65,27 +58,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any]
     store = mmstore.open(path)
     settings = Settings(auth=False, max_body_bytes=200_000, max_batch=200, max_k=50)
     app = create_app(store, settings)
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
     try:
-        yield url, app
+        with running(app) as url:
+            yield url, app
     finally:
-        app.state.jobs.join(timeout=60)
-        srv.should_exit = True
-        thread.join(timeout=10)
         store.close()
 
 

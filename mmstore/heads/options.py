@@ -22,10 +22,29 @@ class DPOptions(BaseModel):
     max_grad_norm: float = Field(1.0, gt=0.0, allow_inf_nan=False)
 
 
-class ClassifierOptions(BaseModel):
-    """What ``col.train_head(name, kind="classifier", ...)`` takes."""
+class TrainOptions(BaseModel):
+    """Options every head kind takes: the loop, the split, the device, the rows, privacy."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epochs: int = Field(100, ge=1, le=100_000)
+    patience: int = Field(10, ge=1)
+    lr: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(1e-2, ge=0.0)
+    seed: int = 0
+    split: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    where: dict[str, Any] | None = None
+    dp: DPOptions | None = None
+
+    @model_validator(mode="after")
+    def _check_split(self) -> TrainOptions:
+        _check_split(self.split)
+        return self
+
+
+class ClassifierOptions(TrainOptions):
+    """What ``col.train_head(name, kind="classifier", ...)`` takes."""
 
     inputs: list[str] = Field(min_length=1)
     label: str = "label"
@@ -34,58 +53,32 @@ class ClassifierOptions(BaseModel):
     mlp_hidden: int = Field(64, ge=2, le=8192)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     modality_dropout: float = Field(0.1, ge=0.0, lt=1.0)
-    epochs: int = Field(100, ge=1, le=100_000)
-    patience: int = Field(10, ge=1)
     batch_size: int = Field(128, ge=1)
-    lr: float = Field(1e-3, gt=0.0)
-    weight_decay: float = Field(1e-2, ge=0.0)
-    seed: int = 0
-    split: tuple[float, float, float] = (0.7, 0.15, 0.15)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    where: dict[str, Any] | None = None
-    dp: DPOptions | None = None
 
     @model_validator(mode="after")
     def _check(self) -> ClassifierOptions:
         if len(set(self.inputs)) != len(self.inputs):
             raise ValueError(f"inputs name a field twice: {self.inputs}")
-        if any(f <= 0 for f in self.split) or abs(sum(self.split) - 1.0) > 1e-6:
-            raise ValueError(
-                f"split must be three positive fractions (train, val, test) summing to 1, "
-                f"got {self.split}"
-            )
         return self
 
 
-class RetrievalOptions(BaseModel):
+class RetrievalOptions(TrainOptions):
     """What ``col.train_head(name, kind="retrieval", query=..., target=...)`` takes: two
     towers ``Linear(dim, hidden) GELU Linear(hidden, out_dim)`` into a joint space, trained
     with a symmetric contrastive loss whose temperature is learned (``temperature`` is its
     starting value)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     query: str = Field(min_length=1)
     target: str = Field(min_length=1)
     hidden: int = Field(256, ge=2, le=8192)
     out_dim: int = Field(64, ge=2, le=8192)
     temperature: float = Field(0.07, ge=0.01, le=1.0)
-    epochs: int = Field(100, ge=1, le=100_000)
-    patience: int = Field(10, ge=1)
     batch_size: int = Field(256, ge=2)
-    lr: float = Field(1e-3, gt=0.0)
-    weight_decay: float = Field(1e-2, ge=0.0)
-    seed: int = 0
-    split: tuple[float, float, float] = (0.7, 0.15, 0.15)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    where: dict[str, Any] | None = None
-    dp: DPOptions | None = None
 
     @model_validator(mode="after")
     def _check(self) -> RetrievalOptions:
         if self.query == self.target:
             raise ValueError(f"query and target must be two fields, both are {self.query!r}")
-        _check_split(self.split)
         return self
 
 

@@ -21,16 +21,23 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
-def training_curves(history: list[dict[str, Any]], path: Path) -> Path:
+def training_curves(
+    history: list[dict[str, Any]],
+    path: Path,
+    score: str = "val_macro_f1",
+    score_label: str = "macro-F1",
+    loss_label: str = "cross-entropy",
+) -> Path:
+    """Loss (train, validation) and a validation score per epoch, as a PNG."""
     fig = Figure(figsize=(8, 3.5))
     ax1, ax2 = fig.subplots(1, 2)
     epochs = [h["epoch"] for h in history]
     ax1.plot(epochs, [h["train_loss"] for h in history], label="train")
     ax1.plot(epochs, [h["val_loss"] for h in history], label="validation")
-    ax1.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    ax1.set(xlabel="epoch", ylabel=loss_label, title="loss")
     ax1.legend()
-    ax2.plot(epochs, [h["val_macro_f1"] for h in history], color="tab:green")
-    ax2.set(xlabel="epoch", ylabel="macro-F1", title="validation macro-F1", ylim=(0, 1.02))
+    ax2.plot(epochs, [h[score] for h in history], color="tab:green")
+    ax2.set(xlabel="epoch", ylabel=score_label, title=f"validation {score_label}", ylim=(0, 1.02))
     return _save(fig, path)
 
 

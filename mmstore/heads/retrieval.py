@@ -257,22 +257,9 @@ def _evaluate(model: TwoTower, xq: torch.Tensor, xt: torch.Tensor) -> dict[str, 
 
 def training_curves(history: list[dict[str, Any]], path: Path) -> Path:
     """Loss (train, validation) and validation Recall@10 per epoch, as a PNG."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from mmstore.heads import plots
 
-    fig = Figure(figsize=(8, 3.5))
-    FigureCanvasAgg(fig)
-    ax1, ax2 = fig.subplots(1, 2)
-    epochs = [h["epoch"] for h in history]
-    ax1.plot(epochs, [h["train_loss"] for h in history], label="train")
-    ax1.plot(epochs, [h["val_loss"] for h in history], label="validation")
-    ax1.set(xlabel="epoch", ylabel="symmetric InfoNCE", title="loss")
-    ax1.legend()
-    ax2.plot(epochs, [h["val_recall@10"] for h in history], color="tab:green")
-    ax2.set(xlabel="epoch", ylabel="Recall@10", title="validation Recall@10", ylim=(0, 1.02))
-    fig.tight_layout()
-    fig.savefig(path, format="png", dpi=100)
-    return path
+    return plots.training_curves(history, path, "val_recall@10", "Recall@10", "symmetric InfoNCE")
 
 
 # -- serving ----------------------------------------------------------------------------

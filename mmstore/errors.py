@@ -81,6 +81,13 @@ class RecordError(MMStoreError, ValueError):
         super().__init__(f"{where}: {problem}")
 
 
+class LimitExceededError(RecordError):
+    """A record's value is larger than a limit of the service (text length, image pixels,
+    audio duration); the record is named and the limit too."""
+
+    http_status = 413
+
+
 class InvalidInputError(MMStoreError, ValueError):
     """A request argument (query, filter, k) is invalid."""
 

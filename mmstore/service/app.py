@@ -37,17 +37,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import mmstore
 from mmstore.errors import MMStoreError, RecordError, UnknownNameError
+from mmstore.service import limits
+from mmstore.service.auth import authorize
 from mmstore.service.jobs import JobTable
 from mmstore.service.settings import Settings
 
 log = logging.getLogger(__name__)
 Scope_ = Literal["read", "write", "admin"]
-
-_authorize: Callable[..., Any] | None
-try:
-    from mmstore.service.auth import authorize as _authorize
-except ImportError:  # auth.py not there: a stand-in that allows everything
-    _authorize = None
 
 
 # -- JSON conversion --------------------------------------------------------------------
@@ -339,9 +335,7 @@ def create_app(store: mmstore.Store, settings: Settings | None = None) -> FastAP
         routes=lambda: app.router.routes,
     )
 
-    if settings.auth and _authorize is None:
-        log.warning("mmstore.service.auth is not available: requests are not authorized")
-    elif settings.auth and getattr(app.state, "keys", None) is None:
+    if settings.auth:
         from mmstore.service.keys import KeyStore
 
         app.state.keys = KeyStore(store.catalog)
@@ -351,10 +345,10 @@ def create_app(store: mmstore.Store, settings: Settings | None = None) -> FastAP
         read the catalog, so they take the store lock too."""
 
         def dependency(request: Request) -> Any:
-            if not settings.auth or _authorize is None:
+            if not settings.auth:
                 return None
             with lock:
-                return _authorize(request, scope, request.path_params.get("c"))
+                return authorize(request, scope, request.path_params.get("c"))
 
         dependency.__name__ = f"need_{scope}"
         return Depends(dependency)
@@ -365,6 +359,19 @@ def create_app(store: mmstore.Store, settings: Settings | None = None) -> FastAP
 
     def col(name: str) -> mmstore.Collection:
         return store.collection(name)
+
+    def modalities(name: str) -> dict[str, str]:
+        """Field -> modality of a collection (a 404 for an unknown one)."""
+        return call(lambda: {f: x.modality.name for f, x in col(name).fields.items()})
+
+    def ingest_within_limits(c: str, records: list[dict[str, Any]], on_error: str) -> Any:
+        """Ingest the records within the value limits; those over one fail the request
+        (413) or, with ``skip``, are listed as rejected."""
+        kept, over = limits.check_records(records, modalities(c), settings, on_error == "skip")
+        report = call(lambda: col(c).ingest(kept, on_error=on_error))  # type: ignore[arg-type]
+        report.received += len(over)
+        report.rejected.extend(over)
+        return jsonable(report)
 
     # errors
     @app.exception_handler(MMStoreError)
@@ -477,9 +484,7 @@ def create_app(store: mmstore.Store, settings: Settings | None = None) -> FastAP
     )
     def ingest(c: str, body: IngestBody) -> Any:
         too_many("records", len(body.records))
-        records = decode_values(body.records)
-        report = call(lambda: col(c).ingest(records, on_error=body.on_error))
-        return jsonable(report)
+        return ingest_within_limits(c, decode_values(body.records), body.on_error)
 
     media_body = {
         "requestBody": {
@@ -551,8 +556,7 @@ def create_app(store: mmstore.Store, settings: Settings | None = None) -> FastAP
                 by_id[rid][field] = await part.read()
         finally:
             await form.close()
-        report = await run_in_threadpool(call, lambda: col(c).ingest(records, on_error=on_error))
-        return jsonable(report)
+        return await run_in_threadpool(ingest_within_limits, c, records, on_error)
 
     @app.get(
         "/collections/{c}/records", tags=["records"], dependencies=[need("read")], responses=ERRORS
@@ -594,13 +598,8 @@ def create_app(store: mmstore.Store, settings: Settings | None = None) -> FastAP
         clash = reserved & set(body.values)
         if clash:
             raise _validation("values", f"{sorted(clash)} are search arguments, not fields")
-        for name, v in body.values.items():
-            if isinstance(v, str) and len(v) > settings.max_text_chars:
-                raise _validation(
-                    f"values.{name}",
-                    f"{len(v)} characters; the limit is {settings.max_text_chars} (max_text_chars)",
-                )
         values = decode_values(body.values)
+        limits.check_query(values, modalities(c), settings)
         vector = None if body.vector is None else np.asarray(body.vector, np.float32)
         hits = call(
             lambda: col(c).search(
@@ -677,6 +676,8 @@ def create_app(store: mmstore.Store, settings: Settings | None = None) -> FastAP
     def predict(c: str, name: str, body: PredictBody) -> dict[str, Any]:
         too_many("records", len(body.records))
         records = decode_values(body.records)
+        news = [r for r in records if isinstance(r, dict)]
+        limits.check_records(news, modalities(c), settings, skip=False)
         return {"predictions": jsonable(call(lambda: col(c).predict(name, records)))}
 
     return app
@@ -689,14 +690,8 @@ def _validation(field: str, message: str) -> RequestValidationError:
 
 
 def _may_see(key: Any, name: str) -> bool:
-    """Whether a key (the KeyInfo of auth.py, or None without auth) may see a collection."""
-    if key is None:
-        return True
-    can_access = getattr(key, "can_access", None)
-    if callable(can_access):
-        return bool(can_access(name))
-    cols = getattr(key, "collections", None)
-    return not cols or "*" in cols or name in cols
+    """Whether a key (a KeyInfo, or None without auth) may see a collection."""
+    return key is None or bool(key.can_access(name))
 
 
 __all__ = ["Settings", "create_app", "decode_values", "jsonable"]

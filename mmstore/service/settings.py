@@ -9,7 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class Settings(BaseModel):
-    """Settings of one service process; the limits are checked before a store call."""
+    """Settings of one service process; the limits are checked before a store call
+    (the value limits by :mod:`mmstore.service.limits`)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -23,8 +24,12 @@ class Settings(BaseModel):
     max_batch: int = Field(1000, ge=1)
     #: the largest ``k`` of a search
     max_k: int = Field(1000, ge=1)
-    #: the longest string value of a search query (characters)
-    max_text_chars: int = Field(10_000, ge=1)
+    #: the longest text value of a record or a query (characters)
+    max_text_chars: int = Field(100_000, ge=1)
+    #: the most pixels of an image sent as bytes (read from its header, before decoding)
+    max_image_pixels: int = Field(40_000_000, ge=1)
+    #: the longest audio clip sent as bytes, in seconds (read from its header)
+    max_audio_seconds: float = Field(600.0, gt=0)
     #: latency samples kept per route for the percentiles of /metrics
     metrics_window: int = Field(1000, ge=10)
 
@@ -35,4 +40,6 @@ class Settings(BaseModel):
             "max_batch": self.max_batch,
             "max_k": self.max_k,
             "max_text_chars": self.max_text_chars,
+            "max_image_pixels": self.max_image_pixels,
+            "max_audio_seconds": self.max_audio_seconds,
         }

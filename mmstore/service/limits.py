@@ -1,0 +1,121 @@
+"""The service's value limits: text length, image pixels and audio duration, checked on
+each record and query value before the store is called (and before the store lock is
+taken), from headers only: an image's size and an audio file's duration are read without
+decoding. The modality plugins keep their own limits; these are the service's, usually
+tighter, the same for every collection, and reported by ``/health``.
+
+A value that a probe cannot read passes here: the modality rejects it with its own error.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from mmstore.errors import LimitExceededError
+from mmstore.ingest import Rejected
+from mmstore.service.settings import Settings
+
+Probe = Callable[[Any, Settings], str | None]
+
+
+def _text(value: Any, settings: Settings) -> str | None:
+    if isinstance(value, str) and len(value) > settings.max_text_chars:
+        return (
+            f"{len(value):,} characters, over the service limit of "
+            f"max_text_chars={settings.max_text_chars:,}; shorten or split the text"
+        )
+    return None
+
+
+def _image(value: Any, settings: Settings) -> str | None:
+    if not isinstance(value, bytes | bytearray):
+        return None
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow's bomb warning: the size decides here
+            with Image.open(io.BytesIO(value)) as im:  # reads the header only
+                width, height = im.size
+    except Image.DecompressionBombError as e:
+        return f"{e}; over the service limit max_image_pixels={settings.max_image_pixels:,}"
+    except Exception:  # not an image Pillow can read: the modality will say why
+        return None
+    if width * height > settings.max_image_pixels:
+        return (
+            f"image is {width}x{height} = {width * height:,} pixels, over the service limit "
+            f"max_image_pixels={settings.max_image_pixels:,}; downscale it"
+        )
+    return None
+
+
+def _audio(value: Any, settings: Settings) -> str | None:
+    if not isinstance(value, bytes | bytearray):
+        return None
+    import soundfile
+
+    try:
+        seconds = soundfile.info(io.BytesIO(value)).duration  # reads the header only
+    except Exception:  # not audio libsndfile can read: the modality will say why
+        return None
+    if seconds > settings.max_audio_seconds:
+        return (
+            f"audio lasts {seconds:.1f} s, over the service limit "
+            f"max_audio_seconds={settings.max_audio_seconds:g}; cut it into shorter clips"
+        )
+    return None
+
+
+PROBES: dict[str, Probe] = {"text": _text, "image": _image, "audio": _audio}
+
+
+def problem(modality: str, value: Any, settings: Settings) -> str | None:
+    """Why ``value`` of ``modality`` is over a service limit, or None."""
+    probe = PROBES.get(modality)
+    return probe(value, settings) if probe else None
+
+
+def check_records(
+    records: list[dict[str, Any]],
+    modalities: Mapping[str, str],
+    settings: Settings,
+    skip: bool,
+) -> tuple[list[dict[str, Any]], list[Rejected]]:
+    """The records within the limits and those left out. ``modalities`` maps each field of
+    the collection to its modality. Without ``skip`` the first record over a limit raises
+    :class:`LimitExceededError` naming it and its field."""
+    kept: list[dict[str, Any]] = []
+    rejected: list[Rejected] = []
+    for record in records:
+        error = _record_problem(record, modalities, settings)
+        if error is None:
+            kept.append(record)
+        elif skip:
+            rejected.append(Rejected(str(error.record_id), error.field, error.problem))
+        else:
+            raise error
+    return kept, rejected
+
+
+def _record_problem(
+    record: dict[str, Any], modalities: Mapping[str, str], settings: Settings
+) -> LimitExceededError | None:
+    for field, modality in modalities.items():
+        why = problem(modality, record.get(field), settings)
+        if why:
+            return LimitExceededError(record.get("id"), field, why)
+    return None
+
+
+def check_query(
+    values: Mapping[str, Any], modalities: Mapping[str, str], settings: Settings
+) -> None:
+    """Raise LimitExceededError for a search value over a limit; a value is keyed by a field
+    (its modality applies) or by a modality name."""
+    for name, value in values.items():
+        why = problem(modalities.get(name, name), value, settings)
+        if why:
+            raise LimitExceededError("(query)", name, why)

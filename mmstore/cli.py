@@ -1,7 +1,9 @@
 """The command line: ``mmstore demo``, ``init``, ``ingest``, ``search``, ``verify``,
-``plugins``, ``migrate``, ``collections``, ``info``, ``reembed``, ``spaces``, and the head
-verbs of :mod:`mmstore.cli_heads` (``train``, ``predict``, ``heads``). Errors print as one
-line with exit code 1 (``--traceback`` shows the traceback)."""
+``plugins``, ``encoders``, ``migrate``, ``collections``, ``info``, ``reembed``, ``spaces``,
+``gc``, and the verbs of :mod:`mmstore.cli_heads` (``train``, ``predict``, ``heads``),
+:mod:`mmstore.cli_keys` (``keys``) and :mod:`mmstore.cli_service` (``serve``). Errors
+print as one line with exit code 1 (``--traceback`` shows the traceback); a store held by
+a service names the service's address."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import click
 import mmstore
 from mmstore import cli_heads, cli_keys, cli_service, migrate
 from mmstore.catalog import Catalog
-from mmstore.errors import MMStoreError
+from mmstore.errors import MMStoreError, StoreLockedError
 from mmstore.plugins import PluginHost
 from mmstore.store import CATALOG_FILE
 
@@ -33,10 +35,22 @@ def _errors(func: Callable[..., Any]) -> Callable[..., Any]:
         except (MMStoreError, FileNotFoundError) as e:
             if click.get_current_context().find_root().params.get("traceback"):
                 raise
-            click.echo(f"error: {e}", err=True)
+            click.echo(f"error: {e}{_holder(e)}", err=True)
             sys.exit(1)
 
     return wrapper
+
+
+def _holder(error: BaseException) -> str:
+    """For a locked store: the service that says it holds it, and how to reach it."""
+    if not isinstance(error, StoreLockedError):
+        return ""
+    from mmstore.service.serve import service_address
+
+    url = service_address(error.path)
+    if url is None:
+        return ""
+    return f"; the mmstore service at {url} holds it: use mmstore.Client({url!r}, key) or HTTP"
 
 
 @click.group()
@@ -104,49 +118,68 @@ def init(path: Path, collection: str, fields: str, options: str) -> None:
 @cli.command()
 @click.argument("path", type=click.Path(path_type=Path))
 @click.argument("collection")
-@click.argument("file", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.argument("source", type=click.Path(path_type=Path, exists=True))
 @click.option("--skip-bad", is_flag=True, help="Leave bad records out and list them.")
-@click.option("--chunk-size", type=int, default=4096, show_default=True)
+@click.option(
+    "--field", default=None, help="Folder: the field the files fill (default: by suffix)."
+)
+@click.option(
+    "--sidecar",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    default=None,
+    help="Folder: a .csv/.jsonl/.parquet of id, label, ts, other fields and metadata.",
+)
+@click.option(
+    "--chunk-size", type=int, default=None, help="Records per batch [4096; 256 for a folder]."
+)
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @_errors
 def ingest(
     path: Path,
     collection: str,
-    file: Path,
+    source: Path,
     skip_bad: bool,
-    chunk_size: int,
+    field: str | None,
+    sidecar: Path | None,
+    chunk_size: int | None,
     progress: bool,
     as_json: bool,
 ) -> None:
-    """Ingest the records of FILE (.jsonl, .csv or .parquet) into COLLECTION; nothing is
-    written when a record is bad, unless --skip-bad."""
+    """Ingest SOURCE into COLLECTION: a .jsonl, .csv or .parquet file of records, or a
+    folder of image or audio files (one record per file, its id the relative path without
+    the suffix) with an optional --sidecar. Nothing is written when a record is bad, unless
+    --skip-bad."""
     from mmstore.files import read_records
+    from mmstore.folders import folder_records
 
-    bad_lines: list[str] | None = [] if skip_bad else None
+    problems: list[str] | None = [] if skip_bad else None
+    ignored = 0
     with mmstore.open(path) as store:
-        report = store.collection(collection).ingest(
-            read_records(file, bad_lines),
+        col = store.collection(collection)
+        if source.is_dir():
+            scan, records = folder_records(
+                source, col.fields, only=field, sidecar=sidecar, problems=problems
+            )
+            ignored, chunk_size = scan.ignored, chunk_size or 256
+        elif field or sidecar:
+            raise mmstore.InvalidInputError("--field and --sidecar go with a folder of files")
+        else:
+            records = read_records(source, problems)
+        report = col.ingest(
+            records,
             on_error="skip" if skip_bad else "raise",
             progress=progress,
-            chunk_size=chunk_size,
+            chunk_size=chunk_size or 4096,
         )
-    rejected = [f"{r.id} ({r.field}): {r.reason}" for r in report.rejected] + (bad_lines or [])
+    rejected = [f"{r.id} ({r.field}): {r.reason}" for r in report.rejected] + (problems or [])
     if as_json:
+        out = {k: getattr(report, k) for k in ("run_id", "received", "written", "unchanged")}
         click.echo(
-            json.dumps(
-                {
-                    "run_id": report.run_id,
-                    "received": report.received,
-                    "written": report.written,
-                    "unchanged": report.unchanged,
-                    "encoded": report.encoded,
-                    "rejected": rejected,
-                }
-            )
+            json.dumps(out | {"encoded": report.encoded, "rejected": rejected, "ignored": ignored})
         )
         return
-    click.echo(str(report))
+    click.echo(str(report) + (f"; {ignored} files ignored" if ignored else ""))
     for line in rejected:
         click.echo(f"  rejected {line}")
 
@@ -258,6 +291,39 @@ def plugins(as_json: bool) -> None:
     click.echo(f"modalities: {', '.join(sorted(host.modalities))}")
 
 
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_errors
+def encoders(as_json: bool) -> None:
+    """List the encoders: plugin, version, modalities and parameters with their defaults."""
+    host = PluginHost()
+    rows = [_encoder_row(host, name) for name in sorted(host.encoders)]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    for r in rows:
+        params = ", ".join(f"{k}={v}" for k, v in r["params"].items())
+        click.echo(f"{r['name']:<22} v{r['version']:<4} {'/'.join(r['modalities']):<18} {params}")
+        click.echo(f"{'':<22} from {r['plugin']}{' (fitted)' if r['fitted'] else ''}")
+
+
+def _encoder_row(host: PluginHost, name: str) -> dict[str, Any]:
+    """One encoder's description: parameters as ``name -> default`` (``required`` if none)."""
+    cls = host.encoders[name]
+    params = {
+        k: "required" if f.is_required() else f.get_default(call_default_factory=True)
+        for k, f in cls.Params.model_fields.items()
+    }
+    return {
+        "name": name,
+        "plugin": host.owner("encoder", name),
+        "version": cls.version,
+        "modalities": list(cls.modalities),
+        "fitted": cls.fitted,
+        "params": params,
+    }
+
+
 @cli.command("migrate")
 @click.argument("path", type=click.Path(path_type=Path))
 @_errors
@@ -305,7 +371,12 @@ def info(path: Path, collection: str, as_json: bool) -> None:
     for f in data["fields"]:
         click.echo(
             f"  {f['field']:<12} {f['modality']:<8} {f['encoder']} v{f['encoder_version']}"
-            f" dim={f['dim']} vectors={f['vectors']} index={f['index']}"
+            f" dim={f['dim']} vectors={f['vectors']} space={f['space']}"
+        )
+        ix = f["index"]
+        click.echo(
+            f"  {'':<12} index {ix['kind']}: {ix['live']} live of {ix['size']}, "
+            f"{ix['index_file_bytes']:,} bytes on disk"
         )
 
 

@@ -281,11 +281,14 @@ class Collection:
         return Reembedder(self, batch_size, on_error, progress).run(field, encoder)
 
     def info(self) -> dict[str, Any]:
-        """Counts, fields, and each field's index kind and parameters."""
+        """Counts, fields (encoder, space), and each field's index kind, parameters and file
+        size."""
         out: dict[str, Any] = {"name": self.name, "records": len(self), "fields": []}
         for f in self.active.values():
             index = self.indexes.get(f)
-            out["fields"].append(describe(f) | {"vectors": index.live, "index": index.params()})
+            sizes = {"index_file_bytes": self.indexes.file_bytes(f)}
+            row = describe(f) | {"vectors": index.live, "index": index.params() | sizes}
+            out["fields"].append(row)
         return out
 
     def verify(self) -> list[dict[str, Any]]:

@@ -30,7 +30,8 @@ def read_records(path: Path, bad_lines: list[str] | None = None) -> Any:
     if suffix == ".csv":
         import pyarrow.csv as pcsv
 
-        csv = pcsv.open_csv(path)
+        ids = pcsv.ConvertOptions(column_types={"id": pa.string()})  # "007" stays "007"
+        csv = pcsv.open_csv(path, convert_options=ids)
         return pa.RecordBatchReader.from_batches(csv.schema, csv)
     raise InvalidInputError(f"{path}: unknown file type {suffix!r}; use .jsonl, .csv or .parquet")
 

@@ -65,6 +65,13 @@ class CollectionIndexes:
     def _file(self, field: Field) -> Path:
         return self.folder / f"{field.name}-{field.key}.mmi"
 
+    def file_bytes(self, field: Field) -> int:
+        """The size of the field's saved index file (0 before the first save)."""
+        try:
+            return self._file(field).stat().st_size
+        except FileNotFoundError:
+            return 0
+
     def _load(self, field: Field) -> _Entry:
         index, reason = self._from_file(field)
         if index is None:

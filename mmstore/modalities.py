@@ -38,6 +38,9 @@ class Modality:
     #: whether values are small enough to keep inline in the catalog (documentation for
     #: readers of the plugin; the core does not act on it)
     inline: ClassVar[bool] = True
+    #: file name suffixes (lower case, with the dot) of files whose bytes are a value of
+    #: this modality; ``mmstore ingest`` of a folder maps each file to a field by them
+    suffixes: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, *, media: MediaStore | None = None, **options: Any) -> None:
         try:

@@ -145,3 +145,44 @@ def test_bad_cli_arguments(tmp_path: Path) -> None:
     mmstore.open(tmp_path / "s").close()
     result = run("ingest", str(tmp_path / "s"), "c", str(tmp_path / "x.txt"))
     assert result.returncode == 1 and "unknown" in result.stderr
+
+
+def test_encoders_lists_parameters_and_modalities() -> None:
+    result = CliRunner().invoke(main, ["encoders", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {r["name"]: r for r in json.loads(result.output)}
+    assert rows["open_clip"]["modalities"] == ["image", "text"]
+    assert rows["open_clip"]["params"]["pretrained"] == "required"
+    assert rows["precomputed"]["params"]["dim"] == "required"
+    assert rows["tabular"]["fitted"] is True and rows["logmel"]["plugin"] == "audio"
+    assert rows["sentence_transformers"]["params"]["model"] == "all-MiniLM-L6-v2"
+    plain = CliRunner().invoke(main, ["encoders"])
+    assert "logmel" in plain.output and "sample_rate=16000" in plain.output
+
+
+def test_info_and_gc(tmp_path: Path) -> None:
+    vec = {"e": {"encoder": "precomputed", "modality": "vector", "dim": 3}}
+    with mmstore.open(tmp_path / "s") as store:
+        store.create_collection("v", encoders=vec).ingest([{"id": "a", "e": [1, 2, 3]}])
+    info = json.loads(CliRunner().invoke(main, ["info", str(tmp_path / "s"), "v", "--json"]).output)
+    assert info["fields"][0]["index"]["index_file_bytes"] > 0
+    assert "bytes on disk" in CliRunner().invoke(main, ["info", str(tmp_path / "s"), "v"]).output
+    gc = CliRunner().invoke(main, ["gc", str(tmp_path / "s"), "--dry-run", "--json"])
+    assert gc.exit_code == 0 and json.loads(gc.output)["removed"] == 0
+
+
+def test_a_store_held_by_a_service_is_named(tmp_path: Path) -> None:
+    """Another process holds the store for writing and says so in service.json: every verb
+    that opens it names the service's address (one line, exit code 1)."""
+    from mmstore.service.serve import SERVICE_FILE
+
+    with mmstore.open(tmp_path / "s") as store:
+        (store.path / SERVICE_FILE).write_text(
+            json.dumps({"url": "http://127.0.0.1:8765", "pid": 1})
+        )
+        for args in (("collections", str(tmp_path / "s")), ("verify", str(tmp_path / "s"))):
+            result = run(*args)
+            assert result.returncode == 1
+            assert "locked" in result.stderr
+            assert "the mmstore service at http://127.0.0.1:8765 holds it" in result.stderr
+            assert len(result.stderr.strip().splitlines()) == 1

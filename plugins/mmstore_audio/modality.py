@@ -81,6 +81,7 @@ class Audio(Modality):
 
     name = "audio"
     inline = False
+    suffixes = (".wav", ".flac", ".ogg", ".oga")
     Options = AudioOptions
     options: AudioOptions
 

@@ -69,6 +69,7 @@ class ImageModality(Modality):
 
     name = "image"
     inline = False
+    suffixes = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
     Options = ImageOptions
     options: ImageOptions
 

@@ -1,4 +1,7 @@
-"""The FastAPI app of CONTRACT.md: ``create_app(store, settings)``.
+"""The FastAPI app of CONTRACT.md: ``create_app(store, settings)``, its routes and error
+handlers. Bodies are in :mod:`~mmstore.service.models`, JSON conversion in
+:mod:`~mmstore.service.wire`, middleware in :mod:`~mmstore.service.middleware` and
+:mod:`~mmstore.service.auth`, value limits in :mod:`~mmstore.service.limits`.
 
 Concurrency: the service is the store's single writer. DuckDB's one shared connection is
 not thread-safe and the indexes are mutated in place, so every store call (reads and
@@ -10,18 +13,11 @@ while it trains, so other requests wait for it.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import datetime as dt
 import json
 import logging
-import math
 import threading
-import time
-from collections import defaultdict, deque
 from collections.abc import Callable
-from dataclasses import asdict, is_dataclass
-from pathlib import Path
+from dataclasses import asdict
 from typing import Any, Literal
 
 import numpy as np
@@ -29,292 +25,35 @@ from fastapi import Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
-from starlette.routing import Match
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import mmstore
-from mmstore.errors import MMStoreError, RecordError, UnknownNameError
+from mmstore.errors import MMStoreError, UnknownNameError
 from mmstore.service import limits
-from mmstore.service.auth import authorize
+from mmstore.service.auth import AuthGate, authorize
 from mmstore.service.jobs import JobTable
+from mmstore.service.keys import KeyStore
+from mmstore.service.middleware import BodyLimit, Measure, Metrics
+from mmstore.service.models import (
+    ERRORS,
+    CreateCollection,
+    DeleteBody,
+    HitsOut,
+    IngestBody,
+    IngestReportOut,
+    JobOut,
+    PredictBody,
+    SearchBody,
+    TrainBody,
+)
 from mmstore.service.settings import Settings
+from mmstore.service.wire import decode_values, error_body, jsonable
 
 log = logging.getLogger(__name__)
 Scope_ = Literal["read", "write", "admin"]
 
 
-# -- JSON conversion --------------------------------------------------------------------
-def jsonable(obj: Any) -> Any:
-    """Plain JSON values: datetimes as ISO strings, bytes as {"$base64"}, arrays as lists."""
-    if obj is None or isinstance(obj, bool | int | str):
-        return obj
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dt.datetime | dt.date | dt.time):
-        return obj.isoformat()
-    if isinstance(obj, bytes | bytearray | memoryview):
-        return {"$base64": base64.b64encode(bytes(obj)).decode("ascii")}
-    if isinstance(obj, np.ndarray):
-        return jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        return jsonable(obj.item())
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple | set | frozenset):
-        return [jsonable(v) for v in obj]
-    if is_dataclass(obj) and not isinstance(obj, type):
-        return jsonable(asdict(obj))
-    if isinstance(obj, BaseModel):
-        return jsonable(obj.model_dump())
-    return str(obj)
-
-
-def decode_values(obj: Any) -> Any:
-    """``{"$base64": "..."}`` anywhere in a JSON value becomes bytes; the rest as given."""
-    if isinstance(obj, dict):
-        if set(obj) == {"$base64"}:
-            try:
-                return base64.b64decode(obj["$base64"], validate=True)
-            except (binascii.Error, TypeError, ValueError) as e:
-                raise mmstore.InvalidInputError(f"invalid $base64 value: {e}") from None
-        return {k: decode_values(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [decode_values(v) for v in obj]
-    return obj
-
-
-def error_body(e: BaseException) -> dict[str, Any]:
-    body: dict[str, Any] = {"error": type(e).__name__, "message": str(e)}
-    if isinstance(e, RecordError):
-        body["record"] = jsonable(e.record_id)
-        if e.field:
-            body["field"] = e.field
-    return body
-
-
-# -- request bodies ---------------------------------------------------------------------
-class CreateCollection(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str
-    encoders: dict[str, Any]
-    options: dict[str, Any] | None = None
-    index: dict[str, Any] | None = None
-    exist_ok: bool = False
-
-
-class IngestBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    records: list[dict[str, Any]]
-    on_error: Literal["raise", "skip"] = "raise"
-
-
-class DeleteBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    ids: list[str | int]
-
-
-class SearchBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    values: dict[str, Any] = Field(default_factory=dict)
-    target: str | None = None
-    k: int = Field(10, ge=1)
-    where: dict[str, Any] | None = None
-    vector: list[float] | None = None
-    record: str | int | None = None
-    fusion: Literal["rrf", "weighted"] = "rrf"
-    weights: dict[str, float] | None = None
-    head: str | None = None
-
-
-class TrainBody(BaseModel):
-    """``name`` and ``kind``; every other key is a training option (inputs, label, epochs)."""
-
-    model_config = ConfigDict(extra="allow")
-    name: str
-    kind: str = "classifier"
-
-
-class PredictBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    records: list[str | int | dict[str, Any]]
-
-
-class IngestReportOut(BaseModel):
-    run_id: int
-    received: int
-    written: int
-    unchanged: int
-    encoded: int
-    rejected: list[dict[str, Any]]
-    seconds: float = 0.0
-
-
-class HitOut(BaseModel):
-    id: str
-    score: float
-    field: str
-    modality: str
-    label: str | None = None
-    ts: str | None = None
-    meta: dict[str, Any] = Field(default_factory=dict)
-    values: dict[str, Any] = Field(default_factory=dict)
-
-
-class HitsOut(BaseModel):
-    hits: list[HitOut]
-
-
-class JobOut(BaseModel):
-    id: str
-    kind: str
-    status: Literal["queued", "running", "done", "failed"]
-    created: str
-    finished: str | None = None
-    error: dict[str, Any] | None = None
-    report: dict[str, Any] | None = None
-
-
-ERRORS: dict[int | str, dict[str, Any]] = {
-    s: {"description": d}
-    for s, d in [
-        (401, "no or unknown key"),
-        (403, "outside the key's scopes or collections"),
-        (404, "unknown name or id"),
-        (413, "body, batch too large"),
-        (422, "malformed request"),
-    ]
-}
-
-
-# -- middleware: body limit and metrics -------------------------------------------------
-class BodyTooLarge(HTTPException):
-    def __init__(self, limit: int) -> None:
-        super().__init__(413, f"request body larger than the limit of {limit} bytes")
-
-
-class Metrics:
-    """Request counts per route and status, and latency percentiles per route."""
-
-    def __init__(self, window: int) -> None:
-        self._lock = threading.Lock()
-        self.requests: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-        self.latency: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=window))
-
-    def record(self, route: str, status: int, ms: float) -> None:
-        with self._lock:
-            self.requests[route][str(status)] += 1
-            self.latency[route].append(ms)
-
-    def snapshot(self) -> dict[str, Any]:
-        with self._lock:
-            requests = {r: dict(s) for r, s in self.requests.items()}
-            errors = {
-                r: sum(n for st, n in s.items() if int(st) >= 400) for r, s in requests.items()
-            }
-            latency = {}
-            for r, d in self.latency.items():
-                a = np.fromiter(d, float)
-                p50, p95, p99 = np.percentile(a, [50, 95, 99]) if len(a) else (0.0, 0.0, 0.0)
-                latency[r] = {
-                    "count": len(a),
-                    "p50": round(float(p50), 3),
-                    "p95": round(float(p95), 3),
-                    "p99": round(float(p99), 3),
-                }
-        return {"requests": requests, "errors": errors, "latency_ms": latency}
-
-
-class LimitAndMeasure:
-    """Pure ASGI middleware: answers 413 from Content-Length before the body is read (and
-    counts bytes while streaming when there is none), and records metrics per route."""
-
-    def __init__(self, app: ASGIApp, limit: int, metrics: Metrics, routes: Any) -> None:
-        self.app, self.limit, self.metrics, self.routes = app, limit, metrics, routes
-
-    def route_of(self, scope: Scope) -> str:
-        for r in self.routes():
-            match, _ = r.matches(scope)
-            if match == Match.FULL:
-                return f"{scope['method']} {r.path}"
-        return "unmatched"
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = 500
-        started = False
-
-        async def send_(message: Message) -> None:
-            nonlocal status, started
-            if message["type"] == "http.response.start":
-                status, started = message["status"], True
-            await send(message)
-
-        try:
-            length = dict(scope["headers"]).get(b"content-length")
-            if length is not None:
-                try:
-                    n = int(length)
-                except ValueError:
-                    n = -1
-                if n < 0:
-                    await _respond(
-                        send_, 400, {"error": "BadRequest", "message": "invalid Content-Length"}
-                    )
-                    return
-                if n > self.limit:
-                    await _respond(
-                        send_,
-                        413,
-                        error_body(BodyTooLarge(self.limit)) | {"error": "PayloadTooLarge"},
-                    )
-                    return
-            seen = 0
-
-            async def receive_() -> Message:
-                nonlocal seen
-                message = await receive()
-                if message["type"] == "http.request":
-                    seen += len(message.get("body", b""))
-                    if seen > self.limit:
-                        raise BodyTooLarge(self.limit)
-                return message
-
-            try:
-                await self.app(scope, receive_, send_)
-            except BodyTooLarge as e:  # raised outside FastAPI's handlers
-                if started:
-                    raise
-                await _respond(send_, 413, {"error": "PayloadTooLarge", "message": e.detail})
-        finally:
-            ms = (time.perf_counter() - start) * 1000
-            self.metrics.record(self.route_of(scope), status, ms)
-
-
-async def _respond(send: Send, status: int, body: dict[str, Any]) -> None:
-    data = json.dumps(body).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(data)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": data})
-
-
-# -- the app ----------------------------------------------------------------------------
 def create_app(store: mmstore.Store, settings: Settings | None = None) -> FastAPI:
     """The service app over an open (writable) store; the caller closes the store."""
     settings = settings or Settings()
@@ -328,17 +67,12 @@ def create_app(store: mmstore.Store, settings: Settings | None = None) -> FastAP
     )
     app.state.store, app.state.settings, app.state.store_lock = store, settings, lock
     app.state.jobs, app.state.metrics = jobs, metrics
-    app.add_middleware(
-        LimitAndMeasure,
-        limit=settings.max_body_bytes,
-        metrics=metrics,
-        routes=lambda: app.router.routes,
-    )
-
+    # added innermost first: Measure, then AuthGate, then BodyLimit see each request
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     if settings.auth:
-        from mmstore.service.keys import KeyStore
-
         app.state.keys = KeyStore(store.catalog)
+        app.add_middleware(AuthGate, keys=app.state.keys, lock=lock)
+    app.add_middleware(Measure, metrics=metrics, routes=lambda: app.router.routes)
 
     def need(scope: Scope_) -> Any:
         """A dependency: the request's KeyInfo (None without auth), or 401/403. Key lookups

@@ -1,0 +1,106 @@
+"""The request and response bodies of the service's routes, as pydantic models (they make
+the OpenAPI schema), and the error statuses the routes document."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class CreateCollection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    encoders: dict[str, Any]
+    options: dict[str, Any] | None = None
+    index: dict[str, Any] | None = None
+    exist_ok: bool = False
+
+
+class IngestBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    records: list[dict[str, Any]]
+    on_error: Literal["raise", "skip"] = "raise"
+
+
+class DeleteBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ids: list[str | int]
+
+
+class SearchBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    values: dict[str, Any] = Field(default_factory=dict)
+    target: str | None = None
+    k: int = Field(10, ge=1)
+    where: dict[str, Any] | None = None
+    vector: list[float] | None = None
+    record: str | int | None = None
+    fusion: Literal["rrf", "weighted"] = "rrf"
+    weights: dict[str, float] | None = None
+    head: str | None = None
+
+
+class TrainBody(BaseModel):
+    """``name`` and ``kind``; every other key is a training option (inputs, label, epochs)."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+    kind: str = "classifier"
+
+
+class PredictBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    records: list[str | int | dict[str, Any]]
+
+
+class IngestReportOut(BaseModel):
+    run_id: int
+    received: int
+    written: int
+    unchanged: int
+    encoded: int
+    rejected: list[dict[str, Any]]
+    seconds: float = 0.0
+
+
+class HitOut(BaseModel):
+    id: str
+    score: float
+    field: str
+    modality: str
+    label: str | None = None
+    ts: str | None = None
+    meta: dict[str, Any] = Field(default_factory=dict)
+    values: dict[str, Any] = Field(default_factory=dict)
+
+
+class HitsOut(BaseModel):
+    hits: list[HitOut]
+
+
+class JobOut(BaseModel):
+    id: str
+    kind: str
+    status: Literal["queued", "running", "done", "failed"]
+    created: str
+    finished: str | None = None
+    error: dict[str, Any] | None = None
+    report: dict[str, Any] | None = None
+
+
+#: the error statuses every route may answer, each with an error body
+ERRORS: dict[int | str, dict[str, Any]] = {
+    s: {"description": d}
+    for s, d in [
+        (400, "invalid argument, filter or configuration"),
+        (401, "no or unknown key"),
+        (403, "outside the key's scopes or collections, or a read-only store"),
+        (404, "unknown name or id"),
+        (409, "exists already, or an encoder or head changed (re-embed or retrain)"),
+        (413, "body, batch or a value over a limit"),
+        (422, "malformed request, or a record rejected (named in the body)"),
+        (423, "the store is locked by another writer"),
+        (503, "model weights unavailable offline"),
+    ]
+}

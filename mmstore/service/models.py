@@ -8,9 +8,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 
+#: collection and field names (as :func:`mmstore.config.check_name` checks them)
+NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
+
+
 class CreateCollection(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str
+    name: str = Field(pattern=NAME_PATTERN)
     encoders: dict[str, Any]
     options: dict[str, Any] | None = None
     index: dict[str, Any] | None = None

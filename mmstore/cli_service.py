@@ -20,7 +20,11 @@ def register(cli: click.Group, errors: Any) -> None:
     @click.option("--max-body-bytes", type=int, default=None, help="Body size limit.")
     @click.option("--max-batch", type=int, default=None, help="Records per request.")
     @click.option("--max-k", type=int, default=None, help="Largest k of a search.")
-    @click.option("--max-text-chars", type=int, default=None, help="Longest query text.")
+    @click.option("--max-text-chars", type=int, default=None, help="Longest text value.")
+    @click.option("--max-image-pixels", type=int, default=None, help="Most pixels of an image.")
+    @click.option(
+        "--max-audio-seconds", type=float, default=None, help="Longest audio clip (seconds)."
+    )
     @click.option("--log-level", default="info", show_default=True)
     @errors
     def serve(
@@ -32,6 +36,8 @@ def register(cli: click.Group, errors: Any) -> None:
         max_batch: int | None,
         max_k: int | None,
         max_text_chars: int | None,
+        max_image_pixels: int | None,
+        max_audio_seconds: float | None,
         log_level: str,
     ) -> None:
         """Serve the store at PATH over HTTP (the service becomes its single writer)."""
@@ -43,6 +49,8 @@ def register(cli: click.Group, errors: Any) -> None:
             "max_batch": max_batch,
             "max_k": max_k,
             "max_text_chars": max_text_chars,
+            "max_image_pixels": max_image_pixels,
+            "max_audio_seconds": max_audio_seconds,
         }
         settings = Settings(
             host=host,

@@ -75,14 +75,14 @@ def create_app(store: mmstore.Store, settings: Settings | None = None) -> FastAP
     app.add_middleware(Measure, metrics=metrics, routes=lambda: app.router.routes)
 
     def need(scope: Scope_) -> Any:
-        """A dependency: the request's KeyInfo (None without auth), or 401/403. Key lookups
-        read the catalog, so they take the store lock too."""
+        """A dependency: the request's KeyInfo (None without auth), or 403. AuthGate has
+        found the key already (or answered 401), so this only compares scopes and
+        collections, on the event loop (no thread hop, no catalog read)."""
 
-        def dependency(request: Request) -> Any:
+        async def dependency(request: Request) -> Any:
             if not settings.auth:
                 return None
-            with lock:
-                return authorize(request, scope, request.path_params.get("c"))
+            return authorize(request, scope, request.path_params.get("c"))
 
         dependency.__name__ = f"need_{scope}"
         return Depends(dependency)

@@ -79,8 +79,12 @@ class AuthGate:
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
+        headers = Headers(scope=scope)
         try:
-            info = await run_in_threadpool(self._verify, Headers(scope=scope))
+            token = request_token(headers)
+            info = self.keys.cached(token) if token else None  # no thread hop when known
+            if info is None:
+                info = await run_in_threadpool(self._verify, headers)
         except HTTPException as e:
             body = e.detail if isinstance(e.detail, dict) else {"message": str(e.detail)}
             challenge = [(b"www-authenticate", b"Bearer")]

@@ -7,7 +7,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-
 #: collection and field names (as :func:`mmstore.config.check_name` checks them)
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
 

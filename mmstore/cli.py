@@ -32,7 +32,7 @@ def _errors(func: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except (MMStoreError, FileNotFoundError) as e:
+        except (MMStoreError, OSError) as e:  # a missing file, no permission, a full disk
             if click.get_current_context().find_root().params.get("traceback"):
                 raise
             click.echo(f"error: {e}{_holder(e)}", err=True)

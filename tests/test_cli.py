@@ -186,3 +186,43 @@ def test_a_store_held_by_a_service_is_named(tmp_path: Path) -> None:
             assert "locked" in result.stderr
             assert "the mmstore service at http://127.0.0.1:8765 holds it" in result.stderr
             assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_serve_holds_the_store_and_says_so(tmp_path: Path) -> None:
+    """``mmstore serve`` in its own process: service.json names it while it runs, the CLI
+    names it to a second process, writes go through HTTP, and on SIGINT the service closes
+    the store and removes service.json."""
+    import signal
+    import time
+
+    import httpx
+
+    from tests.servers import free_port
+
+    path = tmp_path / "s"
+    mmstore.open(path).close()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "mmstore", "serve", str(path), "--port", str(port)]
+    proc = subprocess.Popen([*cmd, "--no-auth", "--log-level", "warning"])
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.2)
+        assert json.loads((path / "service.json").read_text())["url"] == url
+        held = run("collections", str(path))
+        assert held.returncode == 1 and f"the mmstore service at {url} holds it" in held.stderr
+        vec = {"e": {"encoder": "precomputed", "modality": "vector", "dim": 2}}
+        r = httpx.post(f"{url}/collections", json={"name": "c", "encoders": vec})
+        assert r.status_code == 201, r.text
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+    assert not (path / "service.json").exists()
+    with mmstore.open(path, read_only=True) as store:
+        assert store.collections() == ["c"]

@@ -45,7 +45,7 @@ def b64(data: bytes) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, mmstore.Store]]:
     folder = tmp_path_factory.mktemp("limits")
     config = write_config(folder, TINY)
     model, _, _ = build(TINY, config, seed=0)
@@ -66,14 +66,14 @@ def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )
     try:
         with running(create_app(store, LIMITS)) as base:
-            yield base
+            yield base, store
     finally:
         store.close()
 
 
 @pytest.fixture(scope="module")
-def http(url: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=url, timeout=60) as c:
+def http(served: tuple[str, mmstore.Store]) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=served[0], timeout=60) as c:
         yield c
 
 
@@ -151,3 +151,24 @@ def test_probes_read_headers_only() -> None:
     bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", size) + chunk(b"IDAT", zlib.compress(b""))
     why = service_limits.problem("image", bomb + chunk(b"IEND", b""), Settings())
     assert why is not None and "max_image_pixels" in why
+
+
+def test_cross_modal_search_over_http_equals_embedded(
+    http: httpx.Client, served: tuple[str, mmstore.Store]
+) -> None:
+    """Text into the image field (OpenCLIP's text tower) and an image by bytes: the same
+    hits over HTTP as through the embedded collection the service holds."""
+    records = [{"id": f"px{i}", "photo": b64(png(16 + i, 16 + i))} for i in range(6)]
+    assert http.post("/collections/mixed/records", json={"records": records}).status_code == 200
+    col = served[1].collection("mixed")
+    for values, embedded in (
+        ({"text": "a red square"}, {"text": "a red square"}),
+        ({"photo": b64(png(20, 20))}, {"photo": png(20, 20)}),
+    ):
+        r = http.post("/collections/mixed/search", json={"values": values, "target": "photo"})
+        assert r.status_code == 200, r.text
+        hits = r.json()["hits"]
+        want = col.search(target="photo", k=10, **embedded)
+        assert [h["id"] for h in hits] == want.ids and len(hits) >= 6
+        assert {h["modality"] for h in hits} == {"image"}
+        assert [round(h["score"], 4) for h in hits] == [round(h.score, 4) for h in want]

@@ -1,6 +1,7 @@
-"""The command line: ``mmstore demo``, ``init``, ``ingest``, ``search``, ``verify``,
-``plugins``, ``encoders``, ``migrate``, ``collections``, ``info``, ``reembed``, ``spaces``,
-``gc``, and the verbs of :mod:`mmstore.cli_heads` (``train``, ``predict``, ``heads``),
+"""The command line: ``mmstore demo``, ``init``, ``verify``, ``plugins``, ``encoders``,
+``migrate``, ``collections``, ``info``, ``reembed``, ``spaces``, ``gc``, and the verbs of
+:mod:`mmstore.cli_records` (``ingest``, ``search``), :mod:`mmstore.cli_heads` (``train``,
+``predict``, ``heads``),
 :mod:`mmstore.cli_keys` (``keys``) and :mod:`mmstore.cli_service` (``serve``). Errors
 print as one line with exit code 1 (``--traceback`` shows the traceback); a store held by
 a service names the service's address."""
@@ -18,7 +19,7 @@ from typing import Any
 import click
 
 import mmstore
-from mmstore import cli_heads, cli_keys, cli_service, migrate
+from mmstore import cli_heads, cli_keys, cli_records, cli_service, migrate
 from mmstore.catalog import Catalog
 from mmstore.errors import MMStoreError, StoreLockedError
 from mmstore.plugins import PluginHost
@@ -113,126 +114,6 @@ def init(path: Path, collection: str, fields: str, options: str) -> None:
             options=_json_arg("--options", options),
         )
         click.echo(f"{path}: collection {col.name!r} with fields {sorted(col.fields)}")
-
-
-@cli.command()
-@click.argument("path", type=click.Path(path_type=Path))
-@click.argument("collection")
-@click.argument("source", type=click.Path(path_type=Path, exists=True))
-@click.option("--skip-bad", is_flag=True, help="Leave bad records out and list them.")
-@click.option(
-    "--field", default=None, help="Folder: the field the files fill (default: by suffix)."
-)
-@click.option(
-    "--sidecar",
-    type=click.Path(path_type=Path, exists=True, dir_okay=False),
-    default=None,
-    help="Folder: a .csv/.jsonl/.parquet of id, label, ts, other fields and metadata.",
-)
-@click.option(
-    "--chunk-size", type=int, default=None, help="Records per batch [4096; 256 for a folder]."
-)
-@click.option("--progress/--no-progress", default=True, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@_errors
-def ingest(
-    path: Path,
-    collection: str,
-    source: Path,
-    skip_bad: bool,
-    field: str | None,
-    sidecar: Path | None,
-    chunk_size: int | None,
-    progress: bool,
-    as_json: bool,
-) -> None:
-    """Ingest SOURCE into COLLECTION: a .jsonl, .csv or .parquet file of records, or a
-    folder of image or audio files (one record per file, its id the relative path without
-    the suffix) with an optional --sidecar. Nothing is written when a record is bad, unless
-    --skip-bad."""
-    from mmstore.files import read_records
-    from mmstore.folders import folder_records
-
-    problems: list[str] | None = [] if skip_bad else None
-    ignored = 0
-    with mmstore.open(path) as store:
-        col = store.collection(collection)
-        if source.is_dir():
-            scan, records = folder_records(
-                source, col.fields, only=field, sidecar=sidecar, problems=problems
-            )
-            ignored, chunk_size = scan.ignored, chunk_size or 256
-        elif field or sidecar:
-            raise mmstore.InvalidInputError("--field and --sidecar go with a folder of files")
-        else:
-            records = read_records(source, problems)
-        report = col.ingest(
-            records,
-            on_error="skip" if skip_bad else "raise",
-            progress=progress,
-            chunk_size=chunk_size or 4096,
-        )
-    rejected = [f"{r.id} ({r.field}): {r.reason}" for r in report.rejected] + (problems or [])
-    if as_json:
-        out = {k: getattr(report, k) for k in ("run_id", "received", "written", "unchanged")}
-        click.echo(
-            json.dumps(out | {"encoded": report.encoded, "rejected": rejected, "ignored": ignored})
-        )
-        return
-    click.echo(str(report) + (f"; {ignored} files ignored" if ignored else ""))
-    for line in rejected:
-        click.echo(f"  rejected {line}")
-
-
-@cli.command()
-@click.argument("path", type=click.Path(path_type=Path))
-@click.argument("collection")
-@click.option("--text", help="Text to search with.")
-@click.option(
-    "--image", type=click.Path(path_type=Path, exists=True, dir_okay=False), help="Image file."
-)
-@click.option(
-    "--audio", type=click.Path(path_type=Path, exists=True, dir_okay=False), help="Audio file."
-)
-@click.option("--record", "record_id", help="Search with a stored record (itself excluded).")
-@click.option("--target", help="The field to search.")
-@click.option("-k", default=10, show_default=True)
-@click.option("--where", default=None, help='JSON filter, e.g. \'{"label": "x"}\'.')
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@_errors
-def search(
-    path: Path,
-    collection: str,
-    text: str | None,
-    image: Path | None,
-    audio: Path | None,
-    record_id: str | None,
-    target: str | None,
-    k: int,
-    where: str | None,
-    as_json: bool,
-) -> None:
-    """Search COLLECTION with text, an image or audio file, or a stored record; several
-    at once fuse by reciprocal rank."""
-    values: dict[str, Any] = {"text": text} if text is not None else {}
-    if image is not None:
-        values["image"] = image.read_bytes()
-    if audio is not None:
-        values["audio"] = audio.read_bytes()
-    with mmstore.open(path, read_only=True) as store:
-        hits = store.collection(collection).search(
-            target=target,
-            k=k,
-            record=record_id,
-            where=_json_arg("--where", where) if where else None,
-            **values,
-        )
-    if as_json:
-        click.echo(json.dumps([asdict(h) for h in hits], default=str))
-        return
-    for h in hits:
-        shown = next(iter(h.values.values()), "") if h.values else ""
-        click.echo(f"{h.score:.4f}  {h.id}  {str(shown)[:80]}")
 
 
 def _json_arg(option: str, value: str) -> Any:
@@ -361,7 +242,7 @@ def collections(path: Path, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_errors
 def info(path: Path, collection: str, as_json: bool) -> None:
-    """Counts, fields, encoders and index kinds of a collection."""
+    """Counts, fields, encoders, spaces, index kinds and index file sizes of a collection."""
     with mmstore.open(path, read_only=True) as store:
         data = store.collection(collection).info()
     if as_json:
@@ -454,6 +335,7 @@ def gc(path: Path, dry_run: bool, as_json: bool) -> None:
     )
 
 
+cli_records.register(cli, _errors, _json_arg)
 cli_heads.register(cli, _errors, _json_arg)
 cli_keys.register(cli, _errors)
 cli_service.register(cli, _errors)

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from mmstore_openclip.testing import build, save_weights, write_config
+from mmstore_openclip.testing import random_encoder
 from PIL import Image
 
 import mmstore
@@ -34,16 +34,7 @@ def png(color: tuple[int, int, int]) -> bytes:
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    folder = tmp_path_factory.mktemp("tiny")
-    config = write_config(folder, TINY)
-    model, _, _ = build(TINY, config, seed=0)
-    return {
-        "encoder": "open_clip",
-        "model": TINY,
-        "model_config": str(config),
-        "pretrained": str(save_weights(model, folder / "tiny.safetensors")),
-        "modality": "image",
-    }
+    return random_encoder(tmp_path_factory.mktemp("tiny"), TINY) | {"modality": "image"}
 
 
 @pytest.fixture

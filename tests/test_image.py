@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pytest
 from mmstore_image import ImageModality, ImageValue, ReferenceChangedError
-from mmstore_openclip.testing import build, save_weights, write_config
+from mmstore_openclip.testing import random_encoder
 from PIL import Image
 
 import mmstore
@@ -90,16 +90,7 @@ def blobs(store: mmstore.Store) -> list[Path]:
 @pytest.fixture(scope="module")
 def encoder_params(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The tiny CLIP with random weights (seed 0), saved as safetensors."""
-    folder = tmp_path_factory.mktemp("tiny")
-    config = write_config(folder, TINY)
-    model, _, _ = build(TINY, config, seed=0)
-    weights = save_weights(model, folder / "tiny.safetensors")
-    return {
-        "encoder": "open_clip",
-        "model": TINY,
-        "model_config": str(config),
-        "pretrained": str(weights),
-    }
+    return random_encoder(tmp_path_factory.mktemp("tiny"), TINY)
 
 
 @pytest.fixture

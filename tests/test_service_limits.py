@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from mmstore_openclip.testing import build, save_weights, write_config
+from mmstore_openclip.testing import random_encoder
 from PIL import Image
 
 import mmstore
@@ -47,14 +47,7 @@ def b64(data: bytes) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, mmstore.Store]]:
     folder = tmp_path_factory.mktemp("limits")
-    config = write_config(folder, TINY)
-    model, _, _ = build(TINY, config, seed=0)
-    clip = {
-        "encoder": "open_clip",
-        "model": TINY,
-        "model_config": str(config),
-        "pretrained": str(save_weights(model, folder / "tiny.safetensors")),
-    }
+    clip = random_encoder(folder, TINY)
     store = mmstore.open(folder / "store", plugins=[FakePlugin()])
     store.create_collection(
         "mixed",

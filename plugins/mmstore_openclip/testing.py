@@ -52,3 +52,16 @@ def save_weights(model: Any, path: Path) -> Path:
 
     save_file({k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}, path)
     return path
+
+
+def random_encoder(folder: Path, name: str, seed: int = 0) -> dict[str, Any]:
+    """Encoder parameters of a tiny CLIP with random weights (``seed``) saved under
+    ``folder`` and loaded through the real ``pretrained=<file>`` path."""
+    config = write_config(folder, name)
+    model, _, _ = build(name, config, seed=seed)
+    return {
+        "encoder": "open_clip",
+        "model": name,
+        "model_config": str(config),
+        "pretrained": str(save_weights(model, folder / f"{name}-{seed}.safetensors")),
+    }

@@ -58,7 +58,10 @@ class CollectionIndexes:
         """The field's index, loaded (or rebuilt) and caught up on first use."""
         entry = self._entries.get((field.name, field.key))
         if entry is None:
-            entry = self._entries[(field.name, field.key)] = self._load(field)
+            entry, repaired = self._load(field)
+            self._entries[(field.name, field.key)] = entry
+            if repaired and not self.catalog.read_only and not self.catalog.conn.in_transaction():
+                self.save(field)  # a damaged file is replaced now, not at close
         return entry.index
 
     # -- loading ------------------------------------------------------------------------
@@ -72,16 +75,19 @@ class CollectionIndexes:
         except FileNotFoundError:
             return 0
 
-    def _load(self, field: Field) -> _Entry:
+    def _load(self, field: Field) -> tuple[_Entry, bool]:
+        """The entry, and whether its file was damaged (the index rebuilt from the catalog)."""
         index, reason = self._from_file(field)
+        damaged = False
         if index is None:
             index = VectorIndex(field.identity.dim, self.options)
             if reason != "no index yet":
                 log.warning("index %s.%s rebuilt: %s", self.collection, field.name, reason)
                 store = str(self.catalog.path.parent)
                 self.track(IndexRebuilt(store, self.collection, field.name, str(reason)))
+                damaged = not str(reason).startswith("built for encoder")
         changed = self._catch_up(field, index)
-        return _Entry(index, unsaved=changed + (0 if reason is None else index.size))
+        return _Entry(index, unsaved=changed + (0 if reason is None else index.size)), damaged
 
     def _manifest(self, field: Field) -> sa.Row | None:
         t = schema.indexes

@@ -102,3 +102,13 @@ def vec_col(store: mmstore.Store) -> mmstore.Collection:
 @pytest.fixture
 def python() -> str:
     return sys.executable
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The ``nightly`` tier is opt-in: skipped unless ``-m`` names it."""
+    if "nightly" in (config.getoption("-m") or ""):
+        return
+    skip = pytest.mark.skip(reason="nightly tier: run with -m nightly")
+    for item in items:
+        if "nightly" in item.keywords:
+            item.add_marker(skip)

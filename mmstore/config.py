@@ -117,7 +117,7 @@ def parse_collection_config(
 
 def check_name(kind: str, name: object) -> str:
     """Names of collections and fields: lower-case letters, digits and underscores."""
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):  # match allows a final \n
         raise ConfigError(
             f"invalid {kind} name {name!r}: use 1-63 lower-case letters, digits and "
             "underscores, starting with a letter"

@@ -106,6 +106,8 @@ class CollectionIndexes:
             if (field.name, field.key) in self.filling:
                 return None, "no index yet"  # the new space of a re-embedding
             return None, f"built for encoder {row.encoder_key}, field now uses {field.key}"
+        if row.file != self._file(field).name:  # never a path out of the folder (tampering)
+            return None, f"manifest names file {row.file!r}, not {self._file(field).name!r}"
         path = self.folder / row.file
         if not path.is_file():
             return None, f"file {row.file} is missing"

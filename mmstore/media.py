@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from mmstore.atomic import TMP_SUFFIX
 from mmstore.errors import NotFoundError
 
 PREFIX = "sha256:"
+HEX = re.compile(r"[0-9a-f]{64}")
 
 
 class MediaStore:
@@ -34,9 +36,10 @@ class MediaStore:
         return PREFIX + hashlib.sha256(data).hexdigest()
 
     def path(self, digest: str) -> Path:
-        if not digest.startswith(PREFIX) or len(digest) != len(PREFIX) + 64:
+        ok = isinstance(digest, str) and digest.startswith(PREFIX)
+        hexdigest = digest[len(PREFIX) :] if ok else ""
+        if not HEX.fullmatch(hexdigest):  # never a name that climbs out (a tampered catalog)
             raise NotFoundError(f"{digest!r} is not a media digest (sha256:<64 hex digits>)")
-        hexdigest = digest[len(PREFIX) :]
         return self.folder / hexdigest[:2] / hexdigest[2:]
 
     def put(self, data: bytes, digest: str | None = None) -> str:

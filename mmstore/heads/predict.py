@@ -11,8 +11,15 @@ import numpy as np
 import torch
 
 from mmstore.errors import InvalidInputError, NotFoundError, RecordError
-from mmstore.heads.artifacts import StaleHeadError, load_weights, read_meta, staleness
+from mmstore.heads.artifacts import (
+    DamagedHeadError,
+    StaleHeadError,
+    load_weights,
+    read_meta,
+    staleness,
+)
 from mmstore.heads.models import FusionClassifier
+from mmstore.heads.options import ClassifierOptions
 from mmstore.ingest import encode_batch
 
 if TYPE_CHECKING:
@@ -49,9 +56,31 @@ def load_head(col: Collection, name: str) -> tuple[dict[str, Any], FusionClassif
         raise InvalidInputError(
             f"head {name!r} is a {meta['kind']} head; predict takes a classifier"
         )
-    model = build_model(meta)
-    model.load_state_dict(load_weights(col, name))
+    weights = load_weights(col, name)
+    try:
+        _check_shapes(col, meta)
+        model = build_model(meta)
+        model.load_state_dict(weights)
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:  # files that do not fit
+        raise DamagedHeadError(col.name, name, f"{type(e).__name__}: {e}") from e
     return meta, model.eval()
+
+
+def _check_shapes(col: Collection, meta: dict[str, Any]) -> None:
+    """Before a model is built from ``head.json``: its options are valid ones, its input
+    dimensions are those of the fields, and it has at least two classes (so that nothing
+    it claims can make the model large)."""
+    known = ClassifierOptions.model_fields  # options of older versions are not refused
+    ClassifierOptions(**{k: v for k, v in meta["config"].items() if k in known})
+    for f in input_order(meta):
+        if int(meta["dims"][f]) != col.active[f].identity.dim:
+            raise ValueError(
+                f"input {f!r} is {meta['dims'][f]}-dimensional in head.json, "
+                f"the field's vectors are {col.active[f].identity.dim}-dimensional"
+            )
+    classes = meta["classes"]
+    if not isinstance(classes, list) or len(classes) < 2:
+        raise ValueError(f"head.json lists {classes!r} as its classes")
 
 
 def predict(col: Collection, name: str, records: Any) -> list[dict[str, Any]]:

@@ -236,13 +236,17 @@ class Audio(Modality):
             path, digest = Path(source["path"]), PREFIX + source["sha256"]
         except (KeyError, TypeError) as e:
             raise AudioSourceError(f"not an audio source: {source!r}") from e
-        if not self._allowed(path.resolve()):
+        try:
+            real = path.resolve()
+        except (OSError, RuntimeError, ValueError) as e:  # a loop, a NUL byte
+            raise AudioSourceError(f"referenced audio file {str(path)!r}: {e}") from e
+        if not self._allowed(real):
             raise AudioSourceError(
                 f"referenced audio file {str(path)!r} is not under the roots "
                 f"{[str(r) for r in self._roots]} any more; add its directory to {ROOTS_HINT}"
             )
-        read_checked(path, digest)
-        return AudioValue(digest=digest, path=str(path), **header)
+        read_checked(real, digest)
+        return AudioValue(digest=digest, path=str(real), **header)
 
     def _from_media(self, digest: str, header: dict[str, Any]) -> AudioValue:
         media = self._media()

@@ -132,7 +132,7 @@ class ImageModality(Modality):
             if not self.media.exists(source["media"]):
                 self.media.get(source["media"])  # raises NotFoundError saying what to do
             return ImageValue(source["media"], *shape, media=self.media)
-        path, digest = Path(source["path"]), source["sha256"]
+        path, digest = self._under_roots(Path(source["path"])), source["sha256"]
         try:
             current = file_digest(path)
         except FileNotFoundError:
@@ -143,6 +143,22 @@ class ImageModality(Modality):
         if current != digest:
             raise changed(path, digest)
         return ImageValue(digest, *shape, path=str(path))
+
+    def _under_roots(self, path: Path) -> Path:
+        """A referenced file's real path, refused unless under the roots (the catalog may
+        have been altered, or the roots narrowed, since the record was ingested)."""
+        roots = self.limits.roots
+        try:
+            real = path.resolve()
+        except (OSError, RuntimeError, ValueError) as e:  # a loop, a NUL byte
+            raise ReferenceChangedError(f"referenced image {str(path)!r}: {e}") from e
+        if not any(real.is_relative_to(root) for root in roots):
+            raise ReferenceChangedError(
+                f"referenced image {str(path)!r} is not under the roots "
+                f"{[str(r) for r in roots]}; add its folder to options={{'image': "
+                "{'roots': [...]}}, or ingest the record again"
+            )
+        return real
 
     def fingerprint(self, value: ImageValue) -> str:
         return value.digest

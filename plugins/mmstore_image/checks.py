@@ -75,7 +75,7 @@ class Check:
             path = Path(value).expanduser().resolve(strict=True)
         except FileNotFoundError:
             raise self.fail(f"no file at {str(value)!r}; check the path") from None
-        except (OSError, RuntimeError) as e:  # a symlink loop, a permission error
+        except (OSError, RuntimeError, ValueError) as e:  # a loop, a permission, a NUL byte
             raise self.fail(f"cannot resolve {str(value)!r}: {e}") from e
         if not any(path.is_relative_to(root) for root in roots):
             raise self.fail(

@@ -1,11 +1,15 @@
-"""Crash-safe file replacement: write a temporary file in the same folder, fsync it, rename
-it over the target, fsync the folder. A reader sees the old file or the new, never a mix."""
+"""Crash-safe replacement of files (write a temporary file in the same folder, fsync it,
+rename it over the target, fsync the folder) and of whole folders (:func:`swap_folder`,
+with :func:`recover_folders` on open). A reader sees the old version or the new, never a
+mix and never none."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import os
+import shutil
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -55,3 +59,49 @@ def sha256_file(path: Path) -> tuple[str, bytes]:
     """Read a whole file once; return its sha256 and its bytes."""
     data = path.read_bytes()
     return hashlib.sha256(data).hexdigest(), data
+
+
+# -- whole folders (a head's artifacts) ---------------------------------------------------
+#: a folder being written beside its final place, and the previous version set aside
+FOLDER_TMP, FOLDER_OLD = ".tmp", ".old"
+
+
+def swap_folder(tmp: Path, final: Path) -> None:
+    """Put the complete folder ``tmp`` (its files fsynced) in the place of ``final``.
+
+    POSIX has no atomic exchange of two folders, so the old version is renamed aside
+    (``.<name>.<hex>.old``), the new one renamed in, then the old removed. A kill between
+    the two renames leaves no ``final``: :func:`recover_folders` (run on open) renames the
+    old version back, so a reader finds the old or the new folder, never none or a mix."""
+    old = final.with_name(f".{final.name}.{uuid.uuid4().hex}{FOLDER_OLD}")
+    if final.exists():
+        os.replace(final, old)
+    try:
+        os.replace(tmp, final)
+    except BaseException:
+        if old.exists():
+            os.replace(old, final)
+        raise
+    fsync_dir(final.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_folders(root: Path) -> list[str]:
+    """In ``root``: rename a set-aside old version back where its folder is missing, and
+    remove the temporary and old folders that kills left; return what was done."""
+    done: list[str] = []
+    if not root.is_dir():
+        return done
+    hidden = sorted(p for p in root.iterdir() if p.name.startswith(".") and p.is_dir())
+    for p in hidden:
+        name, _, rest = p.name[1:].partition(".")
+        final = root / name
+        if p.suffix == FOLDER_OLD and name and not final.exists():
+            os.replace(p, final)
+            done.append(f"restored {name} from {p.name}")
+        elif p.suffix in (FOLDER_TMP, FOLDER_OLD) and rest:
+            shutil.rmtree(p, ignore_errors=True)
+            done.append(f"removed {p.name}")
+    if done:
+        fsync_dir(root)
+    return done

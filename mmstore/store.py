@@ -15,7 +15,7 @@ import pyarrow as pa
 import sqlalchemy as sa
 
 from mmstore import migrate, schema
-from mmstore.atomic import sweep_temporaries
+from mmstore.atomic import recover_folders, sweep_temporaries
 from mmstore.catalog import Catalog
 from mmstore.collection import Collection
 from mmstore.config import CollectionConfig, check_name, parse_collection_config
@@ -65,11 +65,21 @@ class Store:
             if not read_only:
                 sweep_temporaries(self.path / "indexes")
                 sweep_temporaries(self.media.folder)
+                self._recover_heads()
             self.catalog.lock_down()
         except BaseException:
             self.close()
             raise
         self.track(StoreOpened(str(self.path), before))
+
+    def _recover_heads(self) -> None:
+        """Finish or undo head folders that a killed training was swapping (see
+        :func:`mmstore.atomic.swap_folder`)."""
+        root = self.path / "heads"
+        if root.is_dir():
+            for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+                for what in recover_folders(folder):
+                    log.warning("heads of %s: %s after an interrupted write", folder.name, what)
 
     def _migrate(self) -> str | None:
         conn = self.catalog.conn

@@ -1,13 +1,12 @@
 """A head on disk: ``<store>/heads/<collection>/<name>/`` holds ``weights.safetensors``,
 ``head.json`` (kind, config, classes, metrics, lineage) and PNG plots. Never pickle.
 
-A head folder is written whole in a hidden temporary folder beside it and renamed into
-place, so a failed training leaves no half head and a re-training replaces the old one in
-one step (the old folder is renamed aside first, then removed)."""
+A head folder is written whole in a hidden temporary folder beside it and swapped into
+place (:func:`mmstore.atomic.swap_folder`), so a failed or killed training leaves the old
+head or the new one, whole, never a mix and never none."""
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -19,11 +18,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from mmstore.atomic import fsync_dir
+from mmstore.atomic import recover_folders, swap_folder
 from mmstore.config import check_name
-from mmstore.errors import EncoderChangedError, UnknownNameError
+from mmstore.errors import EncoderChangedError, MMStoreError, UnknownNameError
 
 if TYPE_CHECKING:
     from mmstore.collection import Collection
@@ -41,6 +41,20 @@ class StaleHeadError(EncoderChangedError):
         super().__init__(
             f"head {name!r} of collection {collection!r} is stale: {reason}; retrain it with "
             f"col.train_head({name!r}, ...) on the current embeddings"
+        )
+
+
+class DamagedHeadError(MMStoreError, ValueError):
+    """A head's files cannot be read or do not fit together (damaged or tampered with since
+    training): they are refused, never used."""
+
+    http_status = 500
+
+    def __init__(self, collection: str, name: str, problem: str) -> None:
+        self.collection, self.name, self.problem = collection, name, problem
+        super().__init__(
+            f"head {name!r} of collection {collection!r} is damaged: {problem}; retrain it "
+            f"with col.train_head({name!r}, ...), or restore its folder from a backup"
         )
 
 
@@ -67,12 +81,40 @@ def read_meta(col: Collection, name: str) -> dict[str, Any]:
     path = head_dir(col, name) / META
     if not path.is_file():
         raise UnknownNameError("head", name, head_names(col), hint=f"collection {col.name!r}")
-    meta: dict[str, Any] = json.loads(path.read_text())
-    return meta
+    try:
+        meta = json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError) as e:  # not UTF-8, not JSON, too deep
+        raise DamagedHeadError(col.name, name, f"{META} is not readable JSON ({e})") from e
+    problem = meta_problem(meta, name)
+    if problem:
+        raise DamagedHeadError(col.name, name, f"{META} {problem}")
+    return dict(meta)
+
+
+def meta_problem(meta: Any, name: str) -> str | None:
+    """What is wrong with the shape of a head's metadata (what listing, staleness and
+    loading read), or None."""
+    if not isinstance(meta, dict):
+        return f"is a JSON {type(meta).__name__}, not an object"
+    if meta.get("name") != name:
+        return f"names the head {meta.get('name')!r}, not its folder's name {name!r}"
+    for key, kind in (("kind", str), ("config", dict), ("lineage", dict), ("metrics", dict)):
+        if not isinstance(meta.get(key), kind):
+            return f"has no {key!r} {kind.__name__}"
+    fields = meta["lineage"].get("fields")
+    if not isinstance(fields, dict) or not all(
+        isinstance(v, dict) and isinstance(v.get("encoder_key"), str) for v in fields.values()
+    ):
+        return "has no lineage of its input fields"
+    return None
 
 
 def load_weights(col: Collection, name: str) -> dict[str, torch.Tensor]:
-    return load_file(head_dir(col, name) / WEIGHTS)
+    """The head's tensors; a file that is not valid safetensors raises DamagedHeadError."""
+    try:
+        return load_file(head_dir(col, name) / WEIGHTS)
+    except (OSError, SafetensorError) as e:
+        raise DamagedHeadError(col.name, name, f"{WEIGHTS} cannot be read ({e})") from e
 
 
 def ids_digest(ids: Sequence[str]) -> str:
@@ -144,25 +186,11 @@ def write_head(
         (tmp / META).write_text(json.dumps(meta, indent=2, sort_keys=True))
         for p in tmp.iterdir():
             _fsync(p)
-        _swap(tmp, final)
+        swap_folder(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
-
-
-def _swap(tmp: Path, final: Path) -> None:
-    old = final.with_name(f".{final.name}.{uuid.uuid4().hex}.old")
-    if final.exists():
-        os.replace(final, old)
-    try:
-        os.replace(tmp, final)
-    except BaseException:
-        if old.exists():
-            os.replace(old, final)
-        raise
-    fsync_dir(final.parent)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _fsync(path: Path) -> None:
@@ -171,13 +199,9 @@ def _fsync(path: Path) -> None:
 
 
 def sweep(col: Collection) -> None:
-    """Remove temporary folders left by trainings that were killed."""
-    root = heads_root(col)
-    if root.is_dir():
-        for p in root.iterdir():
-            if p.name.startswith(".") and p.suffix in (".tmp", ".old"):
-                with contextlib.suppress(OSError):
-                    shutil.rmtree(p)
+    """Put back a head that a killed training was swapping, and remove the temporary
+    folders it left (also done for every collection when the store opens)."""
+    recover_folders(heads_root(col))
 
 
 def iter_metas(col: Collection) -> Iterator[dict[str, Any]]:

@@ -121,3 +121,26 @@ def test_head_artifacts_are_old_or_new(forkserver: ForkServerContext, tmp_path: 
         f"{KILLS} kills of write_head: {KILLS} of {KILLS} heads whole (old or new weights with "
         "their head.json), 0 leftovers after open",
     )
+
+
+def test_a_swap_cut_between_its_renames_is_recovered_on_open(tmp_path: Path) -> None:
+    """The window a random kill rarely hits: the old head renamed aside, the new one not
+    yet renamed in. Opening the store renames the old one back and removes the new one's
+    temporary folder."""
+    from mmstore.heads.artifacts import write_head
+
+    store_path = tmp_path / "s"
+    with mmstore.open(store_path) as store:
+        col = store.create_collection(
+            "c", encoders={"emb": {"encoder": "precomputed", "modality": "vector", "dim": 4}}
+        )
+        write_head(col, "h", writing.head_state("a"), writing.head_meta("a"), lambda d: {})
+        write_head(col, "tmpl", writing.head_state("b"), writing.head_meta("b"), lambda d: {})
+    root = store_path / "heads" / "c"
+    (root / "h").rename(root / ".h.0123abcd.old")  # the first rename of a swap
+    (root / "tmpl").rename(root / ".h.4567ef01.tmp")  # the new version, not yet renamed in
+    with mmstore.open(store_path) as store:
+        col = store.collection("c")
+        assert read_meta(col, "h")["config"]["version"] == "a"
+        assert torch.equal(load_weights(col, "h")["w"], writing.head_state("a")["w"])
+    assert sorted(p.name for p in root.iterdir()) == ["h"]

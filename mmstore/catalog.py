@@ -1,8 +1,10 @@
-"""The catalog connection: one DuckDB database reached through SQLAlchemy, the single-writer
-lock turned into a typed error, transactions, counters and bulk Arrow transfers."""
+"""The catalog connection: one DuckDB database reached through SQLAlchemy, optionally
+encrypted at rest, the single-writer lock turned into a typed error, transactions, counters
+and bulk Arrow transfers."""
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from collections.abc import Iterator
@@ -10,37 +12,133 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from mmstore import schema
-from mmstore.errors import ReadOnlyError, StoreLockedError
+from mmstore.errors import (
+    ConfigError,
+    EncryptionKeyError,
+    EncryptionUnavailableError,
+    ReadOnlyError,
+    StoreLockedError,
+)
 
 CHECKPOINT_THRESHOLD = "512MB"
+ENCRYPTION_KEY_ENV = "MMSTORE_ENCRYPTION_KEY"
+ENCRYPTED_ALIAS = "mms_catalog"  # the name an encrypted database file is attached under
 _LOCK_RE = re.compile(r"Conflicting lock is held in (?P<holder>.+?\(PID \d+\))", re.S)
+_KEY_PROBLEMS = {  # DuckDB's messages -> EncryptionKeyError.problem
+    "Cannot open encrypted database": "missing",
+    "Wrong encryption key": "wrong",
+    "A key is explicitly specified, but database": "unexpected",
+}
+_INSTALL = "pip install 'mmstore[encryption]'"
+
+
+def resolve_key(given: str | None) -> str | None:
+    """The encryption key to open a catalog with: ``given`` wins; when it is None, the
+    environment variable MMSTORE_ENCRYPTION_KEY (unset or empty: no encryption)."""
+    if given is None:
+        return os.environ.get(ENCRYPTION_KEY_ENV) or None
+    if not isinstance(given, str) or not given:
+        raise ConfigError("encryption_key must be a non-empty string (or None: no encryption)")
+    return given
+
+
+def crypto_extension() -> Path:
+    """The httpfs extension file built for the running DuckDB, as the package
+    ``duckdb-extension-httpfs`` installs it (``extensions/v<version>/``); nothing is
+    downloaded. DuckDB's built-in crypto only reads encrypted files: writing them takes the
+    OpenSSL that httpfs carries."""
+    try:
+        import duckdb_extension_httpfs
+    except ImportError:
+        raise EncryptionUnavailableError(
+            "an encrypted store needs DuckDB's httpfs extension, which is not installed: "
+            f"{_INSTALL} (the package duckdb-extension-httpfs {duckdb.__version__})"
+        ) from None
+    folder = Path(duckdb_extension_httpfs.__file__).parent / "extensions"
+    path = folder / f"v{duckdb.__version__}" / "httpfs.duckdb_extension"
+    if not path.is_file():
+        built = ", ".join(sorted(p.name for p in folder.glob("v*"))) or "none"
+        raise EncryptionUnavailableError(
+            f"the installed duckdb-extension-httpfs is built for DuckDB {built}, but DuckDB "
+            f"v{duckdb.__version__} runs here: install duckdb-extension-httpfs=="
+            f"{duckdb.__version__} ({_INSTALL})"
+        )
+    return path
+
+
+def load_crypto(raw: Any) -> None:
+    """Load the httpfs extension from its installed file into the DuckDB connection ``raw``,
+    so that DuckDB encrypts with OpenSSL (before the catalog is locked down)."""
+    path = str(crypto_extension()).replace("'", "''")
+    raw.execute(f"LOAD '{path}'")
 
 
 class Catalog:
-    """A DuckDB database file opened once, for writing or read-only."""
+    """A DuckDB database file opened once, for writing or read-only; encrypted (AES-GCM)
+    when opened with a key, which is passed to DuckDB and kept nowhere else."""
 
-    def __init__(self, path: Path, *, read_only: bool = False) -> None:
+    def __init__(
+        self, path: Path, *, read_only: bool = False, encryption_key: str | None = None
+    ) -> None:
         self.path, self.read_only = path, read_only
+        key = resolve_key(encryption_key)
+        self.encrypted = key is not None
         self.engine = sa.create_engine(
-            f"duckdb:///{path}",
+            "duckdb:///:memory:" if self.encrypted else f"duckdb:///{path}",
             poolclass=sa.pool.StaticPool,
-            connect_args={"read_only": read_only},
+            connect_args=self._connect_args(),
         )
         try:
             self.conn: Connection = self.engine.connect()
-        except sa.exc.DBAPIError as e:
+            if key is not None:
+                self._attach_encrypted(key)
+        except Exception as e:
             self.engine.dispose()
-            match = _LOCK_RE.search(str(e.orig))
-            if match:
-                raise StoreLockedError(str(path.parent), match["holder"].strip()) from e
-            raise
+            typed = self._open_error(e)
+            if typed is e:
+                raise
+            raise typed from e
         self.lock = threading.RLock()
         self._savepoint_depth = 0
+
+    def _connect_args(self) -> dict[str, Any]:
+        """How DuckDB is started: on the file itself, or (encrypted) in memory with the
+        file attached after, never installing an extension from the network, and spilling
+        encrypted temporary files beside the file (as it would for the file itself)."""
+        if not self.encrypted:
+            return {"read_only": self.read_only}
+        config = {
+            "autoinstall_known_extensions": False,
+            "temp_directory": f"{self.path}.tmp",
+            "temp_file_encryption": True,
+        }
+        return {"config": config}
+
+    def _attach_encrypted(self, key: str) -> None:
+        """Load the crypto extension, attach the database file with ``key`` (a bound
+        parameter, never spliced into SQL) and make it the default database."""
+        load_crypto(self.raw)
+        options = "ENCRYPTION_KEY ?" + (", READ_ONLY" if self.read_only else "")
+        self.raw.execute(f"ATTACH ? AS {ENCRYPTED_ALIAS} ({options})", [str(self.path), key])
+        self.raw.execute(f"USE {ENCRYPTED_ALIAS}")
+
+    def _open_error(self, e: Exception) -> Exception:
+        """The typed error for a failed open (a lock held elsewhere, a key problem), or
+        ``e`` itself."""
+        message, store = str(getattr(e, "orig", e)), str(self.path.parent)
+        match = _LOCK_RE.search(message)
+        if match:
+            return StoreLockedError(store, match["holder"].strip())
+        for needle, problem in _KEY_PROBLEMS.items():
+            if needle in message:
+                return EncryptionKeyError(store, problem)
+        return e
 
     @property
     def raw(self) -> Any:

@@ -132,6 +132,34 @@ class StoreLockedError(MMStoreError, RuntimeError):
         )
 
 
+class EncryptionKeyError(MMStoreError, PermissionError):
+    """A store's encryption key is missing, wrong, or given for a store that is not
+    encrypted. Nothing was opened or changed; the key is never part of the message."""
+
+    http_status = 403
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path, self.problem = path, problem
+        super().__init__(f"store {path!r}: {_KEY_ADVICE[problem]}")
+
+
+_KEY_ADVICE = {
+    "missing": "it is encrypted and no key was given; open it with its key: "
+    "mmstore.open(path, encryption_key=...) or the environment variable MMSTORE_ENCRYPTION_KEY",
+    "wrong": "wrong encryption key (nothing was changed); open it with the key it was "
+    "created with (encryption_key=... or MMSTORE_ENCRYPTION_KEY)",
+    "unexpected": "it is not encrypted, but an encryption key was given; open it without one "
+    "(unset MMSTORE_ENCRYPTION_KEY), or copy it into an encrypted store (docs/encryption.md)",
+}
+
+
+class EncryptionUnavailableError(MMStoreError, ImportError):
+    """An encrypted store needs DuckDB's httpfs extension (its OpenSSL crypto), which comes
+    from the optional package ``duckdb-extension-httpfs``; nothing is downloaded."""
+
+    http_status = 500
+
+
 class ReadOnlyError(MMStoreError, PermissionError):
     """A write was attempted on a store opened read-only."""
 

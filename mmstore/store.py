@@ -46,6 +46,7 @@ class Store:
         plugins: Iterable[Any] = (),
         entrypoints: bool = True,
         block: Iterable[str] = (),
+        encryption_key: str | None = None,
     ) -> None:
         self.plugins = PluginHost(plugins, entrypoints=entrypoints, block=block)
         self._temporary = str(path) == ":memory:"
@@ -58,7 +59,9 @@ class Store:
             self.path.mkdir(parents=True, exist_ok=True)
         elif not (self.path / CATALOG_FILE).is_file():
             raise FileNotFoundError(f"no store at {str(self.path)!r} to open read-only")
-        self.catalog = Catalog(self.path / CATALOG_FILE, read_only=read_only)
+        self.catalog = Catalog(
+            self.path / CATALOG_FILE, read_only=read_only, encryption_key=encryption_key
+        )
         self.closed = False
         try:
             before = self._migrate()
@@ -94,7 +97,9 @@ class Store:
         return current
 
     def __repr__(self) -> str:
-        return f"<Store {str(self.path)!r}{' read-only' if self.read_only else ''}>"
+        encrypted = getattr(getattr(self, "catalog", None), "encrypted", False)
+        flags = (" read-only" if self.read_only else "") + (" encrypted" if encrypted else "")
+        return f"<Store {str(self.path)!r}{flags}>"
 
     def __enter__(self) -> Store:
         return self
@@ -252,11 +257,24 @@ def open(
     plugins: Iterable[Any] = (),
     entrypoints: bool = True,
     block: Iterable[str] = (),
+    encryption_key: str | None = None,
 ) -> Store:
     """Open (or create) the store at ``path``, a directory; ``":memory:"`` makes a temporary
     one removed on close. ``plugins`` are registered after the built-ins and the entry
-    points; ``block`` names plugins not to load."""
-    return Store(path, read_only=read_only, plugins=plugins, entrypoints=entrypoints, block=block)
+    points; ``block`` names plugins not to load.
+
+    ``encryption_key`` encrypts the catalog at rest (a new store is created encrypted; see
+    docs/encryption.md); when None, the environment variable ``MMSTORE_ENCRYPTION_KEY`` is
+    used if set. An encrypted store opened without its key, or a plaintext one with a key,
+    raises :class:`~mmstore.EncryptionKeyError`."""
+    return Store(
+        path,
+        read_only=read_only,
+        plugins=plugins,
+        entrypoints=entrypoints,
+        block=block,
+        encryption_key=encryption_key,
+    )
 
 
 __all__ = ["Store", "open"]

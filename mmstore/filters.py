@@ -61,6 +61,8 @@ def _clause(key: Any, value: Any, table: sa.Table, depth: int) -> sa.ColumnEleme
         raise FilterError(f"filter keys are strings, got {key!r}")
     if key.startswith("$"):
         raise FilterError(f"unknown logical operator {key!r}; use $and, $or or $not")
+    if key not in COLUMNS:
+        _meta_parts(key)  # a bad name is refused whatever its condition (even $in: [])
     if isinstance(value, Mapping):
         if not value:
             raise FilterError(f"empty condition for {key!r}")
@@ -112,17 +114,23 @@ def _check_scalar(key: str, arg: Any) -> None:
         raise FilterError(f"condition on {key!r}: NaN compares to nothing")
 
 
+def _meta_parts(key: str) -> list[str]:
+    """The parts of a metadata key (``meta.`` optional, dots nest), each checked."""
+    parts = key.removeprefix("meta.").split(".")
+    if not all(KEY_RE.fullmatch(p) for p in parts):  # match would allow a final newline
+        raise FilterError(
+            f"invalid field {key!r}: metadata keys are 1-64 letters, digits, "
+            "'_' or '-', separated by dots"
+        )
+    return parts
+
+
 def _path_expr(key: str, table: sa.Table, arg: Any) -> sa.ColumnElement[Any]:
     """The column, or the metadata value when its JSON type matches the compared value's
     (a string "50" is not the number 50), else NULL."""
     if key in COLUMNS:
         return _column_expr(key, table, arg)
-    parts = key.removeprefix("meta.").split(".")
-    if not all(KEY_RE.match(p) for p in parts):
-        raise FilterError(
-            f"invalid field {key!r}: metadata keys are 1-64 letters, digits, "
-            "'_' or '-', separated by dots"
-        )
+    parts = _meta_parts(key)
     path = sa.bindparam(None, "$." + ".".join(f'"{p}"' for p in parts), type_=sa.String)
     meta = table.c.meta
     if arg is None:

@@ -6,6 +6,7 @@ from mmstore.encoders import Encoder, EncoderIdentity, EncoderParams
 from mmstore.errors import (
     AlreadyExistsError,
     ConfigError,
+    DamagedLogError,
     DuplicateNameError,
     EncoderChangedError,
     EncoderError,
@@ -40,6 +41,7 @@ __all__ = [
     "Client",
     "Collection",
     "ConfigError",
+    "DamagedLogError",
     "DuplicateNameError",
     "Encoder",
     "EncoderChangedError",

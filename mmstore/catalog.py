@@ -4,28 +4,33 @@ and bulk Arrow transfers."""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import duckdb
 import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from mmstore import schema
+from mmstore import schema, wal
 from mmstore.errors import (
     ConfigError,
+    DamagedLogError,
     EncryptionKeyError,
     EncryptionUnavailableError,
     ReadOnlyError,
     StoreLockedError,
 )
+from mmstore.wal import DamagedLog, is_damaged_log, set_aside
 
+log = logging.getLogger(__name__)
+OnDamagedLog = Literal["refuse", "read_only"]
 CHECKPOINT_THRESHOLD = "512MB"
 ENCRYPTION_KEY_ENV = "MMSTORE_ENCRYPTION_KEY"
 ENCRYPTED_ALIAS = "mms_catalog"  # the name an encrypted database file is attached under
@@ -84,13 +89,36 @@ class Catalog:
     when opened with a key, which is passed to DuckDB and kept nowhere else."""
 
     def __init__(
-        self, path: Path, *, read_only: bool = False, encryption_key: str | None = None
+        self,
+        path: Path,
+        *,
+        read_only: bool = False,
+        encryption_key: str | None = None,
+        on_damaged_log: OnDamagedLog = "refuse",
     ) -> None:
         self.path, self.read_only = path, read_only
         key = resolve_key(encryption_key)
         self.encrypted = key is not None
+        #: the write-ahead log set aside by this open because it could not be replayed
+        self.damaged_log: DamagedLog | None = None
+        copy = None if read_only else wal.preserve(path)
+        try:
+            self._connect(key)
+        except sa.exc.DBAPIError as e:
+            if not is_damaged_log(e):
+                raise
+            self._after_damaged_log(e, key, on_damaged_log)
+        finally:
+            if copy is not None and self.damaged_log is not None:
+                copy.unlink(missing_ok=True)
+        self.lock = threading.RLock()
+        self._savepoint_depth = 0
+        if self.damaged_log is None:
+            self._check_replay(copy, on_damaged_log)
+
+    def _connect(self, key: str | None) -> None:
         self.engine = sa.create_engine(
-            "duckdb:///:memory:" if self.encrypted else f"duckdb:///{path}",
+            "duckdb:///:memory:" if self.encrypted else f"duckdb:///{self.path}",
             poolclass=sa.pool.StaticPool,
             connect_args=self._connect_args(),
         )
@@ -104,8 +132,46 @@ class Catalog:
             if typed is e:
                 raise
             raise typed from e
-        self.lock = threading.RLock()
-        self._savepoint_depth = 0
+
+    def _after_damaged_log(self, error: Exception, key: str | None, then: OnDamagedLog) -> None:
+        """Set the log aside (never delete it), then refuse with what may be lost, or open
+        read-only from the last checkpoint."""
+        self.damaged_log = set_aside(self.path, error)
+        wal.forget_mark(self.path)  # reported now; the next open starts a new count
+        loss = self.damaged_log.loss()
+        log.warning("store %s: %s", self.path.parent, loss)
+        if then == "refuse":
+            raise DamagedLogError(str(self.path.parent), loss) from error
+        self.read_only = True
+        self._connect(key)
+
+    def _check_replay(self, copy: Path | None, then: OnDamagedLog) -> None:
+        """Compare the commits the catalog holds with those that returned: fewer means the
+        log was replayed only in part (silently, by DuckDB); report it like a damaged log."""
+        marked = wal.read_mark(self.path)
+        replayed = self._commits()
+        if marked is None or replayed >= marked:
+            if copy is not None:
+                copy.unlink(missing_ok=True)
+            return
+        self.damaged_log = wal.replay_loss(self.path, copy, replayed, marked)
+        if not self.read_only:
+            wal.write_mark(self.path, replayed)  # reported now, not at every open
+        loss = self.damaged_log.loss()
+        log.warning("store %s: %s", self.path.parent, loss)
+        if then == "refuse":
+            self.close()
+            raise DamagedLogError(str(self.path.parent), loss)
+        self.read_only = True
+
+    def _commits(self) -> int:
+        table = schema.counters
+        query = sa.select(table.c.value).where(table.c.name == wal.COMMITS)
+        try:
+            with self.reading() as conn:
+                return int(conn.execute(query).scalar_one_or_none() or 0)
+        except sa.exc.DBAPIError:  # a catalog not yet migrated has no counters table
+            return 0
 
     def _connect_args(self) -> dict[str, Any]:
         """How DuckDB is started: on the file itself, or (encrypted) in memory with the
@@ -168,6 +234,8 @@ class Catalog:
                 return
             with self.conn.begin():
                 yield self.conn
+                number = self.next_ids(self.conn, wal.COMMITS, 1)
+            wal.write_mark(self.path, number)  # after the commit returned
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:

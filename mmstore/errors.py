@@ -160,6 +160,21 @@ class EncryptionUnavailableError(MMStoreError, ImportError):
     http_status = 500
 
 
+class DamagedLogError(MMStoreError, RuntimeError):
+    """The catalog's write-ahead log could not be replayed: it was set aside under a new
+    name (never deleted) and the store was not opened; the next open starts from the last
+    checkpoint. The message says what may be lost and where the log is kept."""
+
+    http_status = 503
+
+    def __init__(self, store: str, loss: str) -> None:
+        self.store = store
+        super().__init__(
+            f"store {store!r}: {loss}. Open it again to continue from the last checkpoint, "
+            "or with mmstore.open(path, on_damaged_log='read_only') to look first"
+        )
+
+
 class ReadOnlyError(MMStoreError, PermissionError):
     """A write was attempted on a store opened read-only."""
 

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from mmstore import migrate, schema
 from mmstore.atomic import recover_folders, sweep_temporaries
-from mmstore.catalog import Catalog
+from mmstore.catalog import Catalog, OnDamagedLog
 from mmstore.collection import Collection
 from mmstore.config import CollectionConfig, check_name, parse_collection_config
 from mmstore.errors import (
@@ -30,6 +30,7 @@ from mmstore.events import Event, StoreOpened
 from mmstore.fields import record_fields
 from mmstore.media import MediaStore
 from mmstore.plugins import PluginHost
+from mmstore.wal import set_aside_logs
 
 log = logging.getLogger(__name__)
 CATALOG_FILE = "catalog.duckdb"
@@ -47,6 +48,7 @@ class Store:
         entrypoints: bool = True,
         block: Iterable[str] = (),
         encryption_key: str | None = None,
+        on_damaged_log: OnDamagedLog = "refuse",
     ) -> None:
         self.plugins = PluginHost(plugins, entrypoints=entrypoints, block=block)
         self._temporary = str(path) == ":memory:"
@@ -60,12 +62,17 @@ class Store:
         elif not (self.path / CATALOG_FILE).is_file():
             raise FileNotFoundError(f"no store at {str(self.path)!r} to open read-only")
         self.catalog = Catalog(
-            self.path / CATALOG_FILE, read_only=read_only, encryption_key=encryption_key
+            self.path / CATALOG_FILE,
+            read_only=read_only,
+            encryption_key=encryption_key,
+            on_damaged_log=on_damaged_log,
         )
+        self.read_only = self.catalog.read_only  # read-only after a damaged log, if asked
         self.closed = False
         try:
             before = self._migrate()
-            if not read_only:
+            self._warn_of_set_aside_logs()
+            if not self.read_only:
                 sweep_temporaries(self.path / "indexes")
                 sweep_temporaries(self.media.folder)
                 self._recover_heads()
@@ -74,6 +81,16 @@ class Store:
             self.close()
             raise
         self.track(StoreOpened(str(self.path), before))
+
+    def _warn_of_set_aside_logs(self) -> None:
+        """Each open repeats that a damaged log was set aside, until it is removed."""
+        for kept in set_aside_logs(self.catalog.path):
+            log.warning(
+                "store %s: a write-ahead log that could not be replayed is kept as %s; "
+                "changes in it are not in the store (remove the file once dealt with)",
+                self.path,
+                kept.name,
+            )
 
     def _recover_heads(self) -> None:
         """Finish or undo head folders that a killed training was swapping (see
@@ -258,6 +275,7 @@ def open(
     entrypoints: bool = True,
     block: Iterable[str] = (),
     encryption_key: str | None = None,
+    on_damaged_log: OnDamagedLog = "refuse",
 ) -> Store:
     """Open (or create) the store at ``path``, a directory; ``":memory:"`` makes a temporary
     one removed on close. ``plugins`` are registered after the built-ins and the entry
@@ -266,7 +284,12 @@ def open(
     ``encryption_key`` encrypts the catalog at rest (a new store is created encrypted; see
     docs/encryption.md); when None, the environment variable ``MMSTORE_ENCRYPTION_KEY`` is
     used if set. An encrypted store opened without its key, or a plaintext one with a key,
-    raises :class:`~mmstore.EncryptionKeyError`."""
+    raises :class:`~mmstore.EncryptionKeyError`.
+
+    A write-ahead log that DuckDB cannot replay is set aside (``catalog.duckdb.wal.damaged-
+    <time>``, never deleted); then ``on_damaged_log="refuse"`` raises
+    :class:`~mmstore.DamagedLogError` saying what may be lost (the next open continues from
+    the last checkpoint) and ``"read_only"`` opens read-only from the last checkpoint."""
     return Store(
         path,
         read_only=read_only,
@@ -274,6 +297,7 @@ def open(
         entrypoints=entrypoints,
         block=block,
         encryption_key=encryption_key,
+        on_damaged_log=on_damaged_log,
     )
 
 

@@ -464,3 +464,17 @@ def test_decoded_cache_does_not_change_the_vectors(tmp_path: Path) -> None:
     uncached = Audio(roots=[str(tmp_path)], cache_mb=0).validate_batch(paths, ids, "audio")
     enc = LogMel()
     np.testing.assert_array_equal(enc.encode(cached, "audio"), enc.encode(uncached, "audio"))
+
+
+def test_the_same_samples_always_encode_to_the_same_bytes() -> None:
+    """libsndfile stamps a float WAV's PEAK chunk with the time of writing; an array value's
+    digest (its content hash, unchanged-detection) must not depend on the clock. This made
+    the conformance check flaky when validate and validate_batch straddled a second."""
+    import time
+
+    from mmstore_audio.decode import encode_wav
+
+    samples = noise(seconds=0.1)[:, None]
+    first = encode_wav(samples, SR)
+    time.sleep(1.1)
+    assert encode_wav(samples, SR) == first

@@ -233,4 +233,14 @@ def encode_wav(arr: np.ndarray, rate: int) -> bytes:
         arr = arr.astype(np.float32)
     buf = io.BytesIO()
     sf.write(buf, arr, rate, format="WAV", subtype=subtype)
-    return buf.getvalue()
+    return _without_peak_time(buf.getvalue())
+
+
+def _without_peak_time(wav: bytes) -> bytes:
+    """Zero the write time that libsndfile puts in a float WAV's PEAK chunk, so that the
+    same samples always give the same bytes (and the same content digest)."""
+    at = wav.find(b"PEAK", 12)
+    if at < 0:
+        return wav
+    stamp = at + 12  # "PEAK", chunk size, version, then the 4-byte timestamp
+    return wav[:stamp] + b"\0\0\0\0" + wav[stamp + 4 :]

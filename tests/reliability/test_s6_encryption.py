@@ -139,7 +139,12 @@ def run_child(path: Path, key: str | None) -> None:
 
 
 def catalog_files(path: Path) -> list[Path]:
-    return sorted(p for p in path.iterdir() if p.name.startswith(CATALOG_FILE))
+    """The database file and its log (not ``.commits``, a count of commits, no data)."""
+    return sorted(
+        p
+        for p in path.iterdir()
+        if p.name.startswith(CATALOG_FILE) and not p.name.endswith(".commits")
+    )
 
 
 def check_intact(path: Path, key: str | None, **kw: Any) -> None:

@@ -53,10 +53,11 @@ def register(cli: click.Group, errors: Any, json_arg: Any) -> None:
         folder of image or audio files (one record per file, its id the relative path without
         the suffix) with an optional --sidecar. Nothing is written when a record is bad, unless
         --skip-bad."""
-        from mmstore.files import read_records
+        from mmstore.files import LineNumbers, read_records
         from mmstore.folders import folder_records
 
         problems: list[str] | None = [] if skip_bad else None
+        lines = LineNumbers(source)  # names records by line (JSON Lines only)
         ignored = 0
         with mmstore.open(path) as store:
             col = store.collection(collection)
@@ -68,14 +69,23 @@ def register(cli: click.Group, errors: Any, json_arg: Any) -> None:
             elif field or sidecar:
                 raise mmstore.InvalidInputError("--field and --sidecar go with a folder of files")
             else:
-                records = read_records(source, problems)
-            report = col.ingest(
-                records,
-                on_error="skip" if skip_bad else "raise",
-                progress=progress,
-                chunk_size=chunk_size or 4096,
-            )
-        rejected = [f"{r.id} ({r.field}): {r.reason}" for r in report.rejected] + (problems or [])
+                records = read_records(source, problems, lines)
+            try:
+                report = col.ingest(
+                    records,
+                    on_error="skip" if skip_bad else "raise",
+                    progress=progress,
+                    chunk_size=chunk_size or 4096,
+                )
+            except mmstore.RecordError as e:
+                where = lines.where(e.record_id, e.field)
+                if where == e.record_id:
+                    raise
+                raise mmstore.RecordError(where, e.field, e.problem) from e  # named by its line
+        rejected = [
+            f"{lines.where(r.id, r.field)} ({r.field}): {r.reason}" for r in report.rejected
+        ]
+        rejected += problems or []
         if as_json:
             keys = ("run_id", "received", "written", "unchanged", "encoded")
             out = {k: getattr(report, k) for k in keys}

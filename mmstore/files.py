@@ -1,9 +1,13 @@
 """Record files for the command line: JSON Lines, CSV and Parquet, read lazily (Parquet and
-CSV in Arrow batches), with a bad JSON line named by its number."""
+CSV in Arrow batches), with a bad JSON line named by its number, and a JSON line's record
+that an ingest names by position named by its line (:class:`LineNumbers`)."""
 
 from __future__ import annotations
 
+import bisect
 import json
+import re
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,12 +19,42 @@ from mmstore.errors import InvalidInputError
 BATCH_ROWS = 4096
 
 
-def read_records(path: Path, bad_lines: list[str] | None = None) -> Any:
+class LineNumbers:
+    """Where the records of a JSON Lines file are: an ingest names a record without a
+    usable id by its position ("#3"), which blank and skipped lines put off the file's
+    line numbers. Only the positions where the count jumps are kept."""
+
+    def __init__(self, path: Path) -> None:
+        self.name = path.name
+        self.jumps: list[tuple[int, int]] = [(0, 1)]  # (record position, its line)
+        self.used = False  # whether records were read from a JSON Lines file
+
+    def line(self, position: int) -> int:
+        at = bisect.bisect_right(self.jumps, (position, sys.maxsize)) - 1
+        first, line = self.jumps[at]
+        return line + position - first
+
+    def seen(self, position: int, line: int) -> None:
+        if self.line(position) != line:
+            self.jumps.append((position, line))
+
+    def where(self, record_id: object, field: str | None) -> object:
+        """A record named by position (for its id, or for not being a mapping), named by
+        its file and line instead."""
+        by_position = self.used and field in (None, "id")
+        found = re.fullmatch(r"#(\d+)", str(record_id)) if by_position else None
+        return f"{self.name}:{self.line(int(found[1]))}" if found else record_id
+
+
+def read_records(
+    path: Path, bad_lines: list[str] | None = None, lines: LineNumbers | None = None
+) -> Any:
     """Records from ``path`` by its suffix. With ``bad_lines`` given, JSON lines that do not
-    parse are listed there and skipped; without it the first one raises."""
+    parse are listed there and skipped; without it the first one raises. ``lines`` learns
+    the line of each record of a JSON Lines file."""
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".ndjson", ".json"):
-        return _json_lines(path, bad_lines)
+        return _json_lines(path, bad_lines, lines or LineNumbers(path))
     if suffix == ".parquet":
         import pyarrow.parquet as pq
 
@@ -36,17 +70,34 @@ def read_records(path: Path, bad_lines: list[str] | None = None) -> Any:
     raise InvalidInputError(f"{path}: unknown file type {suffix!r}; use .jsonl, .csv or .parquet")
 
 
-def _json_lines(path: Path, bad_lines: list[str] | None) -> Iterator[dict[str, Any]]:
-    with open(path, encoding="utf-8", errors="strict") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
+def _json_lines(
+    path: Path, bad_lines: list[str] | None, lines: LineNumbers
+) -> Iterator[dict[str, Any]]:
+    position, lines.used = 0, True
+    with open(path, "rb") as f:
+        for number, data in enumerate(f, start=1):
+            if not data.strip():
                 continue
             try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                problem = f"{path.name}:{number}: not valid JSON ({e.msg} at column {e.colno})"
+                record = json.loads(data.decode("utf-8"))
+            except (ValueError, RecursionError) as e:
+                problem = f"{path.name}:{number}: {_why(e)}"
                 if bad_lines is None:
                     raise InvalidInputError(problem + "; fix the line or use --skip-bad") from e
                 bad_lines.append(problem)
                 continue
+            lines.seen(position, number)
+            position += 1
             yield record
+
+
+def _why(error: Exception) -> str:
+    """Why a line is not a record: bytes that are not UTF-8, or text that is not JSON (or
+    that the parser refuses: nested too deep, an integer of too many digits)."""
+    if isinstance(error, UnicodeDecodeError):
+        return f"not valid UTF-8 ({error.reason} at byte {error.start})"
+    if isinstance(error, json.JSONDecodeError):
+        return f"not valid JSON ({error.msg} at column {error.colno})"
+    if isinstance(error, RecursionError):
+        return "not readable JSON (nested too deeply)"
+    return f"not readable JSON ({error})"

@@ -124,7 +124,7 @@ class Ingestor:
     def _transaction(self, source: Any, started: dt.datetime) -> IngestReport:
         """Everything the call writes, in one transaction: all of it commits, or none."""
         runs = schema.ingest_runs
-        with self.catalog.transaction() as conn:
+        with self.catalog.transaction() as conn, self.col.store.media.written_by_call():
             report = IngestReport(self.catalog.next_ids(conn, "run", 1))
             conn.execute(
                 runs.insert().values(
@@ -597,7 +597,7 @@ def checked_rows(encoder: Encoder, f: Field, out: Any, n: int) -> tuple[np.ndarr
         out[bad] = 0.0
     if encoder.metric == "cosine":
         norms = np.linalg.norm(out, axis=1, keepdims=True)
-        bad |= norms[:, 0] == 0
+        bad |= (norms[:, 0] == 0) | ~np.isfinite(norms[:, 0])  # zero, or its norm overflows
         out = out / np.where(norms == 0, 1.0, norms)
     return out, bad
 

@@ -3,8 +3,10 @@ under their sha256, so that a new encoder version can re-embed without the origi
 
 A blob is written to a temporary file and renamed into place, so a reader never sees a
 partial one. Blobs are synced to disk before the ingest that references them commits.
-A blob whose ingest failed stays as an unreferenced file (harmless: the same bytes map to
-the same name); it is never referenced by a half-written record.
+The blobs an ingest call wrote are removed when the call fails
+(:meth:`MediaStore.written_by_call`), so a refused call leaves the media folder as it was;
+one left by a crash stays as an unreferenced file (harmless: the same bytes map to the same
+name, and ``collect`` removes it), never referenced by a half-written record.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import contextlib
 import hashlib
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,24 @@ class MediaStore:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self._unsynced = False
+        #: blobs written in the current :meth:`written_by_call` (None: outside one)
+        self._written: list[Path] | None = None
+
+    @contextlib.contextmanager
+    def written_by_call(self) -> Iterator[None]:
+        """Within an ingest's write transaction (whose catalog lock keeps other writers
+        out): if the block fails, remove the blobs it wrote, which no record names (a blob
+        that existed before is never one of them)."""
+        self._written = []
+        try:
+            yield
+        except BaseException:
+            for path in self._written:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+            raise
+        finally:
+            self._written = None
 
     @staticmethod
     def digest(data: bytes) -> str:
@@ -58,6 +79,8 @@ class MediaStore:
                 tmp.unlink()
             raise
         self._unsynced = True
+        if self._written is not None:
+            self._written.append(path)
         return digest
 
     def get(self, digest: str) -> bytes:

@@ -59,10 +59,32 @@ def record_id(raw: Any, position: int) -> str:
         raise RecordError(
             f"#{position}", "id", f"every record needs an id (a non-empty str or int), got {rid!r}"
         )
-    rid = str(rid)
+    try:
+        rid = str(rid)
+    except ValueError:  # an int of more digits than Python writes out
+        raise RecordError(
+            f"#{position}", "id", f"id longer than {MAX_ID_CHARS} characters"
+        ) from None
+    surrogate = _surrogate(rid)
+    if surrogate is not None:  # named by position: the id itself cannot be written out
+        raise RecordError(f"#{position}", "id", f"id {surrogate}")
     if len(rid) > MAX_ID_CHARS:
         raise RecordError(rid[:40] + "...", "id", f"id longer than {MAX_ID_CHARS} characters")
     return rid
+
+
+def _surrogate(text: str) -> str | None:
+    """Why ``text`` cannot be stored as UTF-8 (an unpaired surrogate), or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return f"holds an unpaired surrogate at position {e.start}; it cannot be stored as UTF-8"
+    return None
+
+
+def _printable(name: str) -> str:
+    """A key as it can be written out (unpaired surrogates as backslash escapes)."""
+    return name.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def check_keys(rid: str, raw: Mapping[str, Any], fields: Mapping[str, Any]) -> None:
@@ -70,7 +92,7 @@ def check_keys(rid: str, raw: Mapping[str, Any], fields: Mapping[str, Any]) -> N
     if unknown:
         raise RecordError(
             rid,
-            str(unknown[0]),
+            _printable(str(unknown[0])),
             "not a field of this collection; fields: "
             f"{sorted(fields)}; put other data under 'meta'",
         )
@@ -83,7 +105,14 @@ def parse_label(rid: str, value: Any) -> str | None:
         return None
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise RecordError(rid, "label", f"label must be a str or int, got {type(value).__name__}")
-    return str(value)
+    try:
+        label = str(value)
+    except ValueError:  # an int of more digits than Python writes out
+        raise RecordError(rid, "label", "label is an int too large to write out") from None
+    surrogate = _surrogate(label)
+    if surrogate is not None:
+        raise RecordError(rid, "label", f"label {surrogate}")
+    return label
 
 
 def parse_ts(rid: str, value: Any) -> dt.datetime | None:
@@ -95,9 +124,14 @@ def parse_ts(rid: str, value: Any) -> dt.datetime | None:
     if isinstance(value, bool):
         raise RecordError(rid, "ts", "timestamp must be a datetime, ISO string or epoch seconds")
     if isinstance(value, int | float):
-        if not math.isfinite(value):
+        if isinstance(value, float) and not math.isfinite(value):
             raise RecordError(rid, "ts", f"timestamp {value!r} is not finite")
-        value = dt.datetime.fromtimestamp(value, dt.UTC)
+        try:
+            value = dt.datetime.fromtimestamp(value, dt.UTC)
+        except (OverflowError, ValueError, OSError):
+            raise RecordError(
+                rid, "ts", "timestamp in epoch seconds is out of range (years 1 to 9999)"
+            ) from None
     elif isinstance(value, str):
         try:
             value = dt.datetime.fromisoformat(value)
@@ -123,7 +157,15 @@ def parse_meta(rid: str, value: Any) -> str | None:
         text = json.dumps(value, sort_keys=True, allow_nan=False, ensure_ascii=False)
     except (TypeError, ValueError) as e:
         raise RecordError(rid, "meta", f"meta is not JSON-serializable: {e}") from e
-    if len(text.encode()) > MAX_META_BYTES:
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise RecordError(
+            rid,
+            "meta",
+            "meta holds an unpaired surrogate in a key or string; it cannot be stored as UTF-8",
+        ) from None
+    if size > MAX_META_BYTES:
         raise RecordError(
             rid,
             "meta",

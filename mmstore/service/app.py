@@ -104,7 +104,7 @@ def create_app(store: mmstore.Store, settings: Settings | None = None) -> FastAP
         kept, over = limits.check_records(records, modalities(c), settings, on_error == "skip")
         report = call(lambda: col(c).ingest(kept, on_error=on_error))  # type: ignore[arg-type]
         report.received += len(over)
-        report.rejected.extend(over)
+        report.rejected = limits.renumbered(report.rejected, records, kept) + over
         return jsonable(report)
 
     # errors

@@ -9,7 +9,9 @@ A value that a probe cannot read passes here: the modality rejects it with its o
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import re
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -98,6 +100,25 @@ def check_records(
         else:
             raise error
     return kept, rejected
+
+
+def renumbered(
+    rejected: list[Rejected], records: list[dict[str, Any]], kept: list[dict[str, Any]]
+) -> list[Rejected]:
+    """Rejections of an ingest of ``kept`` (the records within the limits) as positions of
+    ``records``: a record without a usable id is named by its position ("#3"), which the
+    records left out before it would otherwise shift."""
+    if len(kept) == len(records):
+        return rejected
+    held = {id(r) for r in kept}
+    at = [i for i, r in enumerate(records) if id(r) in held]
+    out = []
+    for r in rejected:
+        found = re.fullmatch(r"#(\d+)", r.id) if r.field in (None, "id") else None
+        if found and int(found[1]) < len(at):
+            r = dataclasses.replace(r, id=f"#{at[int(found[1])]}")
+        out.append(r)
+    return out
 
 
 def _record_problem(

@@ -12,6 +12,16 @@ from pydantic import Field
 import mmstore
 from mmstore import Encoder, EncoderParams, Modality, RecordError
 
+#: numpy kinds taken as numbers: ints, unsigned ints, floats, and objects that are numbers
+#: (not bools, strings, bytes or complex numbers, which ``float32`` would coerce)
+NUMERIC = "iufO"
+KINDS = {"b": "bools", "U": "strings", "S": "bytes", "c": "complex numbers", "O": "bools or text"}
+
+
+def _non_numbers(arr: np.ndarray) -> bool:
+    """Whether an object array holds bools, strings or bytes (None passes: it becomes NaN)."""
+    return any(isinstance(x, bool | str | bytes | np.bool_) for x in arr.ravel())
+
 
 class Vector(Modality):
     """A one-dimensional array of finite numbers, kept as float32."""
@@ -20,8 +30,12 @@ class Vector(Modality):
 
     def validate(self, value: Any, record_id: object, field: str) -> np.ndarray:
         try:
-            arr = np.asarray(value, dtype=np.float32)
-        except (TypeError, ValueError) as e:
+            raw = np.asarray(value)
+            if raw.dtype.kind not in NUMERIC or (raw.dtype.kind == "O" and _non_numbers(raw)):
+                held = KINDS.get(raw.dtype.kind, str(raw.dtype))
+                raise TypeError(f"it holds {held}, not numbers; give floats or ints")
+            arr = raw.astype(np.float32)
+        except (TypeError, ValueError, OverflowError) as e:
             raise RecordError(record_id, field, f"not a numeric vector: {e}") from e
         if arr.ndim != 1 or arr.size == 0:
             raise RecordError(
@@ -35,8 +49,11 @@ class Vector(Modality):
         """Stack equal-length vectors and check them at once; anything else, and rows
         that fail, go through :meth:`validate` one by one for a precise error."""
         try:
-            stacked = np.stack(values).astype(np.float32, copy=False)
-        except (TypeError, ValueError):
+            arrays = [np.asarray(v) for v in values]
+            if any(a.dtype.kind not in "iuf" for a in arrays):  # bools, strings, objects
+                return super().validate_batch(values, record_ids, field)
+            stacked = np.stack(arrays).astype(np.float32, copy=False)
+        except (TypeError, ValueError, OverflowError):
             return super().validate_batch(values, record_ids, field)
         if stacked.ndim != 2 or stacked.shape[1] == 0:
             return super().validate_batch(values, record_ids, field)

@@ -98,7 +98,9 @@ def forget_mark(database: Path) -> None:
 
 
 def preserve(database: Path) -> Path | None:
-    """A copy of the log as it is before DuckDB replays (and removes) it, or None."""
+    """A copy of the log as it is before DuckDB replays (and removes) it, or None. A log
+    exists only after a process died without closing the store, and holds at most the
+    checkpoint threshold (512 MB), so the copy costs only the open after such a crash."""
     log = database.with_name(database.name + SUFFIX)
     if not log.is_file():
         return None

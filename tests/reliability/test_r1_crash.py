@@ -19,10 +19,8 @@ reopens the store and checks:
 from __future__ import annotations
 
 import json
-import multiprocessing
 import random
 import time
-from collections.abc import Iterator
 from multiprocessing.context import ForkServerContext
 from pathlib import Path
 
@@ -37,13 +35,6 @@ from tests.reliability.crashing import BATCH, FIELDS, UPDATES, text
 from tests.reliability.figures import record
 
 KILLS = {"random": 120, "encode": 20, "commit": 20, "index_save": 20, "checkpoint": 20}
-
-
-@pytest.fixture(scope="module")
-def forkserver() -> Iterator[ForkServerContext]:
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["mmstore", "mmstore.testing", "tests.reliability.crashing"])
-    yield ctx
 
 
 def state(col: mmstore.Collection) -> dict[str, int]:

@@ -11,14 +11,12 @@ store's own reading path after the store's open-time sweep) with the two version
 
 from __future__ import annotations
 
-import multiprocessing
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from multiprocessing.context import ForkServerContext
 from pathlib import Path
 
-import pytest
 import torch
 
 import mmstore
@@ -28,13 +26,6 @@ from tests.reliability import writing
 from tests.reliability.figures import record
 
 KILLS = 30
-
-
-@pytest.fixture(scope="module")
-def forkserver() -> Iterator[ForkServerContext]:
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["mmstore", "mmstore.atomic", "tests.reliability.writing"])
-    yield ctx
 
 
 def kill_while_writing(

@@ -8,15 +8,11 @@ process (forked from a forkserver that imported mmstore) that times its own ``op
 
 from __future__ import annotations
 
-import multiprocessing
 import time
-from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from multiprocessing.context import ForkServerContext
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 import mmstore
 from tests.reliability.figures import record
@@ -49,13 +45,6 @@ def read(path: str, out: Connection) -> None:
         time.sleep(0.5)  # still open while the other readers open
 
 
-@pytest.fixture(scope="module")
-def ctx() -> Iterator[ForkServerContext]:
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["mmstore"])
-    yield context
-
-
 def run(ctx: ForkServerContext, target: Any, *args: Any) -> Any:
     receive, send = ctx.Pipe(duplex=False)
     child = ctx.Process(target=target, args=(*args, send))
@@ -78,7 +67,8 @@ def readers_at_once(ctx: ForkServerContext, path: Path, n: int) -> list[Any]:
     return answers
 
 
-def test_second_writer_is_refused_ten_of_ten(ctx: ForkServerContext, tmp_path: Path) -> None:
+def test_second_writer_is_refused_ten_of_ten(forkserver: ForkServerContext, tmp_path: Path) -> None:
+    ctx = forkserver
     path = tmp_path / "s"
     with mmstore.open(path) as store:
         store.create_collection("c", encoders=VEC).ingest([{"id": "a", "e": [0, 1, 0, 0]}])

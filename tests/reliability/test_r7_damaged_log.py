@@ -16,7 +16,6 @@ Bytes appended after the last entry are ignored, with nothing lost.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import shutil
 import signal
@@ -67,9 +66,10 @@ DAMAGES: dict[str, Callable[[bytearray], bytearray]] = {
 
 
 @pytest.fixture(scope="module")
-def original(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    ctx: ForkServerContext = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["mmstore"])
+def original(
+    tmp_path_factory: pytest.TempPathFactory, forkserver: ForkServerContext
+) -> Iterator[Path]:
+    ctx = forkserver
     path = tmp_path_factory.mktemp("r7") / "s"
     child = ctx.Process(target=write_then_die, args=(str(path),))
     child.start()

@@ -30,7 +30,7 @@ def write_atomic(path: Path, chunks: Iterable[bytes | memoryview]) -> str:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):  # a failed write leaves no temporary behind
             tmp.unlink()
         raise
     fsync_dir(path.parent)

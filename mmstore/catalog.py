@@ -18,7 +18,7 @@ import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from mmstore import schema, wal
+from mmstore import schema, storage, wal
 from mmstore.errors import (
     ConfigError,
     DamagedLogError,
@@ -101,7 +101,7 @@ class Catalog:
         self.encrypted = key is not None
         #: the write-ahead log set aside by this open because it could not be replayed
         self.damaged_log: DamagedLog | None = None
-        copy = None if read_only else wal.preserve(path)
+        copy = None if read_only else self._preserve_log()
         try:
             self._connect(key)
         except sa.exc.DBAPIError as e:
@@ -115,6 +115,14 @@ class Catalog:
         self._savepoint_depth = 0
         if self.damaged_log is None:
             self._check_replay(copy, on_damaged_log)
+
+    def _preserve_log(self) -> Path | None:
+        """A copy of the log before DuckDB replays it (only to report a partial replay):
+        when the disk cannot hold it, go on without."""
+        consequence = "a partial replay of the log could not be reported with its size"
+        with storage.warn_instead(str(self.path.parent), "copying the log", consequence):
+            return wal.preserve(self.path)
+        return None
 
     def _connect(self, key: str | None) -> None:
         self.engine = sa.create_engine(
@@ -224,24 +232,29 @@ class Catalog:
         self.conn.commit()
 
     @contextmanager
-    def transaction(self) -> Iterator[Connection]:
-        """One write transaction: everything inside commits together or not at all."""
+    def transaction(self, action: str = "a write") -> Iterator[Connection]:
+        """One write transaction: everything inside commits together or not at all. A
+        refused write (ours inside the block, or DuckDB's) raises
+        :class:`~mmstore.errors.StorageError` naming ``action``."""
         if self.read_only:
             raise ReadOnlyError(f"store {str(self.path.parent)!r} is open read-only")
-        with self.lock:
+        store = str(self.path.parent)
+        with self.lock, storage.guard(store, action):
             if self.conn.in_transaction():
                 yield self.conn
                 return
             with self.conn.begin():
                 yield self.conn
                 number = self.next_ids(self.conn, wal.COMMITS, 1)
+        lost = "the next open checks less of the log's replay"
+        with storage.warn_instead(store, "writing the commit mark", lost):
             wal.write_mark(self.path, number)  # after the commit returned
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:
         """A connection to read from, serialized with writes in this process; a read outside
         a write transaction ends its implicit transaction afterwards."""
-        with self.lock:
+        with self.lock, storage.guard(str(self.path.parent), "a read"):
             outer = self.conn.in_transaction()
             try:
                 yield self.conn
@@ -273,7 +286,7 @@ class Catalog:
 
     def query_arrow(self, sql: str, params: list[Any] | None = None) -> pa.Table:
         """Run SQL and fetch the result as one Arrow table."""
-        with self.lock:
+        with self.lock, storage.guard(str(self.path.parent), "a read"):
             return self.raw.sql(sql, params=params or None).to_arrow_table()
 
     def select_arrow(self, stmt: sa.Select[Any]) -> pa.Table:
@@ -285,6 +298,10 @@ class Catalog:
         return self.query_arrow(str(compiled), params)
 
     def close(self) -> None:
+        """Release the database (DuckDB checkpoints its log into the file; a disk that
+        refuses that only leaves the log to replay at the next open)."""
         with self.lock:
-            self.conn.close()
+            lost = "the log is replayed at the next open"
+            with storage.warn_instead(str(self.path.parent), "the checkpoint on close", lost):
+                self.conn.close()
             self.engine.dispose()

@@ -35,6 +35,8 @@ from mmstore.search import Fusion, Searcher
 from mmstore.sources import DEFAULT_CHUNK
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
     from mmstore.dataset import AlignedDataset
     from mmstore.heads import HeadReport
     from mmstore.store import Store
@@ -145,17 +147,18 @@ class Collection:
         target's (``col.search(audio=..., target="image", head="a2i")``).
         """
         self.store.check_open()
-        return self.searcher.search(
-            target=target,
-            k=k,
-            where=where,
-            vector=vector,
-            record=record,
-            fusion=fusion,
-            weights=weights,
-            values=values,
-            head=head,
-        )
+        with self.store.catalog.lock:  # the in-memory indexes change after each commit
+            return self.searcher.search(
+                target=target,
+                k=k,
+                where=where,
+                vector=vector,
+                record=record,
+                fusion=fusion,
+                weights=weights,
+                values=values,
+                head=head,
+            )
 
     def get(self, ids: str | int | Iterable[str | int]) -> list[dict[str, Any]]:
         """Records by id, in the order asked; raises NotFoundError naming missing ids."""
@@ -181,32 +184,40 @@ class Collection:
         self.store.check_open()
         wanted = pa.table({"id": pa.array(list(iter_ids(ids)), pa.string())})
         catalog = self.store.catalog
-        with catalog.transaction() as conn, catalog.arrow("mms_delete_ids", wanted):
-            gone = conn.exec_driver_sql(
-                "SELECT vid, field FROM mms_embeddings WHERE collection = ? AND record_id IN "
-                "(SELECT id FROM mms_delete_ids)",
-                (self.name,),
-            ).fetchall()
-            deleted = [
-                r[0]
-                for r in conn.exec_driver_sql(
-                    "DELETE FROM mms_records WHERE collection = ? AND id IN "
-                    "(SELECT id FROM mms_delete_ids) RETURNING id",
-                    (self.name,),
-                ).fetchall()
-            ]
-            conn.exec_driver_sql(
-                "DELETE FROM mms_embeddings WHERE collection = ? AND record_id IN "
-                "(SELECT id FROM mms_delete_ids)",
-                (self.name,),
-            )
-        for name in self.fields:
-            self.indexes.remove_everywhere(name, np.array([v for v, f in gone if f == name]))
-        self.cache.apply({}, (), (v for v, _ in gone), deleted)
-        self.searcher.forget_vid_maps()
+        action = f"delete from collection {self.name!r}"
+        with catalog.lock:  # held until the in-memory indexes agree with the commit
+            with catalog.transaction(action) as conn, catalog.arrow("mms_delete_ids", wanted):
+                gone, deleted = self._delete_rows(conn)
+            for name in self.fields:
+                self.indexes.remove_everywhere(name, np.array([v for v, f in gone if f == name]))
+            self.cache.apply({}, (), (v for v, _ in gone), deleted)
+            self.searcher.forget_vid_maps()
         if deleted:
             self.store.track(RecordsDeleted(str(self.store.path), self.name, tuple(deleted)))
         return len(deleted)
+
+    def _delete_rows(self, conn: Connection) -> tuple[list[Any], list[str]]:
+        """Delete the records named in ``mms_delete_ids`` and their vectors; return the
+        (vid, field) pairs and the record ids that went."""
+        gone = conn.exec_driver_sql(
+            "SELECT vid, field FROM mms_embeddings WHERE collection = ? AND record_id IN "
+            "(SELECT id FROM mms_delete_ids)",
+            (self.name,),
+        ).fetchall()
+        deleted = [
+            r[0]
+            for r in conn.exec_driver_sql(
+                "DELETE FROM mms_records WHERE collection = ? AND id IN "
+                "(SELECT id FROM mms_delete_ids) RETURNING id",
+                (self.name,),
+            ).fetchall()
+        ]
+        conn.exec_driver_sql(
+            "DELETE FROM mms_embeddings WHERE collection = ? AND record_id IN "
+            "(SELECT id FROM mms_delete_ids)",
+            (self.name,),
+        )
+        return list(gone), deleted
 
     def count(self, where: Mapping[str, Any] | None = None) -> int:
         """How many records (matching ``where``, when given)."""
@@ -301,7 +312,8 @@ class Collection:
         """Build or extend ANN indexes and compact deletions now, then save them."""
         self.store.check_writable()
         for f in self.active.values():
-            self.indexes.get(f).optimize()
+            with self.store.catalog.lock:  # searches read the index being rebuilt
+                self.indexes.get(f).optimize()
             self.indexes.save(f)
 
     def train_head(

@@ -4,6 +4,8 @@ the nearest builtin, and messages that say what failed, which name, and what to 
 from __future__ import annotations
 
 import difflib
+import errno
+import os
 from collections.abc import Iterable
 
 
@@ -173,6 +175,32 @@ class DamagedLogError(MMStoreError, RuntimeError):
             f"store {store!r}: {loss}. Open it again to continue from the last checkpoint, "
             "or with mmstore.open(path, on_damaged_log='read_only') to look first"
         )
+
+
+class StorageError(MMStoreError, OSError):
+    """The disk refused a write (full, a file-size limit, an I/O error). Nothing of the
+    call is half written; the message says what was being done and what to do. With
+    ``reopen`` true, DuckDB gave up on the catalog after a failed sync: close the store and
+    open it again (the call may then be found committed, whole)."""
+
+    http_status = 507
+
+    def __init__(self, number: int, store: str, action: str, where: str, reopen: bool) -> None:
+        self.store, self.action, self.reopen = store, action, reopen
+        if reopen:
+            advice = (
+                "the catalog refuses further writes: close the store and open it again once "
+                "the disk is healthy (this call's changes are then there whole or not at all)"
+            )
+        elif number in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            advice = "nothing of this call was written; free space and call it again"
+        else:
+            advice = "nothing of this call was written; check the disk, then call it again"
+        super().__init__(number, os.strerror(number))
+        self.message = f"store {store!r}: {action} failed: {self.strerror} ({where}); {advice}"
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class ReadOnlyError(MMStoreError, PermissionError):

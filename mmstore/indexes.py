@@ -4,6 +4,7 @@ caught up with what the catalog holds beyond them, and saved atomically."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -15,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import sqlalchemy as sa
 
-from mmstore import indexfile, schema
+from mmstore import indexfile, schema, storage
 from mmstore.atomic import sha256_file, write_atomic
 from mmstore.catalog import Catalog
 from mmstore.config import IndexOptions
@@ -61,7 +62,7 @@ class CollectionIndexes:
             entry, repaired = self._load(field)
             self._entries[(field.name, field.key)] = entry
             if repaired and not self.catalog.read_only and not self.catalog.conn.in_transaction():
-                self.save(field)  # a damaged file is replaced now, not at close
+                self.save_or_warn(field)  # a damaged file is replaced now, not at close
         return entry.index
 
     # -- loading ------------------------------------------------------------------------
@@ -226,7 +227,7 @@ class CollectionIndexes:
         for f in fields.values():
             entry = self._entries.get((f.name, f.key))
             if entry is not None and entry.unsaved >= SAVE_EVERY:
-                self.save(f)
+                self.save_or_warn(f)
 
     def save_all(self, fields: dict[str, Field]) -> None:
         """Optimize where it is due, then save every index of ``fields`` (the active
@@ -236,20 +237,32 @@ class CollectionIndexes:
             if entry is None:
                 continue
             if entry.index.needs_optimize():
-                entry.index.optimize()
+                with self.catalog.lock:  # searches read the index being rebuilt
+                    entry.index.optimize()
                 entry.unsaved += 1
             if entry.unsaved:
                 self.save(f)
 
+    def save_or_warn(self, field: Field) -> None:
+        """Save, or log why not when the disk refuses: the catalog holds every vector, so
+        the index in memory keeps serving and is saved (or rebuilt) later."""
+        store, action = str(self.catalog.path.parent), f"saving the index of {field.name!r}"
+        consequence = "the index keeps serving from memory and is saved again later"
+        with storage.warn_instead(store, action, consequence):
+            self.save(field)
+
     def save(self, field: Field) -> None:
-        """Write the index atomically, then record its manifest row."""
+        """Write the index atomically, then record its manifest row; a refused write
+        raises :class:`~mmstore.errors.StorageError` and leaves the previous file."""
         entry = self._entries[(field.name, field.key)]
         index = entry.index
         path = self._file(field)
-        checksum = write_atomic(path, indexfile.dump(index))
+        store, action = str(self.catalog.path.parent), f"saving the index of {field.name!r}"
+        with storage.guard(store, action):
+            checksum = write_atomic(path, indexfile.dump(index))
         t = schema.indexes
         now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-        with self.catalog.transaction() as conn:
+        with self.catalog.transaction(action) as conn:
             conn.execute(
                 t.delete().where(t.c.collection == self.collection, t.c.field == field.name)
             )
@@ -270,7 +283,8 @@ class CollectionIndexes:
             )
         for old in self.folder.glob(f"{field.name}-*.mmi"):
             if old != path:
-                old.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):  # never read: the manifest names the file
+                    old.unlink(missing_ok=True)
         entry.unsaved = 0
         self.track(
             IndexSaved(

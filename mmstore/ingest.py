@@ -16,7 +16,7 @@ import pyarrow as pa
 from sqlalchemy.engine import Connection
 
 from mmstore import records as rec
-from mmstore import schema, sources
+from mmstore import schema, sources, storage
 from mmstore.encoders import Encoder
 from mmstore.errors import (
     EncoderError,
@@ -24,6 +24,7 @@ from mmstore.errors import (
     MMStoreError,
     PluginError,
     RecordError,
+    StorageError,
 )
 from mmstore.events import BatchEncoded, IngestCommitted, IngestFinished
 from mmstore.fields import Field
@@ -106,17 +107,18 @@ class Ingestor:
         for f in self.col.fields.values():  # loaded before, so the commit only appends
             self.col.indexes.get(f)
         started = _now()
-        try:
-            report = self._transaction(source, started)
-        except BaseException as error:
-            for f in self.fitted:
-                f.encoder.load_state(None)
-            self._record_failure(started, error)
-            raise
+        with self.catalog.lock:  # held until the in-memory indexes agree with the commit
+            try:
+                report = self._transaction(source, started)
+            except BaseException as error:
+                for f in self.fitted:
+                    f.encoder.load_state(None)
+                self._record_failure(started, error)
+                raise
+            self._after_commit()
         counts = (report.run_id, report.written, report.unchanged, len(report.rejected))
         store = str(self.col.store.path)
         self.col.store.track(IngestCommitted(store, self.col.name, *counts))
-        self._after_commit()
         report.seconds = time.perf_counter() - start
         self.col.store.track(IngestFinished(store, self.col.name, *counts, report.seconds))
         return report
@@ -124,7 +126,8 @@ class Ingestor:
     def _transaction(self, source: Any, started: dt.datetime) -> IngestReport:
         """Everything the call writes, in one transaction: all of it commits, or none."""
         runs = schema.ingest_runs
-        with self.catalog.transaction() as conn, self.col.store.media.written_by_call():
+        action = f"ingest into collection {self.col.name!r}"
+        with self.catalog.transaction(action) as conn, self.col.store.media.written_by_call():
             report = IngestReport(self.catalog.next_ids(conn, "run", 1))
             conn.execute(
                 runs.insert().values(
@@ -175,8 +178,11 @@ class Ingestor:
                         rejected=0,
                     )
                 )
-        except Exception:
-            log.exception("could not record the failed ingest run")
+        except Exception as e:
+            if storage.fault_errno(e) is None and not isinstance(e, StorageError):
+                log.exception("could not record the failed ingest run")
+            else:  # the disk that refused the ingest refuses its trace too
+                log.warning("could not record the failed ingest run: %s", e)
 
     # -- one chunk ----------------------------------------------------------------------
     def _chunk(self, conn: Connection, chunk: list[Any], report: IngestReport) -> None:

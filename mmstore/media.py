@@ -45,7 +45,7 @@ class MediaStore:
             yield
         except BaseException:
             for path in self._written:
-                with contextlib.suppress(FileNotFoundError):
+                with contextlib.suppress(OSError):  # one left behind is only unreferenced
                     path.unlink()
             raise
         finally:
@@ -75,7 +75,7 @@ class MediaStore:
             tmp.write_bytes(data)
             os.replace(tmp, path)
         except BaseException:
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):
                 tmp.unlink()
             raise
         self._unsynced = True

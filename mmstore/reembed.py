@@ -185,12 +185,13 @@ class Reembedder:
             vectors, kept = self._reject_unusable(new, kept, vectors, bad, report)
             if not kept:
                 return
-        with self.catalog.transaction() as conn:
-            vids = self._insert(conn, new, kept, vectors)
+        with self.catalog.lock:  # held until the in-memory indexes agree with the commit
+            with self.catalog.transaction() as conn:
+                vids = self._insert(conn, new, kept, vectors)
+            self.col.indexes.apply(new, (vids, vectors), np.empty(0, np.int64))
+            owners = zip(vids.tolist(), (rid for rid, _ in kept), strict=True)
+            self.col.cache.apply({}, owners, (), ())
         report.encoded += len(kept)
-        self.col.indexes.apply(new, (vids, vectors), np.empty(0, np.int64))
-        owners = zip(vids.tolist(), (rid for rid, _ in kept), strict=True)
-        self.col.cache.apply({}, owners, (), ())
 
     def _reject_unusable(
         self,
@@ -310,32 +311,33 @@ class Reembedder:
         config = col.config.model_copy(
             update={"serving": {k: v for k, v in col.config.serving.items() if k != new.name}}
         )
-        with self.catalog.transaction() as conn:
-            gone = conn.exec_driver_sql(
-                "DELETE FROM mms_embeddings WHERE collection = ? AND field = ? "
-                "AND encoder_key <> ? RETURNING vid, encoder_key",
-                (col.name, new.name, new.key),
-            ).fetchall()
-            conn.execute(
-                f.update()
-                .where(f.c.collection == col.name, f.c.field == new.name)
-                .values(encoder_key=new.key)
-            )
-            conn.execute(
-                states.delete().where(
-                    states.c.collection == col.name,
-                    states.c.field == new.name,
-                    states.c.encoder_key != new.key,
+        with self.catalog.lock:  # held until the in-memory state agrees with the commit
+            with self.catalog.transaction() as conn:
+                gone = conn.exec_driver_sql(
+                    "DELETE FROM mms_embeddings WHERE collection = ? AND field = ? "
+                    "AND encoder_key <> ? RETURNING vid, encoder_key",
+                    (col.name, new.name, new.key),
+                ).fetchall()
+                conn.execute(
+                    f.update()
+                    .where(f.c.collection == col.name, f.c.field == new.name)
+                    .values(encoder_key=new.key)
                 )
-            )
-            self._store_config(config, conn)
-        report.dropped = len(gone)
-        for key in {k for _, k in gone}:
-            col.indexes.forget(new.name, key)
-        col.indexes.filling.discard((new.name, new.key))
-        col.active = {**col.active, new.name: new}
-        col.cache.apply({}, (), (v for v, _ in gone), ())
-        col.searcher.forget_vid_maps()
+                conn.execute(
+                    states.delete().where(
+                        states.c.collection == col.name,
+                        states.c.field == new.name,
+                        states.c.encoder_key != new.key,
+                    )
+                )
+                self._store_config(config, conn)
+            report.dropped = len(gone)
+            for key in {k for _, k in gone}:
+                col.indexes.forget(new.name, key)
+            col.indexes.filling.discard((new.name, new.key))
+            col.active = {**col.active, new.name: new}
+            col.cache.apply({}, (), (v for v, _ in gone), ())
+            col.searcher.forget_vid_maps()
 
 
 class _NoBar:

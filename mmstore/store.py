@@ -14,7 +14,7 @@ from typing import Any, Literal
 import pyarrow as pa
 import sqlalchemy as sa
 
-from mmstore import migrate, schema
+from mmstore import migrate, schema, storage
 from mmstore.atomic import recover_folders, sweep_temporaries
 from mmstore.catalog import Catalog, OnDamagedLog
 from mmstore.collection import Collection
@@ -61,16 +61,18 @@ class Store:
             self.path.mkdir(parents=True, exist_ok=True)
         elif not (self.path / CATALOG_FILE).is_file():
             raise FileNotFoundError(f"no store at {str(self.path)!r} to open read-only")
-        self.catalog = Catalog(
-            self.path / CATALOG_FILE,
-            read_only=read_only,
-            encryption_key=encryption_key,
-            on_damaged_log=on_damaged_log,
-        )
+        with storage.guard(str(self.path), "opening the store"):
+            self.catalog = Catalog(
+                self.path / CATALOG_FILE,
+                read_only=read_only,
+                encryption_key=encryption_key,
+                on_damaged_log=on_damaged_log,
+            )
         self.read_only = self.catalog.read_only  # read-only after a damaged log, if asked
         self.closed = False
         try:
-            before = self._migrate()
+            with storage.guard(str(self.path), "opening the store"):
+                before = self._migrate()
             self._warn_of_set_aside_logs()
             if not self.read_only:
                 sweep_temporaries(self.path / "indexes")
@@ -256,7 +258,10 @@ class Store:
         try:
             if not self.read_only:
                 for col in self._collections.values():
-                    col.flush()
+                    action = f"saving the indexes of {col.name!r}"
+                    later = "they catch up from the catalog at the next open"
+                    with storage.warn_instead(str(self.path), action, later):
+                        col.flush()
         finally:
             self.closed = True
             for col in self._collections.values():

@@ -10,6 +10,7 @@ returned."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import shutil
@@ -82,8 +83,13 @@ def write_mark(database: Path, number: int) -> None:
     """Record that commit ``number`` returned (a rename, so never a torn number)."""
     mark = database.with_name(database.name + MARK)
     tmp = mark.with_name(mark.name + ".tmp")
-    tmp.write_text(str(number))
-    os.replace(tmp, mark)
+    try:
+        tmp.write_text(str(number))
+        os.replace(tmp, mark)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
 
 
 def read_mark(database: Path) -> int | None:

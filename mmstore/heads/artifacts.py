@@ -21,6 +21,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from mmstore import storage
 from mmstore.atomic import recover_folders, swap_folder
 from mmstore.config import check_name
 from mmstore.errors import EncoderChangedError, MMStoreError, UnknownNameError
@@ -175,7 +176,17 @@ def write_head(
 ) -> Path:
     """Write weights, plots (``extras(folder)`` returns their file names) and head.json in
     a temporary folder, then move it into place; return the head's folder."""
-    root = heads_root(col)
+    with storage.guard(str(col.store.path), f"writing head {name!r}"):
+        return _write_folder(heads_root(col), name, state, meta, extras)
+
+
+def _write_folder(
+    root: Path,
+    name: str,
+    state: dict[str, torch.Tensor],
+    meta: dict[str, Any],
+    extras: Callable[[Path], dict[str, str]],
+) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     final = root / name
     tmp = root / f".{name}.{uuid.uuid4().hex}.tmp"

@@ -104,6 +104,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         (413, "body, batch or a value over a limit"),
         (422, "malformed request, or a record rejected (named in the body)"),
         (423, "the store is locked by another writer"),
-        (503, "model weights unavailable offline"),
+        (503, "model weights unavailable offline, or a damaged write-ahead log"),
+        (507, "the disk refused a write (full, a size limit, an I/O error): nothing written"),
     ]
 }

@@ -17,6 +17,8 @@ PRELOAD = [
     "mmstore.atomic",
     "mmstore.testing",
     "tests.reliability.crashing",
+    "tests.reliability.faults",
+    "tests.reliability.test_r8_io_faults",
     "tests.reliability.writing",
 ]
 

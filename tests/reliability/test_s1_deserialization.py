@@ -168,7 +168,14 @@ def scan_source(text: str, filename: str) -> list[str]:
 
 
 def source_files() -> list[Path]:
-    return sorted(p for d in SCANNED for p in (REPO / d).rglob("*.py"))
+    """Our Python files: not what git ignores (benchmarks/out holds the peers' virtual
+    environment, third-party code)."""
+    ours = (p for d in SCANNED for p in (REPO / d).rglob("*.py"))
+    return sorted(p for p in ours if not _ignored(p.relative_to(REPO)))
+
+
+def _ignored(rel: Path) -> bool:
+    return rel.parts[:2] == ("benchmarks", "out") or "site-packages" in rel.parts
 
 
 CRAFTED = """\

@@ -95,6 +95,31 @@ def test_hnsw_is_built_past_the_threshold_and_tuned_to_the_recall_target() -> No
     assert index.params()["efSearch"] == index.ef_search
 
 
+def test_a_graph_that_misses_the_target_is_not_served() -> None:
+    """8,000 random 384-d vectors on a thin graph (M 8): no width reaches recall 0.95, so
+    searches scan exactly (recall 1.0, filtered too), and a reloaded file decides the same."""
+    x = normed(8000, 384, seed=6)
+    vids = np.arange(1, 8001)
+    options = IndexOptions(ann_threshold=1000, hnsw_m=8, hnsw_ef_construction=40)
+    index = VectorIndex(384, options)
+    index.add(vids, x)
+    index.optimize()
+    assert index.kind == "hnsw" and index.tuned_recall is not None
+    assert index.tuned_recall < 0.95 and not index.serves_graph
+    assert index.params()["search"].startswith("exact")
+    q = normed(50, 384, seed=7)
+    assert index.search(q, 10).vids.tolist() == brute(x, vids, q, 10)
+    assert index.search(q, 10, allowed=vids[::3]).vids.tolist() == brute(x[::3], vids[::3], q, 10)
+    graph = index.hnsw.search(q, 10)[1]  # what the graph alone would have answered
+    assert any(set(vids[g]) != set(t) for g, t in zip(graph, brute(x, vids, q, 10), strict=True))
+    again = VectorIndex.from_bytes(index.to_bytes(), options)
+    assert not again.serves_graph and again.search(q, 10).vids.tolist() == brute(x, vids, q, 10)
+    tuned = VectorIndex(384, IndexOptions(ann_threshold=1000))
+    tuned.add(np.arange(1, 3001), normed(3000, 32, seed=4) @ np.eye(32, 384, dtype=np.float32))
+    tuned.optimize()
+    assert tuned.serves_graph and tuned.params()["search"] == "graph"
+
+
 def test_hnsw_with_a_tail_tombstones_and_filters() -> None:
     x = normed(2500, 16, seed=6)
     vids = np.arange(1, 2501)

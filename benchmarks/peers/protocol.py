@@ -17,6 +17,11 @@ from typing import Any, ClassVar
 import numpy as np
 
 K = 10
+#: every HNSW graph is built alike (mmstore's defaults), so widths compare on like graphs
+HNSW_M = 32
+HNSW_EF_CONSTRUCTION = 80
+#: the search widths swept to reach the recall target, the same for every system
+EF_CANDIDATES = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 
 
 @dataclass

@@ -13,15 +13,21 @@ from typing import Any
 
 import numpy as np
 
-from peers.protocol import Dataset, System, sweep
+from peers.protocol import (
+    EF_CANDIDATES,
+    HNSW_EF_CONSTRUCTION,
+    HNSW_M,
+    Dataset,
+    System,
+    sweep,
+)
 
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
 import chromadb  # telemetry is off before the import
 
 NAME = "bench"
-HNSW = {"space": "ip", "max_neighbors": 32, "ef_construction": 80}
-EF_CANDIDATES = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
+HNSW = {"space": "ip", "max_neighbors": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION}
 
 
 class Chroma(System):

@@ -20,11 +20,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from peers.protocol import Dataset, System, sweep
-
-HNSW_M = 32
-HNSW_EF_CONSTRUCTION = 80
-EF_CANDIDATES = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
+from peers.protocol import EF_CANDIDATES, HNSW_EF_CONSTRUCTION, HNSW_M, Dataset, System, sweep
 
 
 class DuckDBBrute(System):

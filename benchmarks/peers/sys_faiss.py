@@ -12,12 +12,9 @@ from typing import Any
 import faiss as _faiss
 import numpy as np
 
-from peers.protocol import Dataset, System, sweep
+from peers.protocol import EF_CANDIDATES, HNSW_EF_CONSTRUCTION, HNSW_M, Dataset, System, sweep
 
 faiss: Any = _faiss  # the SWIG module has no usable type information
-HNSW_M = 32
-HNSW_EF_CONSTRUCTION = 80
-EF_CANDIDATES = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 NPROBE_CANDIDATES = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
 
 

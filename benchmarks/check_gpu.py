@@ -2,7 +2,10 @@
 figures: search on the GPU (exact scan of the index's device mirror) against a raw
 PyTorch scan of the same matrix and against the CPU index; OpenCLIP ingest on CUDA in fp16
 against raw ``encode_image`` on the same images and batch size; and agreement of CUDA fp16
-vectors with CPU fp32 ones.
+vectors with CPU fp32 ones; on a host where FAISS sees two or more GPUs, the index
+replicated and sharded over them (:mod:`mmstore.multigpu`) against the CPU's exact answer,
+with single-query and batch timings beside the one-GPU mirror (skipped, with the reason, on
+fewer GPUs; ``--dry-run`` runs it with CPU sub-indexes on two pretend GPUs).
 
     python benchmarks/check_gpu.py [--vectors 200000] [--images 1024] [--out FILE.json]
 
@@ -23,7 +26,9 @@ from typing import Any
 import numpy as np
 
 import mmstore
-from mmstore import gpu
+from mmstore import gpu, multigpu
+from mmstore.config import IndexOptions
+from mmstore.index import VectorIndex
 
 DEVICE, PRECISION = "cuda", "fp16"
 
@@ -38,7 +43,7 @@ def main() -> int:
         gpu.MIRROR_DEVICE = "cpu"
         gpu.cuda_available = lambda: True  # type: ignore[assignment]
     elif not torch.cuda.is_available():
-        print("no CUDA device visible: nothing to check")
+        print("no CUDA device visible: nothing to check (multi-GPU checks skipped too)")
         return 2
     out: dict[str, Any] = {
         "torch": torch.__version__,
@@ -50,6 +55,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         out["search"] = check_search(Path(tmp), args.vectors, failures)
         print(json.dumps(out["search"]), flush=True)
+        out["multi_gpu"] = check_multi_gpu(args.vectors, args.dry_run, failures)
+        print(json.dumps(out["multi_gpu"]), flush=True)
         out["open_clip"] = check_open_clip(Path(tmp), args.images, args.batch, failures)
         print(json.dumps(out["open_clip"]), flush=True)
     out["failures"] = failures
@@ -99,7 +106,10 @@ def check_search(tmp: Path, n: int, failures: list[str]) -> dict[str, Any]:
         ingest_s = time.perf_counter() - t0
         index = col.indexes.get(col.fields["e"])
         col.search(vector=queries[0], k=10)  # uploads the mirror
-        on_gpu = index._gpu is not None and index._gpu.matrix.device.type == DEVICE
+        mirror = index._gpu  # FAISS's over several GPUs, else PyTorch's
+        on_gpu = isinstance(mirror, multigpu.FaissMirror) or (
+            mirror is not None and mirror.matrix.device.type == DEVICE
+        )
         if not on_gpu:
             failures.append("the index did not search on the GPU")
         hits = [col.search(vector=q, k=10).ids for q in queries]
@@ -126,6 +136,7 @@ def check_search(tmp: Path, n: int, failures: list[str]) -> dict[str, Any]:
         "vectors": n,
         "ingest_vectors_per_s": round(n / ingest_s),
         "on_gpu": on_gpu,
+        "gpu_layout": index.params()["gpu_layout"],
         "recall_at_10": recall,
         "p50_ms_col_search_hydrated": round(statistics.median(mms) * per, 4),
         "p50_ms_index_search_ids": round(statistics.median(ids_only) * per, 4),
@@ -145,6 +156,81 @@ def pa_table(data: np.ndarray) -> Any:
             "e": pa.FixedSizeListArray.from_arrays(flat, data.shape[1]),
         }
     )
+
+
+# -- several GPUs ---------------------------------------------------------------------------
+def check_multi_gpu(n: int, dry_run: bool, failures: list[str]) -> dict[str, Any]:
+    """Replicas and shards over every GPU FAISS sees, each against the CPU's exact answer
+    (recall@10 of the vids, scores within float tolerance), with p50 of single-query
+    searches and the time of one 200-query batch; the one-GPU mirror beside them."""
+    gpus = 2 if dry_run else multigpu.gpu_count()
+    if gpus < 2:
+        return {"skipped": f"FAISS sees {gpus} GPU(s); replicas and shards need 2 or more"}
+    if dry_run:
+        multigpu.SUB_INDEX = multigpu.cpu_flat
+        multigpu.gpu_count = lambda: 2  # type: ignore[assignment]
+    data, queries = multi_gpu_data(n)
+    cpu_index = VectorIndex(384, IndexOptions(device="cpu"))
+    cpu_index.add(np.arange(1, n + 1), data)
+    cpu_index.remove(np.arange(1, n + 1, 97))  # tombstones, searched past on the GPUs
+    truth = cpu_index._exact(queries, 10, None)
+    out: dict[str, Any] = {"gpus": gpus, "vectors": n}
+    for mode in ("single", "replicate", "shard"):
+        out[mode] = check_layout(mode, gpus, cpu_index, queries, truth, failures)
+    return out
+
+
+def multi_gpu_data(n: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(3)
+    data = rng.standard_normal((n, 384)).astype(np.float32)
+    data[n // 2 : n // 2 + n // 20] = data[: n // 20]  # exact duplicates: ties
+    data /= np.linalg.norm(data, axis=1, keepdims=True)
+    queries = data[rng.choice(n, 200, replace=False)] + 0.1 * rng.standard_normal(
+        (200, 384)
+    ).astype(np.float32)
+    return data, queries / np.linalg.norm(queries, axis=1, keepdims=True)
+
+
+def check_layout(
+    mode: str, gpus: int, cpu_index: VectorIndex, queries: np.ndarray, truth: Any, failures: list
+) -> dict[str, Any]:
+    """One layout: forced through ``multigpu.plan`` (the one-GPU case is PyTorch's mirror)."""
+    count, plan = multigpu.gpu_count, multigpu.plan
+    if mode == "single":
+        multigpu.gpu_count = lambda: 1  # type: ignore[assignment]
+    share = gpus if mode == "shard" else 1
+
+    def forced(size: int, dim: int) -> multigpu.Layout:
+        return multigpu.Layout(mode, gpus, -(-size * dim * 4 // share), True)  # type: ignore
+
+    multigpu.plan = forced
+    try:
+        index = VectorIndex(384, IndexOptions(device="cuda"))
+        index.add(cpu_index.vids, cpu_index.all_vectors())
+        index.remove(cpu_index.vids[cpu_index.dead])
+        t0 = time.perf_counter()
+        got = index.search(queries, 10)  # uploads
+        upload_s = time.perf_counter() - t0
+        single = timed(lambda: [index.search(q[None, :], 10) for q in queries[:100]], 3)
+        batch = timed(lambda: index.search(queries, 10), 3)
+        layout = index.params()["gpu_layout"]
+    finally:
+        multigpu.gpu_count, multigpu.plan = count, plan
+    # a hit is a vid of the CPU's answer or one tied with its 10th (ties may cut either way)
+    tied = got.scores >= truth.scores[:, -1:] - 1e-5
+    found = [np.isin(g, t) | d for g, t, d in zip(got.vids, truth.vids, tied, strict=True)]
+    recall = float(np.mean(found))
+    score_err = float(np.max(np.abs(got.scores - truth.scores)))
+    if recall < 0.999 or score_err > 1e-4:
+        failures.append(f"{mode} on {gpus} GPUs: recall@10 {recall:.4f}, score error {score_err}")
+    return {
+        "layout": layout,
+        "recall_at_10_vs_cpu": recall,
+        "max_score_error": score_err,
+        "upload_s": round(upload_s, 3),
+        "p50_ms_single_query": round(statistics.median(single) * 10, 4),
+        "batch_200_ms": round(statistics.median(batch) * 1000, 3),
+    }
 
 
 # -- OpenCLIP on CUDA -----------------------------------------------------------------------

@@ -36,6 +36,14 @@ def register(cli: click.Group, errors: Any, json_arg: Any) -> None:
         "--chunk-size", type=int, default=None, help="Records per batch [4096; 256 for a folder]."
     )
     @click.option("--progress/--no-progress", default=True, show_default=True)
+    @click.option(
+        "--engine",
+        type=click.Choice(["local", "ray"]),
+        default="local",
+        show_default=True,
+        help="Where to encode: here, or on Ray encoder actors (docs/distributed.md).",
+    )
+    @click.option("--address", default=None, help="Ray: the cluster to join [a new local one].")
     @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
     @errors
     def ingest(
@@ -47,6 +55,8 @@ def register(cli: click.Group, errors: Any, json_arg: Any) -> None:
         sidecar: Path | None,
         chunk_size: int | None,
         progress: bool,
+        engine: str,
+        address: str | None,
         as_json: bool,
     ) -> None:
         """Ingest SOURCE into COLLECTION: a .jsonl, .csv or .parquet file of records, or a
@@ -76,6 +86,8 @@ def register(cli: click.Group, errors: Any, json_arg: Any) -> None:
                     on_error="skip" if skip_bad else "raise",
                     progress=progress,
                     chunk_size=chunk_size or 4096,
+                    engine=engine,
+                    address=address,
                 )
             except mmstore.RecordError as e:
                 where = lines.where(e.record_id, e.field)

@@ -114,15 +114,32 @@ class Collection:
         on_error: OnError = "raise",
         progress: bool = False,
         chunk_size: int = DEFAULT_CHUNK,
+        engine: str = "local",
+        address: str | None = None,
     ) -> IngestReport:
         """Insert or update records by id; unchanged records are not re-encoded.
 
         ``records``: a dict, a list or iterable of dicts, an Arrow table or a pandas frame.
         With ``on_error="raise"`` the first bad record fails the call and nothing of it is
         written; with ``"skip"`` bad records are left out and listed in the report.
+        ``engine="ray"`` encodes on Ray encoder actors (at ``address``, or the cluster
+        already initialized) and commits chunk by chunk; it also takes a Ray Dataset or a
+        file or folder path (docs/distributed.md).
         """
         self.store.check_open()
-        return Ingestor(self, on_error, progress, chunk_size).run(records)
+        if engine == "local":
+            return Ingestor(self, on_error, progress, chunk_size).run(records)
+        from mmstore import ray_ingest
+
+        ray_ingest.check_engine(engine)
+        return ray_ingest.ingest_on_ray(
+            self,
+            records,
+            on_error=on_error,
+            progress=progress,
+            chunk_size=chunk_size,
+            address=address,
+        )
 
     def search(
         self,
@@ -158,6 +175,25 @@ class Collection:
                 weights=weights,
                 values=values,
                 head=head,
+            )
+
+    def search_many(
+        self,
+        vectors: Any = None,
+        *,
+        target: str | None = None,
+        k: int = 10,
+        where: Mapping[str, Any] | None = None,
+        **values: Any,
+    ) -> list[Hits]:
+        """Nearest records to each of a batch of queries, in the order given: ``vectors``
+        (an array of shape ``(queries, dim)``) or one field's values as a list
+        (``text=["red shoe", "blue hat"]``). The batch is encoded in one call and searched
+        in one index call, several times faster than a loop of :meth:`search`."""
+        self.store.check_open()
+        with self.store.catalog.lock:
+            return self.searcher.search_many(
+                target=target, k=k, where=where, vectors=vectors, values=values
             )
 
     def get(self, ids: str | int | Iterable[str | int]) -> list[dict[str, Any]]:
@@ -280,6 +316,8 @@ class Collection:
         batch_size: int = 256,
         on_error: OnError = "raise",
         progress: bool = False,
+        engine: str = "local",
+        address: str | None = None,
     ) -> ReembedReport:
         """Fill the field's configured encoder space from the stored sources, then switch
         searches to it atomically and drop the old vectors.
@@ -287,9 +325,11 @@ class Collection:
         ``encoder`` changes the field's encoder configuration first (same form as in
         ``create_collection``). Batches commit as they go, so a call that is interrupted
         resumes where it stopped; until the switch, searches use the old space.
+        ``engine="ray"`` encodes on Ray encoder actors (docs/distributed.md).
         """
         self.store.check_writable()
-        return Reembedder(self, batch_size, on_error, progress).run(field, encoder)
+        job = Reembedder(self, batch_size, on_error, progress, engine, address)
+        return job.run(field, encoder)
 
     def info(self) -> dict[str, Any]:
         """Counts, fields (encoder, space), and each field's index kind, parameters and file

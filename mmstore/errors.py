@@ -162,6 +162,16 @@ class EncryptionUnavailableError(MMStoreError, ImportError):
     http_status = 500
 
 
+class RayUnavailableError(MMStoreError, ImportError):
+    """Ray ingest, re-embedding or head training was asked for, but Ray is not installed;
+    the message says ``pip install 'mmstore[ray]'`` (:data:`RAY_INSTALL`)."""
+
+    http_status = 500
+
+
+RAY_INSTALL = "pip install 'mmstore[ray]'"
+
+
 class DamagedLogError(MMStoreError, RuntimeError):
     """The catalog's write-ahead log could not be replayed: it was set aside under a new
     name (never deleted) and the store was not opened; the next open starts from the last

@@ -6,6 +6,8 @@ under a millisecond per query batch, so no approximate graph is needed there, an
 The mirror uses PyTorch's CUDA tensors rather than FAISS's GPU indexes: the ``faiss-gpu``
 wheel links the CUDA 12 runtime while the pinned PyTorch ships CUDA 13, so one process
 cannot rely on both; PyTorch's CUDA is already there wherever mmstore encodes on a GPU.
+On a host with several GPUs (as FAISS counts them) the mirror is FAISS's instead, replicated
+or sharded over them (:mod:`mmstore.multigpu`); the layout is in the index's parameters.
 """
 
 from __future__ import annotations
@@ -56,11 +58,40 @@ def resolve(device: str) -> str:
     return device
 
 
-def out_of_memory() -> type[BaseException]:
-    """PyTorch's CUDA out-of-memory error class."""
+def out_of_memory() -> tuple[type[BaseException], ...]:
+    """The out-of-memory error classes of PyTorch's CUDA and of FAISS's GPU indexes."""
     import torch
 
-    return torch.OutOfMemoryError
+    from mmstore.multigpu import GpuMemoryError
+
+    return torch.OutOfMemoryError, GpuMemoryError
+
+
+def mirror(dim: int) -> Any:
+    """A new, empty mirror for this host: FAISS's replicas or shards over several GPUs,
+    else PyTorch's on one."""
+    from mmstore import multigpu
+
+    if multigpu.gpu_count() >= 2:
+        return multigpu.FaissMirror(dim)
+    return GpuMirror(dim)
+
+
+def layout(mirror: Any, size: int, dim: int, device: str) -> dict[str, Any] | None:
+    """The GPU layout of an index, for its parameters: the mirror's once it exists, else
+    what this host would choose now (None where searches run on the CPU)."""
+    from mmstore import multigpu
+
+    if mirror is not None:
+        return mirror.layout.as_dict() | {"active": True}
+    if device == "cpu" or not cuda_available():
+        return None
+    n = max(multigpu.gpu_count(), 1)
+    try:
+        free = multigpu.free_memory(n)
+    except (RuntimeError, AssertionError):  # PyTorch's CUDA could not start after all
+        return None
+    return multigpu.choose_layout(size, dim, free, n).as_dict() | {"active": False}
 
 
 class GpuMirror:
@@ -84,6 +115,13 @@ class GpuMirror:
     @property
     def size(self) -> int:
         return self.rows
+
+    @property
+    def layout(self) -> Any:
+        """One GPU, holding every row (the buffer's capacity may be larger)."""
+        from mmstore.multigpu import Layout
+
+        return Layout("single", 1, self.rows * self.dim * 4, True)
 
     @property
     def matrix(self) -> Any:

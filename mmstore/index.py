@@ -16,7 +16,7 @@ from typing import Any
 import faiss as _faiss
 import numpy as np
 
-from mmstore import gpu
+from mmstore import gpu, multigpu
 from mmstore.config import IndexOptions
 
 EF_CANDIDATES = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
@@ -26,6 +26,7 @@ TUNE_QUERIES = 200
 #: extra candidates a GPU search returns, to break ties by vid as the CPU does
 GPU_TIE_SLACK = 16
 faiss: Any = _faiss  # the SWIG module has no usable type information
+_ptr = faiss.swig_ptr
 log = logging.getLogger(__name__)
 
 
@@ -182,9 +183,11 @@ class VectorIndex:
         try:
             with self._gpu_lock:
                 if self._gpu is None:
-                    self._gpu = gpu.GpuMirror(self.dim)
+                    self._gpu = gpu.mirror(self.dim)
                 self._gpu.sync(self._rows, self.size, self.dead)
                 scores, pos = self._gpu.search(queries, k + GPU_TIE_SLACK)
+        except multigpu.BeyondGpuError:  # a k that FAISS's GPU indexes do not serve
+            return self._exact(queries, k, None)
         except gpu.out_of_memory() as e:
             log.warning(
                 "GPU out of memory for a %d-vector index; searching on the CPU: %s", self.size, e
@@ -205,8 +208,11 @@ class VectorIndex:
 
     def _ann_plain(self, queries: np.ndarray, k: int) -> SearchResult:
         """The hot path: the whole index is one graph with nothing deleted."""
-        kk = min(k, self.n_base)
-        scores, labels = self.hnsw.search(queries, kk, params=self._plain_params(k))
+        kk, n = min(k, self.n_base), len(queries)
+        scores, labels = np.empty((n, kk), np.float32), np.empty((n, kk), np.int64)
+        self.hnsw.search_c(  # FAISS's own call, without its wrapper's checks and copies
+            n, _ptr(queries), kk, _ptr(scores), _ptr(labels), self._plain_params(k)
+        )
         vids = np.where(labels >= 0, self.vids[labels], -1)
         if kk < k:
             pad = ((0, 0), (0, k - kk))
@@ -243,12 +249,31 @@ class VectorIndex:
                 else np.tile(np.arange(n), (m, 1))
             )
             top = np.take_along_axis(scores, part, 1)
+            part = self._ties_by_vid(scores, positions, part, top)
+            top = np.take_along_axis(scores, part, 1)
             order = np.lexsort((self.vids[positions[part]], -top), axis=1)  # ties by vid
             idx = np.take_along_axis(part, order, 1)
             out_s[:, :kk] = np.take_along_axis(top, order, 1)
             out_v[:, :kk] = self.vids[positions[idx]]
             out_v[~np.isfinite(out_s)] = -1
         return SearchResult(out_s, out_v)
+
+    def _ties_by_vid(
+        self, scores: np.ndarray, positions: np.ndarray, part: np.ndarray, top: np.ndarray
+    ) -> np.ndarray:
+        """``part`` with the rows whose k-th score is tied beyond it re-chosen so that the
+        smallest vids among the tied make it (``argpartition`` picks among them at random;
+        the GPU search and the graph's callers expect the order by vid)."""
+        kth = top.min(axis=1, keepdims=True)
+        tied = np.isfinite(kth[:, 0]) & ((scores == kth).sum(axis=1) > (top == kth).sum(axis=1))
+        if not tied.any():
+            return part
+        part = part.copy()
+        vids = self.vids[positions]
+        for r in np.flatnonzero(tied):
+            order = np.lexsort((vids, -scores[r]))
+            part[r] = order[: part.shape[1]]
+        return part
 
     def _ann(self, queries: np.ndarray, k: int, positions: np.ndarray | None) -> SearchResult:
         base_pos = positions[positions < self.n_base] if positions is not None else None
@@ -368,6 +393,7 @@ class VectorIndex:
     def params(self) -> dict[str, Any]:
         """What the manifest records about how this index was built."""
         out: dict[str, Any] = {"kind": self.kind, "size": self.size, "live": self.live}
+        out["gpu_layout"] = gpu.layout(self._gpu, self.size, self.dim, self.options.device)
         if self.hnsw is not None:
             out |= {
                 "M": self.options.hnsw_m,

@@ -1,6 +1,8 @@
 """The index file format: a magic string, a JSON header, then raw arrays (vids, tombstones,
 tail vectors) and the FAISS graph, each at an offset the header gives. No pickle, no zip:
-loading is one read, one checksum, array views and one FAISS parse."""
+loading is one read, one checksum, array views and one FAISS parse. The header also notes
+the GPU layout (:mod:`mmstore.multigpu`) the writing host used or would use; loading does
+not read it back, since another host chooses by its own GPUs."""
 
 from __future__ import annotations
 
@@ -46,6 +48,8 @@ def dump(index: VectorIndex) -> Iterator[bytes | memoryview]:
             "ef_search": index.ef_search,
             "tuned_recall": index.tuned_recall,
             "layout": layout,
+            # informational: the host that loads the file chooses its own GPU layout
+            "gpu_layout": index.params()["gpu_layout"],
         }
     ).encode()
     start = _padded(len(MAGIC) + 8 + len(header))
@@ -60,13 +64,8 @@ def load(data: bytes, options: IndexOptions | None = None) -> VectorIndex:
     """Rebuild an index from :func:`dump`'s bytes; ValueError if they are malformed."""
     from mmstore.index import VectorIndex, faiss
 
-    if data[: len(MAGIC)] != MAGIC or len(data) < len(MAGIC) + 8:
-        raise ValueError("not an mmstore index file")
-    (length,) = struct.unpack_from("<Q", data, len(MAGIC))
-    head = json.loads(data[len(MAGIC) + 8 : len(MAGIC) + 8 + length])
-    if head.get("format") != FORMAT:
-        raise ValueError(f"index format {head.get('format')!r} is not {FORMAT}")
-    base = _padded(len(MAGIC) + 8 + length)
+    head = header(data)
+    base = _padded(len(MAGIC) + 8 + head["header_bytes"])
     view = memoryview(data)
 
     def part(name: str) -> memoryview:
@@ -90,6 +89,18 @@ def load(data: bytes, options: IndexOptions | None = None) -> VectorIndex:
     if len(index.vids) != size or index.n_base + tail_len != size:
         raise ValueError("index file is inconsistent: vector and id counts differ")
     return index
+
+
+def header(data: bytes) -> dict[str, Any]:
+    """The file's JSON header (with ``header_bytes``, its length); ValueError if the bytes
+    are not an index file of this format."""
+    if data[: len(MAGIC)] != MAGIC or len(data) < len(MAGIC) + 8:
+        raise ValueError("not an mmstore index file")
+    (length,) = struct.unpack_from("<Q", data, len(MAGIC))
+    head = json.loads(data[len(MAGIC) + 8 : len(MAGIC) + 8 + length])
+    if head.get("format") != FORMAT:
+        raise ValueError(f"index format {head.get('format')!r} is not {FORMAT}")
+    return dict(head) | {"header_bytes": length}
 
 
 def _reader(view: memoryview) -> Any:

@@ -7,9 +7,9 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -69,6 +69,16 @@ class IngestReport:
         )
 
 
+class GivenVector(NamedTuple):
+    """A vector computed elsewhere (a Ray worker) for one record's field: used instead of
+    calling the encoder only when the value's source hash and the encoder identity match
+    the field's, and checked like the encoder's own output."""
+
+    source_hash: str
+    encoder_key: str
+    vector: np.ndarray
+
+
 @dataclass
 class _Pending:
     """Changes to mirror in the indexes and the hit cache once the transaction commits."""
@@ -85,7 +95,14 @@ class _Pending:
 class Ingestor:
     """Runs one ``ingest`` call for a collection."""
 
-    def __init__(self, col: Collection, on_error: OnError, progress: bool, chunk_size: int) -> None:
+    def __init__(
+        self,
+        col: Collection,
+        on_error: OnError,
+        progress: bool,
+        chunk_size: int,
+        given: Mapping[tuple[str, str], GivenVector] | None = None,
+    ) -> None:
         check_run_options(on_error, "chunk_size", chunk_size)
         self.col, self.on_error, self.progress, self.chunk_size = (
             col,
@@ -99,6 +116,8 @@ class Ingestor:
         self.seen: set[str] = set()
         #: fields whose encoder fitted its state in this call (forgotten if it fails)
         self.fitted: list[Field] = []
+        #: vectors already computed, by (record id, field name)
+        self.given = given or {}
 
     def run(self, source: Any) -> IngestReport:
         start = time.perf_counter()
@@ -203,8 +222,28 @@ class Ingestor:
             return
         if len(changed) < encoding:  # rejected records keep what they had
             drop, _ = self._plan(changed, existing)
-        self._write(conn, changed, drop, todo, vectors, report)
+        rewritten = [p.id for p in changed if p.id in existing]  # the others are new
+        self._write(conn, changed, drop, todo, vectors, report, rewritten)
         report.written += len(changed)
+
+    def plan(self, chunk: list[Any], report: IngestReport) -> list[tuple[rec.Prepared, list[str]]]:
+        """Without writing records: the chunk's changed records (checked as ingest checks
+        them; bad ones follow ``on_error``), each with the fields it needs encoded. An
+        engine that encodes elsewhere plans first, then runs with those vectors given."""
+        offset = report.received
+        report.received += len(chunk)
+        prepared = self._prepare(chunk, offset, report)
+        if not prepared:
+            return []
+        with self.catalog.reading() as conn:
+            existing = self._existing(conn, [p.id for p in prepared])
+        changed = [p for p in prepared if existing.get(p.id, (None, {}))[0] != p.content_hash]
+        report.unchanged += len(prepared) - len(changed)
+        needed: list[list[str]] = [[] for _ in changed]
+        for name, rows in self._plan(changed, existing)[1].items():
+            for i in rows:
+                needed[i].append(name)
+        return list(zip(changed, needed, strict=True))
 
     def _reject(self, report: IngestReport, error: RecordError) -> None:
         if self.on_error == "raise":
@@ -386,13 +425,39 @@ class Ingestor:
                 items = [changed[i].values[name] for i in rows]
                 if ensure_fitted(conn, self.col.name, f, items):
                     self.fitted.append(f)
-                out[name], unusable = self._encode_field(f, items, report)
+                owners = [changed[i] for i in rows]
+                out[name], unusable = self._vectors(f, owners, items, report)
                 for j in np.flatnonzero(unusable):
                     bad[rows[j]] = True
                     self._reject(report, unusable_value(f, changed[rows[j]].id))
         if not bad.any():
             return changed, todo, out
         return _without(bad, changed, todo, out)
+
+    def _vectors(
+        self, f: Field, owners: list[rec.Prepared], items: list[Any], report: IngestReport
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The field's vectors for ``owners``: given ones where they match the value and the
+        encoder identity (checked and normalized as encoder output is), the rest encoded."""
+        given = [self.given.get((p.id, f.name)) for p in owners]
+        hit = np.array(
+            [
+                g is not None and (g.source_hash, g.encoder_key) == (p.hashes[f.name], f.key)
+                for g, p in zip(given, owners, strict=True)
+            ],
+            bool,
+        )
+        if not hit.any():
+            return self._encode_field(f, items, report)
+        vectors = np.zeros((len(owners), f.identity.dim), np.float32)
+        bad = np.zeros(len(owners), bool)
+        if not hit.all():
+            missing = [item for item, h in zip(items, hit, strict=True) if not h]
+            vectors[~hit], bad[~hit] = self._encode_field(f, missing, report)
+        stacked = np.stack([g.vector for g, h in zip(given, hit, strict=True) if h and g])
+        vectors[hit], bad[hit] = checked_rows(f.encoder, f, stacked, int(hit.sum()))
+        report.encoded += int(hit.sum())
+        return vectors, bad
 
     def _encode_field(
         self, f: Field, items: list[Any], report: IngestReport
@@ -427,14 +492,16 @@ class Ingestor:
         todo: dict[str, list[int]],
         vectors: dict[str, np.ndarray],
         report: IngestReport,
+        rewritten: list[str],
     ) -> None:
-        ids = [p.id for p in changed]
-        with self.catalog.arrow("mms_chunk_ids", pa.table({"id": pa.array(ids, pa.string())})):
-            conn.exec_driver_sql(
-                "DELETE FROM mms_records WHERE collection = ? AND id IN "
-                "(SELECT id FROM mms_chunk_ids)",
-                (self.col.name,),
-            )
+        if rewritten:  # their old rows go; new records have none to delete
+            table = pa.table({"id": pa.array(rewritten, pa.string())})
+            with self.catalog.arrow("mms_chunk_ids", table):
+                conn.exec_driver_sql(
+                    "DELETE FROM mms_records WHERE collection = ? AND id IN "
+                    "(SELECT id FROM mms_chunk_ids)",
+                    (self.col.name,),
+                )
         if drop:
             dropped = pa.table({"vid": pa.array([v for _, v in drop], pa.int64())})
             with self.catalog.arrow("mms_drop_vids", dropped):
@@ -561,6 +628,11 @@ def encode_batch(hook: Any, f: Field, batch: list[Any]) -> np.ndarray:
 
 def encode_rows(hook: Any, f: Field, batch: list[Any]) -> tuple[np.ndarray, np.ndarray]:
     """Encode a batch: the checked, normalized vectors and a mask of unusable rows."""
+    return checked_rows(f.encoder, f, encode_raw(hook, f, batch), len(batch))
+
+
+def encode_raw(hook: Any, f: Field, batch: list[Any]) -> Any:
+    """The encoder's output for a batch, unchecked; its failures as EncoderError."""
     try:
         out = hook.mmstore_encode_batch(encoder=f.encoder, items=batch, modality=f.modality.name)
     except MMStoreError:
@@ -571,7 +643,7 @@ def encode_rows(hook: Any, f: Field, batch: list[Any]) -> tuple[np.ndarray, np.n
             f"encoder {f.identity.name!r} failed on a batch "
             f"of {len(batch)} {f.modality.name} items: {e}",
         ) from e
-    return checked_rows(f.encoder, f, out, len(batch))
+    return out
 
 
 class UnusableVectorsError(EncoderError):

@@ -27,6 +27,9 @@ from mmstore.ingest import Rejected, check_run_options, encode_rows, unusable_va
 if TYPE_CHECKING:
     from mmstore.collection import Collection
 
+#: where re-embedding encodes: in this process, or on Ray encoder actors
+ENGINES = ("local", "ray")
+
 
 @dataclass
 class ReembedReport:
@@ -54,7 +57,15 @@ class ReembedReport:
 class Reembedder:
     """Runs one ``reembed`` call for a collection's field."""
 
-    def __init__(self, col: Collection, batch_size: int, on_error: str, progress: bool) -> None:
+    def __init__(
+        self,
+        col: Collection,
+        batch_size: int,
+        on_error: str,
+        progress: bool,
+        engine: str = "local",
+        address: str | None = None,
+    ) -> None:
         check_run_options(on_error, "batch_size", batch_size)
         self.col, self.batch_size, self.on_error, self.progress = (
             col,
@@ -62,12 +73,15 @@ class Reembedder:
             on_error,
             progress,
         )
+        self.engine, self.address = engine, address
         self.catalog = col.store.catalog
 
     def run(self, name: str, encoder: Mapping[str, Any] | str | None) -> ReembedReport:
         start = time.perf_counter()
         if name not in self.col.fields:
             raise UnknownNameError("field", name, self.col.fields)
+        if self.engine not in ENGINES:
+            raise UnknownNameError("engine", self.engine, ENGINES)
         if encoder is not None:
             self._configure(name, encoder)
         new, old = self.col.fields[name], self.col.active[name]
@@ -150,6 +164,11 @@ class Reembedder:
 
     def _fill(self, new: Field, old: Field, report: ReembedReport) -> None:
         ids, hashes, report.already = self._todo(new, old)
+        if self.engine == "ray" and not new.encoder.fitted:  # fitting needs every batch here
+            from mmstore.ray_ingest import reembed_on_ray
+
+            reembed_on_ray(self, new, ids, hashes, report)
+            return
         total = len(ids) + report.already
         bar = _bar(self.progress, f"reembed {self.col.name}.{new.name}", total, report.already)
         for start in range(0, len(ids), self.batch_size):
@@ -181,6 +200,18 @@ class Reembedder:
         parts = [encode_rows(hook, new, items[i : i + step]) for i in range(0, len(items), step)]
         vectors = np.concatenate([v for v, _ in parts])
         bad = np.concatenate([b for _, b in parts])
+        self.commit(new, kept, vectors, bad, report)
+
+    def commit(
+        self,
+        new: Field,
+        kept: list[tuple[str, str]],
+        vectors: np.ndarray,
+        bad: np.ndarray,
+        report: ReembedReport,
+    ) -> None:
+        """Commit one batch's checked vectors of (record id, source hash) pairs ``kept``,
+        in its own transaction; ``bad`` marks unusable rows, rejected first."""
         if bad.any():
             vectors, kept = self._reject_unusable(new, kept, vectors, bad, report)
             if not kept:
@@ -209,10 +240,8 @@ class Reembedder:
                 raise error
         return vectors[~bad], [k for k, b in zip(kept, bad, strict=True) if not b]
 
-    def _items(
-        self, new: Field, ids: list[str], hashes: list[str], report: ReembedReport
-    ) -> tuple[list[Any], list[tuple[str, str]]]:
-        """Each record's stored source, rebuilt into what the new encoder takes."""
+    def sources(self, new: Field, ids: list[str]) -> dict[str, Any]:
+        """Each record's stored source of the field (None where it kept none)."""
         table = pa.table({"id": pa.array(ids, pa.string())})
         with self.catalog.arrow("mms_reembed_ids", table):
             rows = self.catalog.query_arrow(
@@ -220,12 +249,18 @@ class Reembedder:
                 "(SELECT id FROM mms_reembed_ids)",
                 [self.col.name],
             ).to_pylist()
-        sources = {r["id"]: json.loads(r["sources"]).get(new.name) for r in rows}
+        return {r["id"]: json.loads(r["sources"]).get(new.name) for r in rows}
+
+    def _items(
+        self, new: Field, ids: list[str], hashes: list[str], report: ReembedReport
+    ) -> tuple[list[Any], list[tuple[str, str]]]:
+        """Each record's stored source, rebuilt into what the new encoder takes."""
+        sources = self.sources(new, ids)
         items: list[Any] = []
         kept: list[tuple[str, str]] = []
         for rid, source_hash in zip(ids, hashes, strict=True):
             try:
-                items.append(self._item(new, rid, sources.get(rid)))
+                items.append(self.item(new, rid, sources.get(rid)))
                 kept.append((rid, source_hash))
             except RecordError as e:
                 report.rejected.append(Rejected(rid, new.name, e.problem))
@@ -234,7 +269,7 @@ class Reembedder:
         return items, kept
 
     @staticmethod
-    def _item(new: Field, rid: str, source: Any) -> Any:
+    def item(new: Field, rid: str, source: Any) -> Any:
         if source is None:
             raise RecordError(
                 rid,

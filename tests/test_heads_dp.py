@@ -3,7 +3,9 @@ under torchrun (two CPU processes, gloo).
 
 Bad inputs tried: delta of 1/n or more (n the training rows), unknown dp keys, a missing
 epsilon, epsilon and delta of zero or below, a delta of 1, a non-positive clipping norm, a
-model Opacus cannot train (BatchNorm), and dp asked for inside a process group."""
+model Opacus cannot train (BatchNorm), and dp asked for inside a process group. The torchrun
+head is compared with single-process training (the comparison and its tolerance are in
+tests/test_heads_ray.py, with the Ray Train run)."""
 
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from mmstore.heads.split import TRAIN, assign_splits
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_heads import FAST, SPEC, N, vector_records
+from test_heads_ray import assert_like_single, assert_sharded_by_hash
 
 DP = {"epsilon": 8.0, "delta": 1e-5}
 
@@ -138,14 +141,16 @@ def test_dp_refused_in_a_process_group(
 
 
 def test_shards_cover_the_rows_once_per_epoch() -> None:
-    train = torch.arange(10, 21)
-    shards = [World(rank=r, size=3).shard(train, seed=0, epoch=4) for r in range(3)]
-    assert {len(s) for s in shards} == {4}  # 11 rows padded to 12
-    seen = torch.cat(shards)
+    train = torch.arange(10, 40)
+    ids = [f"v{i}" for i in range(10, 40)]
+    shards = [World(rank=r, size=3).shards(train, ids) for r in range(3)]
+    epochs = [s.epoch(seed=0, epoch=4) for s in shards]
+    assert {len(e) for e in epochs} == {max(shards[0].sizes)}  # padded to the longest shard
+    seen = torch.cat(epochs)
     assert set(seen.tolist()) == set(train.tolist())
-    again = World(rank=1, size=3).shard(train, seed=0, epoch=4)
-    assert torch.equal(again, shards[1])
-    assert not torch.equal(World(rank=1, size=3).shard(train, seed=0, epoch=5), shards[1])
+    again = World(rank=1, size=3).shards(train, ids).epoch(seed=0, epoch=4)
+    assert torch.equal(again, epochs[1])
+    assert not torch.equal(shards[1].epoch(seed=0, epoch=5), epochs[1])
 
 
 def test_torchrun_two_cpu_processes(tmp_path: Path) -> None:
@@ -183,11 +188,15 @@ def test_torchrun_two_cpu_processes(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "head 'ddp' (classifier)" in proc.stdout
     meta = json.loads((path / "heads" / "items" / "ddp" / "head.json").read_text())
-    assert meta["metrics"]["distributed"] == {
+    dist = meta["metrics"]["distributed"]
+    assert {k: dist[k] for k in ("engine", "world_size", "backend", "rank_batch_size")} == {
+        "engine": "torchrun",
         "world_size": 2,
         "backend": "gloo",
         "rank_batch_size": 16,
     }
+    assert dist["sharding"] == "record_hash"
+    assert_sharded_by_hash(meta)
     assert meta["metrics"]["accuracy"] > 0.9
     assert sum(meta["split_rows"].values()) == N
     with mmstore.open(path, read_only=True) as st:
@@ -196,3 +205,5 @@ def test_torchrun_two_cpu_processes(tmp_path: Path) -> None:
         assert len(st.collection("items").predict("ddp", ["v0"])) == 1
     leftovers = [p.name for p in (path / "heads" / "items").iterdir() if p.name.startswith(".")]
     assert leftovers == []
+    # the same metric as one process, within test_heads_ray.TOLERANCE (justified there)
+    print("single vs torchrun:", assert_like_single(path, meta))

@@ -1,46 +1,53 @@
-"""Distributed data parallel training of classifier heads under ``torchrun``.
+"""Distributed data parallel training of classifier heads, under ``torchrun`` or Ray Train.
 
-Launch (every rank opens the store read-only and reads the same aligned dataset; the
-training rows are sharded by rank; rank 0 writes the head)::
+Launch with torchrun (every rank opens the store read-only and reads the same aligned
+dataset; the training rows are sharded by record hash; rank 0 writes the head)::
 
     torchrun --nproc-per-node 2 -m mmstore.heads.distributed STORE COLLECTION NAME \\
         --inputs a,b --label label [--fusion concat] [--epochs 100] [--batch-size 128] \\
         [--option key=json ...]
 
-or from Python inside a process that torchrun started: :func:`train_head_distributed`.
+or from Python inside a process that torchrun started: :func:`train_head_distributed`; or
+through Ray Train: :func:`mmstore.heads.ray_train.train_head_ray`. Both launchers call the
+same per-rank function, :func:`train_rank`, and differ only in how a rank learns its place
+(torchrun's environment, or Ray Train's context).
 
 How it works:
 
-- the process group is initialized from torchrun's environment (``RANK``, ``WORLD_SIZE``,
-  ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``): ``gloo`` on CPU, ``nccl`` when the
-  head trains on CUDA (each rank on ``cuda:LOCAL_RANK``);
+- the process group is initialized by the launcher's side: from torchrun's environment
+  (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``) here, by
+  ``ray.train.torch`` under Ray; ``gloo`` on CPU, ``nccl`` when the head trains on CUDA;
 - every rank opens the store **read-only** (DuckDB allows one writer but many readers) and
   builds the same dataset, id-hash split and seeded initial weights; the model is wrapped
   in ``DistributedDataParallel``, which also broadcasts rank 0's weights;
-- each epoch the training rows are permuted with a generator seeded by ``seed + epoch``
-  (the same permutation on every rank), padded by repetition to a multiple of the world
-  size and dealt out ``rank::world_size`` (what ``DistributedSampler`` does, on the
-  in-memory index tensor); a rank's batch is ``ceil(batch_size / world_size)`` so the
-  global batch stays about ``batch_size``; gradients are averaged by DDP;
+- a training row belongs to rank ``hash(record id) mod world_size`` (a salted blake2b,
+  independent of the split's hash), so a record trains on the same rank in every epoch and
+  run. Each epoch a rank permutes its rows (seeded by ``seed + epoch``) and pads them by
+  repetition to the largest shard's length, so that every rank runs the same number of
+  steps; a rank's batch is ``ceil(batch_size / world_size)`` so the global batch stays
+  about ``batch_size``; gradients are averaged by DDP;
 - validation runs on the full validation split on every rank (the weights are identical),
   and rank 0's macro-F1 is broadcast so that early stopping stops every rank together;
   train losses are summed across ranks for the history;
 - only rank 0 writes the head. A head is files under ``<store>/heads/<collection>/<name>/``
   (safetensors, head.json, PNGs), not catalog rows, so rank 0 writes it with the store open
-  read-only; ``head.json`` records ``metrics.distributed`` (``world_size``, ``backend``,
-  ``rank_batch_size``).
+  read-only; ``head.json`` records ``metrics.distributed`` (``engine``, ``world_size``,
+  ``backend``, ``rank_batch_size``, ``sharding``, ``shard_rows``).
 
 Differential privacy with DDP is refused (train DP heads in one process)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
+import hashlib
 import json
 import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,18 +55,27 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import distributed as dist
 
+from mmstore.errors import InvalidInputError
+
 if TYPE_CHECKING:
+    from mmstore.collection import Collection
     from mmstore.heads import HeadReport
+    from mmstore.heads.options import ClassifierOptions
+
+SHARD_SALT = b"mmstore.shard"  # blake2b person: shard hashes independent of split hashes
 
 
 @dataclass(frozen=True)
 class World:
-    """This process's place in the process group (rank 0 of 1 when not distributed)."""
+    """This process's place in the process group (rank 0 of 1 when not distributed).
+    ``local_rank`` is the CUDA device index the rank trains on; ``engine`` the launcher
+    (``"torchrun"`` or ``"ray"``; None outside one)."""
 
     rank: int = 0
     size: int = 1
     local_rank: int = 0
     backend: str | None = None
+    engine: str | None = None
 
     @property
     def distributed(self) -> bool:
@@ -68,16 +84,17 @@ class World:
     def rank_batch(self, batch_size: int) -> int:
         return max(1, math.ceil(batch_size / self.size))
 
-    def shard(self, train: torch.Tensor, seed: int, epoch: int) -> torch.Tensor:
-        """This rank's rows of ``train`` for ``epoch``: a permutation seeded by
-        ``seed + epoch``, padded by repetition to a multiple of the world size, strided."""
-        gen = torch.Generator().manual_seed(seed + epoch)
-        order = train[torch.randperm(len(train), generator=gen).to(train.device)]
-        total = math.ceil(len(order) / self.size) * self.size
-        if total > len(order):
-            reps = math.ceil(total / len(order))
-            order = order.repeat(reps)[:total]
-        return order[self.rank : total : self.size]
+    def shards(self, train: torch.Tensor, ids: Sequence[str]) -> Shards:
+        """Deal the training rows ``train`` (their record ids ``ids``) out by record hash."""
+        owner = torch.from_numpy(shard_owners(ids, self.size)).to(train.device)
+        sizes = torch.bincount(owner, minlength=self.size).tolist()
+        if min(sizes) == 0:
+            raise InvalidInputError(
+                f"sharding {len(train)} training rows by record hash over {self.size} ranks "
+                f"left a rank none (rows per rank: {sizes}); train with fewer workers or in "
+                "one process"
+            )
+        return Shards(rows=train[owner == self.rank], longest=max(sizes), sizes=sizes)
 
     def sum(self, value: float) -> float:
         if not self.distributed:
@@ -94,7 +111,7 @@ class World:
         return float(t.item())
 
     def describe(self) -> dict[str, Any]:
-        return {"world_size": self.size, "backend": self.backend}
+        return {"engine": self.engine, "world_size": self.size, "backend": self.backend}
 
     def _device(self) -> torch.device:
         if self.backend == "nccl":
@@ -102,16 +119,66 @@ class World:
         return torch.device("cpu")
 
 
+@dataclass(frozen=True)
+class Shards:
+    """This rank's training rows, and the length every rank pads its epoch to."""
+
+    rows: torch.Tensor
+    longest: int
+    sizes: list[int]
+
+    def epoch(self, seed: int, epoch: int) -> torch.Tensor:
+        """This rank's rows for ``epoch``: permuted with a generator seeded by ``seed +
+        epoch``, padded by repetition to ``longest`` (equal step counts on every rank)."""
+        gen = torch.Generator().manual_seed(seed + epoch)
+        order = self.rows[torch.randperm(len(self.rows), generator=gen).to(self.rows.device)]
+        reps = math.ceil(self.longest / len(order))
+        return order.repeat(reps)[: self.longest]
+
+
+def shard_owners(ids: Sequence[str], size: int) -> Any:
+    """Per record id, the rank that trains on it: a salted blake2b of the id mod ``size``."""
+    import numpy as np
+
+    def owner(record_id: str) -> int:
+        digest = hashlib.blake2b(record_id.encode(), digest_size=8, person=SHARD_SALT)
+        return int.from_bytes(digest.digest(), "big") % size
+
+    return np.fromiter((owner(i) for i in ids), np.int64, count=len(ids))
+
+
+_ACTIVE: ContextVar[World | None] = ContextVar("mmstore_heads_world", default=None)
+
+
 def current() -> World:
-    """The initialized process group's world, or a world of one."""
+    """The world training runs in: the one :func:`train_rank` joined, else the initialized
+    process group's, else a world of one."""
+    active = _ACTIVE.get()
+    if active is not None:
+        return active
     if dist.is_available() and dist.is_initialized():
-        return World(
-            rank=dist.get_rank(),
-            size=dist.get_world_size(),
-            local_rank=int(os.environ.get("LOCAL_RANK", "0")),
-            backend=str(dist.get_backend()),
-        )
+        return _from_process_group("torchrun" if launched() else None)
     return World()
+
+
+@contextlib.contextmanager
+def joined(world: World) -> Iterator[World]:
+    """Make ``world`` what :func:`current` returns (to the training loop) inside the block."""
+    token = _ACTIVE.set(world)
+    try:
+        yield world
+    finally:
+        _ACTIVE.reset(token)
+
+
+def _from_process_group(engine: str | None) -> World:
+    return World(
+        rank=dist.get_rank(),
+        size=dist.get_world_size(),
+        local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+        backend=str(dist.get_backend()),
+        engine=engine,
+    )
 
 
 def launched() -> bool:
@@ -134,39 +201,66 @@ def init(device: str = "auto") -> tuple[World, bool]:
     return current(), True
 
 
+def parse_request(name: str, options: dict[str, Any], engine: str) -> ClassifierOptions:
+    """Validate a distributed classifier request before any rank starts: the options, the
+    head's name, and no differential privacy."""
+    from mmstore.config import check_name
+    from mmstore.heads.options import ClassifierOptions, parse_options
+
+    opts: ClassifierOptions = parse_options(ClassifierOptions, "classifier", options)
+    check_name("head", name)
+    if opts.dp is not None:
+        raise InvalidInputError(
+            f"dp with distributed data parallel ({engine}) is not supported; train a private "
+            "head in one process: col.train_head(..., dp=...)"
+        )
+    return opts
+
+
+def check_inputs(col: Collection, inputs: Sequence[str]) -> None:
+    """Every input is an active field of the collection (UnknownNameError otherwise)."""
+    from mmstore.errors import UnknownNameError
+
+    for f in inputs:
+        if f not in col.active:
+            raise UnknownNameError("field", f, col.active, hint=f"collection {col.name!r}")
+
+
+def train_rank(
+    world: World, store: str | Path, collection: str, name: str, options: dict[str, Any]
+) -> HeadReport | None:
+    """One rank's part, whatever the launcher: open the store read-only, train on this
+    rank's shard in the process group; rank 0 also writes the head and returns its report,
+    the other ranks return None."""
+    import mmstore
+    from mmstore.heads import train_head
+    from mmstore.heads.train import fit_classifier
+
+    opts = parse_request(name, options, world.engine or "distributed")
+    report = None
+    with joined(world), mmstore.open(store, read_only=True) as st:
+        col = st.collection(collection)
+        check_inputs(col, opts.inputs)
+        # every rank trains (the collectives need them all); rank 0 also writes. If a rank
+        # fails, the launcher stops the others.
+        if world.rank == 0:
+            report = train_head(col, name, "classifier", **options)
+        else:
+            ds = col.dataset(inputs=opts.inputs, label=opts.label, where=opts.where)
+            fit_classifier(ds, opts)
+        world.sum(0.0)  # the other ranks wait for rank 0's head to be in place
+    return report
+
+
 def train_head_distributed(
     store: str | Path, collection: str, name: str, **options: Any
 ) -> HeadReport | None:
     """Train a classifier head with DDP across the torchrun ranks; rank 0 writes it and
     returns its report, the other ranks return None. Outside torchrun: one process."""
-    import mmstore
-    from mmstore.config import check_name
-    from mmstore.errors import UnknownNameError
-    from mmstore.heads import train_head
-    from mmstore.heads.options import ClassifierOptions, parse_options
-    from mmstore.heads.train import fit_classifier
-
-    opts: ClassifierOptions = parse_options(ClassifierOptions, "classifier", options)
-    check_name("head", name)
+    opts = parse_request(name, options, "torchrun")
     world, owned = init(opts.device)
     try:
-        report = None
-        with mmstore.open(store, read_only=True) as st:
-            col = st.collection(collection)
-            for f in opts.inputs:
-                if f not in col.active:
-                    raise UnknownNameError(
-                        "field", f, col.active, hint=f"collection {collection!r}"
-                    )
-            # every rank trains (the collectives need them all); rank 0 also writes. If a
-            # rank fails, torchrun stops the others.
-            if world.rank == 0:
-                report = train_head(col, name, "classifier", **options)
-            else:
-                ds = col.dataset(inputs=opts.inputs, label=opts.label, where=opts.where)
-                fit_classifier(ds, opts)
-            world.sum(0.0)  # the other ranks wait for rank 0's head to be in place
-        return report
+        return train_rank(world, store, collection, name, options)
     finally:
         if owned:
             dist.destroy_process_group()
@@ -234,4 +328,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run as the module ``mmstore.heads.distributed``, not ``__main__``: the training loop
+    # reads the world from that module's context (one copy of it, not two)
+    from mmstore.heads import distributed
+
+    sys.exit(distributed.main())

@@ -5,8 +5,9 @@ AdamW on cross-entropy, early stopping on validation macro-F1, seeded throughout
 Two options change the loop: ``dp`` trains with DP-SGD through Opacus (Poisson-sampled
 batches, clipped and noised per-sample gradients; :mod:`mmstore.heads.privacy`) and records
 the spent epsilon in ``metrics["privacy"]``; inside a torchrun process group the model is
-wrapped in DistributedDataParallel and the training rows are sharded by rank
-(:mod:`mmstore.heads.distributed`), recorded in ``metrics["distributed"]``."""
+wrapped in DistributedDataParallel and the training rows are sharded by record hash
+(:mod:`mmstore.heads.distributed`, under torchrun or Ray Train), recorded in
+``metrics["distributed"]``."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from torch.nn import functional as F
 
 from mmstore.errors import InvalidInputError
 from mmstore.heads import privacy
-from mmstore.heads.distributed import World, current
+from mmstore.heads.distributed import Shards, World, current
 from mmstore.heads.metrics import classification_metrics, macro_f1
 from mmstore.heads.models import FusionClassifier
 from mmstore.heads.options import ClassifierOptions
@@ -129,10 +130,12 @@ def fit_classifier(ds: AlignedDataset, opts: ClassifierOptions) -> Fitted:
     y = codes_t.to(device)
     part = {s: torch.from_numpy(np.flatnonzero(split == s)).to(device) for s in (TRAIN, VAL, TEST)}
 
+    shards = None
     if world.distributed:  # same initial weights everywhere, different dropout per rank
         torch.manual_seed(opts.seed + world.rank)
+        shards = world.shards(part[TRAIN], [ds.ids[i] for i in part[TRAIN].tolist()])
     history, best_epoch, best_state, extra = _loop(
-        model, x, m, y, part[TRAIN], part[val_split], opts, world
+        model, x, m, y, part[TRAIN], part[val_split], opts, world, shards
     )
     model.load_state_dict(best_state)
     model.eval()
@@ -165,10 +168,12 @@ def _loop(
     val: torch.Tensor,
     opts: ClassifierOptions,
     world: World,
+    shards: Shards | None = None,
 ) -> tuple[list[dict[str, Any]], int, dict[str, torch.Tensor], dict[str, Any]]:
     """Epochs of shuffled minibatches (index tensors into the in-memory inputs, no per-row
-    Python), early stopping on validation macro-F1 with ``patience``. Also returns what
-    goes into the metrics besides the test scores (privacy spent, the world)."""
+    Python), early stopping on validation macro-F1 with ``patience``; in a process group,
+    this rank's ``shards`` of the training rows. Also returns what goes into the metrics
+    besides the test scores (privacy spent, the world)."""
     optim: torch.optim.Optimizer = torch.optim.AdamW(
         model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay
     )
@@ -187,21 +192,25 @@ def _loop(
             seed=opts.seed,
         )
         net, optim = private.module, private.optimizer
-    elif world.distributed:
+    elif shards is not None:
         from torch.nn.parallel import DistributedDataParallel
 
         cuda = train.device.type == "cuda"
         net = DistributedDataParallel(model, device_ids=[train.device] if cuda else None)
         extra["distributed"] = world.describe() | {
-            "rank_batch_size": world.rank_batch(opts.batch_size)
+            "rank_batch_size": world.rank_batch(opts.batch_size),
+            "sharding": "record_hash",
+            "shard_rows": shards.sizes,
         }
+    elif world.engine is not None:  # a launcher's world of one: no DDP, but say so
+        extra["distributed"] = world.describe()
 
     def batches(epoch: int) -> Iterator[torch.Tensor]:
         if private is not None:
             yield from private.batches(train.device)
             return
-        if world.distributed:
-            order, size = world.shard(train, opts.seed, epoch), world.rank_batch(opts.batch_size)
+        if shards is not None:
+            order, size = shards.epoch(opts.seed, epoch), world.rank_batch(opts.batch_size)
         else:
             order = train[torch.randperm(len(train), generator=gen).to(train.device)]
             size = opts.batch_size

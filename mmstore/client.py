@@ -115,6 +115,22 @@ class RemoteCollection:
         out = self.client.request("POST", f"{self._path}/search", json=body)
         return Hits(_hit(h) for h in out["hits"])
 
+    def search_many(
+        self,
+        vectors: Any = None,
+        *,
+        target: str | None = None,
+        k: int = 10,
+        where: Mapping[str, Any] | None = None,
+        **values: Any,
+    ) -> list[Hits]:
+        body: dict[str, Any] = {"values": {n: _jsonable(list(v)) for n, v in values.items()}}
+        body |= {"k": k} | {key: v for key, v in (("target", target), ("where", where)) if v}
+        if vectors is not None:
+            body["vectors"] = _jsonable(vectors)
+        out = self.client.request("POST", f"{self._path}/search_many", json=body)
+        return [Hits(_hit(h) for h in result["hits"]) for result in out["results"]]
+
     def get(self, ids: str | int | Iterable[str | int]) -> list[dict[str, Any]]:
         wanted = [ids] if isinstance(ids, str | int) else list(ids)
         params = {"ids": ",".join(str(i) for i in wanted)}

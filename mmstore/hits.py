@@ -10,10 +10,14 @@ from typing import Any
 import pyarrow as pa
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Hit:
     """One search hit: the record's id, its score, the field matched and that field's
-    modality, and the record's label, timestamp, metadata and inline values."""
+    modality, and the record's label, timestamp, metadata and inline values.
+
+    Hits of a search are filled in on first use of ``label``, ``ts``, ``meta`` or
+    ``values`` (from what the record held when the search ran), so that a search read for
+    its ids and scores builds no dictionaries; they compare equal to plain hits."""
 
     id: str
     score: float
@@ -24,6 +28,17 @@ class Hit:
     meta: dict[str, Any] = dc_field(default_factory=dict)
     #: the record's inline sources (text of text fields)
     values: dict[str, Any] = dc_field(default_factory=dict)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Hit):
+            return NotImplemented
+        return _astuple(self) == _astuple(other)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as a dataclass with eq
+
+
+def _astuple(h: Hit) -> tuple[Any, ...]:
+    return (h.id, h.score, h.field, h.modality, h.label, h.ts, h.meta, h.values)
 
 
 class Hits(list[Hit]):

@@ -33,8 +33,7 @@ class HitCache:
         self._loaded = False
         self.owner: dict[int, str] = {}
         self._slot: dict[str, int] = {}
-        self._columns: tuple[list[Any], ...] = ([], [], [], [])
-        self._parsed: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
+        self._rows = _Rows(([], [], [], []))
 
     @property
     def loaded(self) -> bool:
@@ -55,14 +54,14 @@ class HitCache:
         )
         ids = rec.column("id").to_pylist()
         self._slot = dict(zip(ids, range(len(ids)), strict=True))
-        self._columns = tuple(rec.column(c).to_pylist() for c in ("label", "ts", "meta", "sources"))
-        self._parsed = {}
+        columns = ("label", "ts", "meta", "sources")
+        self._rows = _Rows(tuple(rec.column(c).to_pylist() for c in columns))
         self._loaded = True
 
     def invalidate(self) -> None:
         self._loaded = False
-        self.owner, self._slot, self._parsed = {}, {}, {}
-        self._columns = ([], [], [], [])
+        self.owner, self._slot = {}, {}
+        self._rows = _Rows(([], [], [], []))
 
     def apply(
         self,
@@ -79,7 +78,7 @@ class HitCache:
         for rid in removed_ids:
             self._slot.pop(rid, None)
         self.owner.update(added)
-        labels, stamps, metas, sources = self._columns
+        labels, stamps, metas, sources = self._rows.columns
         for rid, row in rows.items():
             self._slot[rid] = len(labels)
             labels.append(row.label)
@@ -99,31 +98,94 @@ class HitCache:
         """Hits for one result row, best first, skipping empty slots and ``exclude``."""
         self.ensure()
         out = Hits()
+        owner, slots, rows = self.owner, self._slot, self._rows  # the loop is the hot path
         for score, vid in zip(scores.tolist(), vids.tolist(), strict=True):
-            if vid < 0:
-                continue
-            rid = self.owner.get(vid)
+            rid = owner.get(vid)  # None for the -1 of an empty slot too
             if rid is None or rid == exclude:
                 continue
-            out.append(self.hit(rid, float(score), field, modality))
+            out.append(_LazyHit(rid, score, field, modality, rows, slots[rid]))
             if len(out) == limit:
                 break
         return out
 
     def hit(self, rid: str, score: float, field: str, modality: str) -> Hit:
-        slot = self._slot[rid]
-        labels, stamps, metas, sources = self._columns
-        parsed = self._parsed.get(slot)
+        return _LazyHit(rid, score, field, modality, self._rows, self._slot[rid])
+
+
+class _Rows:
+    """The loaded columns of a collection's records and their parsed JSON. Rows are only
+    appended while loaded (a rewritten record gets a new slot), and a reload makes a new
+    ``_Rows``, so a slot read later gives what the record held when its hit was made."""
+
+    __slots__ = ("columns", "parsed")
+
+    def __init__(self, columns: tuple[list[Any], ...]) -> None:
+        self.columns = columns
+        self.parsed: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
+
+    def fields(self, slot: int) -> tuple[Any, Any, dict[str, Any], dict[str, Any]]:
+        """Label, timestamp and copies of the metadata and sources at ``slot``."""
+        labels, stamps, metas, sources = self.columns
+        parsed = self.parsed.get(slot)
         if parsed is None:
             meta = json.loads(metas[slot]) if metas[slot] else {}
-            parsed = self._parsed[slot] = (meta, json.loads(sources[slot]))
-        return Hit(
-            id=rid,
-            score=score,
-            field=field,
-            modality=modality,
-            label=labels[slot],
-            ts=stamps[slot],
-            meta=dict(parsed[0]),
-            values=dict(parsed[1]),
-        )
+            parsed = self.parsed[slot] = (meta, json.loads(sources[slot]))
+        return labels[slot], stamps[slot], dict(parsed[0]), dict(parsed[1])
+
+
+def _deferred(name: str) -> property:
+    """A property over :class:`Hit`'s slot ``name`` that fills the hit on first read."""
+    slot = Hit.__dict__[name]
+
+    def get(self: _LazyHit) -> Any:
+        try:
+            return slot.__get__(self, Hit)
+        except AttributeError:  # not filled in yet
+            self._fill()
+            return slot.__get__(self, Hit)
+
+    def put(self: _LazyHit, value: Any) -> None:
+        self._fill()
+        slot.__set__(self, value)
+
+    return property(get, put)
+
+
+class _LazyHit(Hit):
+    """A search's hit, its record's fields read from the loaded columns on first use
+    (a dataclass's ``asdict``, ``repr`` and ``==`` read them through the properties)."""
+
+    __slots__ = ("_at", "_rows")
+    _rows: _Rows | None  # None once filled
+
+    def __init__(
+        self, rid: str, score: float, field: str, modality: str, rows: _Rows, at: int
+    ) -> None:
+        self.id, self.score, self.field, self.modality = rid, score, field, modality
+        self._rows, self._at = rows, at
+
+    def _fill(self) -> None:
+        if self._rows is None:
+            return
+        rows, self._rows = self._rows, None
+        label, ts, meta, values = rows.fields(self._at)
+        for name, value in zip(_FILLED, (label, ts, meta, values), strict=True):
+            Hit.__dict__[name].__set__(self, value)
+
+    def __repr__(self) -> str:
+        return "Hit" + Hit.__repr__(self).removeprefix(type(self).__qualname__)
+
+    def __reduce__(self) -> tuple[type[Hit], tuple[Any, ...]]:
+        """Pickled and copied as a plain :class:`Hit` (without the collection's rows)."""
+        return Hit, (self.id, self.score, self.field, self.modality, *self._filled())
+
+    def _filled(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in _FILLED)
+
+    label = _deferred("label")
+    ts = _deferred("ts")
+    meta = _deferred("meta")
+    values = _deferred("values")
+
+
+_FILLED = ("label", "ts", "meta", "values")

@@ -4,7 +4,10 @@ and fuse several queries by reciprocal rank or weighted scores."""
 
 from __future__ import annotations
 
-from collections import defaultdict
+import datetime as dt
+import json
+import math
+from collections import OrderedDict, defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -17,12 +20,18 @@ from mmstore.errors import InvalidInputError, NotFoundError, RecordError, Unknow
 from mmstore.fields import Field, RetiredEncoder, build_modality
 from mmstore.filters import compile_filter
 from mmstore.hits import Hit, Hits
-from mmstore.ingest import UnusableVectorsError, check_vectors, encode_batch
+from mmstore.ingest import UnusableVectorsError, check_vectors, checked_rows, encode_batch
 
 if TYPE_CHECKING:
     from mmstore.collection import Collection
 
 MAX_K = 10_000
+#: queries in one call of search_many
+MAX_BATCH = 100_000
+#: scores an exact scan of search_many computes at once (64 MB)
+SCORES_PER_CALL = 1 << 24
+#: filters whose matching vids are kept between writes
+FILTERS_KEPT = 32
 RRF_K = 60
 Fusion = Literal["rrf", "weighted"]
 
@@ -48,6 +57,8 @@ class Searcher:
         self._vid_maps: dict[str, dict[str, int]] = {}
         self._derived: dict[tuple[str, str, str], Field] = {}
         self._heads: dict[str, Any] = {}  # retrieval head name -> heads.retrieval.Served
+        #: (field, encoder key, filter as JSON) -> allowed vids, least recently used first
+        self._allowed: OrderedDict[tuple[str, str, str], np.ndarray] = OrderedDict()
 
     def search(
         self,
@@ -78,8 +89,106 @@ class Searcher:
             self._one(tgt, q, per_query + (exclude is not None), allowed, exclude) for q in queries
         ]
         if len(results) == 1:
-            return Hits(results[0][:k])
+            return results[0] if len(results[0]) <= k else Hits(results[0][:k])
         return fuse(results, queries, fusion, k)
+
+    def search_many(
+        self,
+        *,
+        target: str | None,
+        k: int,
+        where: Mapping[str, Any] | None,
+        vectors: Any,
+        values: dict[str, Any],
+    ) -> list[Hits]:
+        """Hits for each of a batch of queries: one index call for the whole batch and, for
+        values, one call of the encoder."""
+        _check_k(k)
+        if (vectors is not None) + len(values) != 1:
+            raise InvalidInputError(
+                "give one batch of queries: vectors= (an array of shape (queries, dim)) or "
+                "the values of one field as a list (text=[...])"
+            )
+        tgt = self._target(target, values, vectors is not None)
+        matrix = (
+            self._raw_matrix(vectors, tgt)
+            if vectors is not None
+            else self._encode_many(tgt, values)
+        )
+        if not len(matrix):
+            return []
+        allowed = self.allowed_vids(tgt, where) if where else None
+        index = self.col.indexes.get(tgt)
+        step = max(1, SCORES_PER_CALL // max(index.size, 1))  # an exact scan's score matrix
+        out: list[Hits] = []
+        for start in range(0, len(matrix), step):
+            result = index.search(matrix[start : start + step], k, allowed)
+            out += [
+                self.col.cache.hits(tgt.name, tgt.modality.name, s, v, k)
+                for s, v in zip(result.scores, result.vids, strict=True)
+            ]
+        return out
+
+    def _raw_matrix(self, vectors: Any, tgt: Field) -> np.ndarray:
+        """``vectors=`` of :meth:`search_many`, checked whole; errors name the row."""
+        try:
+            arr = np.asarray(vectors, dtype=np.float32)
+        except (TypeError, ValueError) as e:
+            raise InvalidInputError(f"vectors= is not a numeric array: {e}") from e
+        dim = tgt.identity.dim
+        if arr.size == 0 and arr.ndim <= 2:  # no queries (an empty list too)
+            return np.empty((0, dim), np.float32)
+        if arr.ndim != 2 or arr.shape[1] != dim or len(arr) > MAX_BATCH:
+            raise InvalidInputError(
+                f"vectors= has shape {arr.shape}; field {tgt.name!r} takes an array of shape "
+                f"(queries, {dim}) with at most {MAX_BATCH:,} queries"
+            )
+        vectors, bad = checked_rows(tgt.encoder, tgt, arr, len(arr))
+        if bad.any():
+            rows = np.flatnonzero(bad)[:5].tolist()
+            raise InvalidInputError(
+                f"vectors= rows {rows} are zero or hold NaN or infinite values, which cannot "
+                "be searched with"
+            )
+        return vectors
+
+    def _encode_many(self, tgt: Field, values: dict[str, Any]) -> np.ndarray:
+        """The one field's list of values of :meth:`search_many`, encoded in one call."""
+        ((name, batch),) = values.items()
+        if isinstance(batch, str | bytes) or not isinstance(batch, list | tuple):
+            raise InvalidInputError(
+                f"{name}= takes a list of query values, got {type(batch).__name__}"
+            )
+        if len(batch) > MAX_BATCH:
+            raise InvalidInputError(f"{name}= has {len(batch):,} values; at most {MAX_BATCH:,}")
+        f = self._query_field(name, tgt)
+        _check_space(f, tgt)
+        if not batch:
+            return np.empty((0, tgt.identity.dim), np.float32)
+        if f.encoder.fitted and f.encoder.state is None:
+            raise InvalidInputError(
+                f"query {name}=: encoder {f.identity.name!r} fits its statistics on the first "
+                f"records of field {f.name!r}; ingest records before searching with a value"
+            )
+        hook = self.col.store.plugins.hook
+        labels = [f"<query {i}>" for i in range(len(batch))]
+        items = hook.mmstore_load_payloads(
+            modality=f.modality, values=list(batch), record_ids=labels, field=name
+        )
+        for i, item in enumerate(items):
+            if isinstance(item, RecordError):
+                raise InvalidInputError(f"query {name}=[{i}]: {item.problem}") from item
+            try:
+                f.encoder.check(item)
+            except ValueError as e:
+                raise InvalidInputError(f"query {name}=[{i}]: {e}") from e
+        try:
+            return encode_batch(hook, f, items)
+        except UnusableVectorsError as e:
+            raise InvalidInputError(
+                f"queries {name}={e.rows[:5].tolist()}: encoder {f.identity.name!r} turned "
+                "them into zero or non-finite vectors, which cannot be searched with"
+            ) from e
 
     # -- resolution ---------------------------------------------------------------------
     def _target(self, target: str | None, values: dict[str, Any], raw: bool) -> Field:
@@ -208,6 +317,10 @@ class Searcher:
                 f"vector= has shape {arr.shape}; field {tgt.name!r} "
                 f"holds {tgt.identity.dim}-d vectors"
             )
+        squares = float(np.add.reduce(arr * arr))  # summed as checked_rows sums, same scores
+        if 0 < squares < math.inf:  # the common case, in a few microseconds
+            cosine = tgt.encoder.metric == "cosine"
+            return arr / math.sqrt(squares) if cosine else np.ascontiguousarray(arr)
         if not np.isfinite(arr).all():
             raise InvalidInputError("vector= holds NaN or infinite values")
         try:
@@ -313,13 +426,25 @@ class Searcher:
     # -- execution ----------------------------------------------------------------------
     def allowed_vids(self, tgt: Field, where: Mapping[str, Any]) -> np.ndarray:
         """Vids of the target field whose records match the filter: the catalog lists the
-        matching record ids (bound parameters), a map held in memory turns them into vids."""
+        matching record ids (bound parameters), a map held in memory turns them into vids.
+        The answer is kept until the next committed write, so that a filter used again
+        (a category, a tenant) costs no catalog query."""
+        key = _filter_key(tgt, where)
+        if key is not None and key in self._allowed:
+            self._allowed.move_to_end(key)
+            return self._allowed[key]
         r = schema.records
         stmt = sa.select(r.c.id).where(r.c.collection == self.col.name, compile_filter(where, r))
         ids = self.col.store.catalog.select_arrow(stmt).column("id").to_pylist()
         vid_of = self._vid_map(tgt)
         vids = [v for v in map(vid_of.get, ids) if v is not None]
-        return np.sort(np.fromiter(vids, np.int64, len(vids)))
+        allowed = np.sort(np.fromiter(vids, np.int64, len(vids)))
+        allowed.flags.writeable = False  # shared by later searches with the same filter
+        if key is not None:
+            self._allowed[key] = allowed
+            while len(self._allowed) > FILTERS_KEPT:
+                self._allowed.popitem(last=False)
+        return allowed
 
     def _vid_map(self, tgt: Field) -> dict[str, int]:
         """The target field's vid of each record id; rebuilt after a write."""
@@ -339,6 +464,7 @@ class Searcher:
     def forget_vid_maps(self) -> None:
         """Called after every committed write."""
         self._vid_maps.clear()
+        self._allowed.clear()
 
     def _one(
         self, tgt: Field, q: Query, k: int, allowed: np.ndarray | None, exclude: str | None
@@ -365,6 +491,22 @@ def fuse(results: list[Hits], queries: list[Query], fusion: Fusion, k: int) -> H
         h = first[rid]
         out.append(Hit(rid, scores[rid], h.field, h.modality, h.label, h.ts, h.meta, h.values))
     return out
+
+
+def _filter_key(tgt: Field, where: Mapping[str, Any]) -> tuple[str, str, str] | None:
+    """A filter as canonical JSON (values tagged with their type, so that ``1``, ``1.0``
+    and ``True`` differ), or None when it does not serialize (it is then not kept)."""
+    try:
+        text = json.dumps(where, sort_keys=True, default=_tagged)
+    except (TypeError, ValueError):
+        return None
+    return tgt.name, tgt.key, text
+
+
+def _tagged(value: Any) -> str:
+    if isinstance(value, dt.datetime | dt.date):
+        return f"{type(value).__name__}:{value.isoformat()}"
+    raise TypeError(f"not kept: {type(value).__name__}")
 
 
 def _check_k(k: Any) -> None:

@@ -83,3 +83,41 @@ def test_keys_limit_what_the_client_may_do(served: dict[str, Any]) -> None:
         assert anonymous.health()["status"] == "ok"
         with pytest.raises(mmstore.MMStoreError, match="HTTP 401"):
             anonymous.collections()
+
+
+def test_search_many_over_http_mirrors_the_embedded_call(
+    served: dict[str, Any], tmp_path: Path
+) -> None:
+    """One request for a batch; the same hits, in the same order, as the embedded call.
+    Bad inputs: rows of two widths, a zero row, k over the limit, more queries than
+    max_batch, both vectors and values."""
+    records = cluster_records()
+    with mmstore.Client(served["url"], served["admin"]) as client:
+        names = client.collections()
+        remote = (
+            client.collection("vecs")
+            if "vecs" in names
+            else client.create_collection("vecs", encoders=VEC)
+        )
+        remote.ingest(records)  # all of them, whatever the other tests deleted
+        with mmstore.open(tmp_path / "local") as local_store:
+            local = local_store.create_collection("vecs", encoders=VEC)
+            local.ingest(records)
+            queries = np.asarray([r["emb"] for r in records[:12]], np.float32) + 0.01
+            for where in (None, {"label": "k1"}):
+                got = remote.search_many(queries, k=4, where=where)
+                want = local.search_many(queries, k=4, where=where)
+                assert [h.ids for h in got] == [h.ids for h in want]
+                assert [h[0].label for h in got] == [h[0].label for h in want]
+        assert remote.search_many([], k=3) == []
+        bad_rows = [[0.0] * 8, [1.0] * 7]
+        with pytest.raises(mmstore.InvalidInputError, match="not a numeric array|shape"):
+            remote.search_many(bad_rows)
+        with pytest.raises(mmstore.InvalidInputError, match=r"rows \[1\] are zero"):
+            remote.search_many([[1.0] * 8, [0.0] * 8])
+        with pytest.raises(mmstore.MMStoreError, match="HTTP 422"):
+            remote.search_many(queries, k=500)
+        with pytest.raises(mmstore.MMStoreError, match="HTTP 413"):
+            remote.search_many(np.ones((1001, 8)))
+        with pytest.raises(mmstore.InvalidInputError, match="one batch of queries"):
+            remote.search_many(queries, emb=[[1.0] * 8])

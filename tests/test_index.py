@@ -249,3 +249,23 @@ def test_gpu_mirror_survives_concurrent_first_searches(monkeypatch: pytest.Monke
         assert index._gpu.size == 20_000, trial
         assert len(results) == 4 and all((r == results[0]).all() for r in results)
         assert (results[0][:, 0] == np.arange(1, 4)).all()
+
+
+def test_exact_scan_breaks_ties_at_the_kth_score_by_smallest_vid() -> None:
+    """More vectors tie at the k-th score than fit: the smallest vids make it, as on the
+    GPU (argpartition alone picks among the tied at random)."""
+    from mmstore.config import IndexOptions
+    from mmstore.index import VectorIndex
+
+    rng = np.random.default_rng(0)
+    vectors = np.tile(np.array([[1, 0, 0, 0]], np.float32), (500, 1))
+    vectors[::3] = 0.1 * rng.normal(size=(167, 4)).astype(np.float32)
+    index = VectorIndex(4, IndexOptions())
+    index.add(np.arange(1, 501), vectors)
+    query = np.array([[1, 0, 0, 0]] * 3, np.float32)
+    tied = [v for v in range(1, 501) if (v - 1) % 3]
+    assert index.search(query, 5).vids.tolist() == [tied[:5]] * 3
+    allowed = np.arange(100, 400)
+    assert index.search(query[:1], 7, allowed).vids[0].tolist() == [v for v in tied if v >= 100][:7]
+    index.remove(np.array(tied[:2]))
+    assert index.search(query[:1], 4).vids[0].tolist() == tied[2:6]

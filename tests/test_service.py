@@ -104,6 +104,7 @@ def test_openapi_lists_every_route(http: httpx.Client) -> None:
         ("get", "/collections/{c}/records"),
         ("post", "/collections/{c}/records/delete"),
         ("post", "/collections/{c}/search"),
+        ("post", "/collections/{c}/search_many"),
         ("post", "/collections/{c}/heads"),
         ("get", "/jobs/{id}"),
         ("get", "/collections/{c}/heads"),

@@ -30,7 +30,7 @@ EXAMPLES = 40
 #: installed, which fields a collection has or which dimension a vector must have, so a
 #: schema-valid request may still be refused with a typed 4xx naming the problem
 SEMANTIC = [schemathesis.checks.positive_data_acceptance]
-OPERATIONS = 15  # as test_service.test_openapi_lists_every_route lists them
+OPERATIONS = 16  # as test_service.test_openapi_lists_every_route lists them
 
 
 @pytest.fixture(scope="module")

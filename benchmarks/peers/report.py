@@ -207,8 +207,9 @@ def inside(runs: dict[str, Any]) -> list[str]:
     lookup = get(m, "extra", "filter_lookup", "p50_ms")
     if lookup is not None:
         out.append(
-            f"mmstore filtered search p50 {m['filtered']['p50_ms']:.2f} ms, of which the "
-            f"catalog lookup of the matching vids {lookup:.2f} ms"
+            f"mmstore filtered search p50 {m['filtered']['p50_ms']:.2f} ms with the filter's "
+            f"matching vids kept from its first use; that first use adds the catalog lookup, "
+            f"{lookup:.2f} ms"
         )
     samples = get(m, "reopen", "detail") or []
     if samples:

@@ -43,8 +43,10 @@ from mmstore.service.models import (
     IngestBody,
     IngestReportOut,
     JobOut,
+    ManyHitsOut,
     PredictBody,
     SearchBody,
+    SearchManyBody,
     TrainBody,
 )
 from mmstore.service.settings import Settings
@@ -349,6 +351,30 @@ def create_app(store: mmstore.Store, settings: Settings | None = None) -> FastAP
             )
         )
         return {"hits": [jsonable(asdict(h)) for h in hits]}
+
+    @app.post(
+        "/collections/{c}/search_many",
+        tags=["search"],
+        dependencies=[need("read")],
+        responses=ERRORS,
+        response_model=ManyHitsOut,
+    )
+    def search_many(c: str, body: SearchManyBody) -> Any:
+        """``Collection.search_many``: ``vectors`` (a list of rows) or one field's list of
+        ``values``, at most ``max_batch`` queries; hits for each query, in order."""
+        if body.k > settings.max_k:
+            raise _validation("k", f"k={body.k} is over the limit of {settings.max_k} (max_k)")
+        too_many("queries", len(body.vectors or []) + sum(map(len, body.values.values())))
+        values = decode_values(body.values)
+        for name, batch in values.items():
+            for value in batch:
+                limits.check_query({name: value}, modalities(c), settings)
+        batches = call(
+            lambda: col(c).search_many(
+                body.vectors, target=body.target, k=body.k, where=body.where, **values
+            )
+        )
+        return {"results": [{"hits": [jsonable(asdict(h)) for h in hits]} for hits in batches]}
 
     # heads
     @app.post(

@@ -44,6 +44,17 @@ class SearchBody(BaseModel):
     head: str | None = None
 
 
+class SearchManyBody(BaseModel):
+    """A batch of queries: ``vectors`` (rows of one width) or one field's list of values."""
+
+    model_config = ConfigDict(extra="forbid")
+    values: dict[str, list[Any]] = Field(default_factory=dict)
+    vectors: list[list[float]] | None = None
+    target: str | None = None
+    k: int = Field(10, ge=1)
+    where: dict[str, Any] | None = None
+
+
 class TrainBody(BaseModel):
     """``name`` and ``kind``; every other key is a training option (inputs, label, epochs)."""
 
@@ -80,6 +91,10 @@ class HitOut(BaseModel):
 
 class HitsOut(BaseModel):
     hits: list[HitOut]
+
+
+class ManyHitsOut(BaseModel):
+    results: list[HitsOut]
 
 
 class JobOut(BaseModel):

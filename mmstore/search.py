@@ -165,30 +165,7 @@ class Searcher:
         _check_space(f, tgt)
         if not batch:
             return np.empty((0, tgt.identity.dim), np.float32)
-        if f.encoder.fitted and f.encoder.state is None:
-            raise InvalidInputError(
-                f"query {name}=: encoder {f.identity.name!r} fits its statistics on the first "
-                f"records of field {f.name!r}; ingest records before searching with a value"
-            )
-        hook = self.col.store.plugins.hook
-        labels = [f"<query {i}>" for i in range(len(batch))]
-        items = hook.mmstore_load_payloads(
-            modality=f.modality, values=list(batch), record_ids=labels, field=name
-        )
-        for i, item in enumerate(items):
-            if isinstance(item, RecordError):
-                raise InvalidInputError(f"query {name}=[{i}]: {item.problem}") from item
-            try:
-                f.encoder.check(item)
-            except ValueError as e:
-                raise InvalidInputError(f"query {name}=[{i}]: {e}") from e
-        try:
-            return encode_batch(hook, f, items)
-        except UnusableVectorsError as e:
-            raise InvalidInputError(
-                f"queries {name}={e.rows[:5].tolist()}: encoder {f.identity.name!r} turned "
-                "them into zero or non-finite vectors, which cannot be searched with"
-            ) from e
+        return self._encode_values(f, name, list(batch), many=True)
 
     # -- resolution ---------------------------------------------------------------------
     def _target(self, target: str | None, values: dict[str, Any], raw: bool) -> Field:
@@ -284,27 +261,36 @@ class Searcher:
 
     def _encode_value(self, f: Field, name: str, value: Any, weight: float) -> Query:
         """``value`` (given as ``name=``) encoded by field ``f``'s serving encoder."""
+        return Query(f, self._encode_values(f, name, [value], many=False)[0], weight)
+
+    def _encode_values(self, f: Field, name: str, values: list[Any], many: bool) -> np.ndarray:
+        """Query values given as ``name=`` (a list of them when ``many``), loaded, checked
+        and encoded by field ``f``'s serving encoder in one call; errors name the value."""
+        at = (lambda i: f"query {name}=[{i}]") if many else (lambda i: f"query {name}=")
         if f.encoder.fitted and f.encoder.state is None:
             raise InvalidInputError(
                 f"query {name}=: encoder {f.identity.name!r} fits its statistics on the first "
                 f"records of field {f.name!r}; ingest records before searching with a value"
             )
         hook = self.col.store.plugins.hook
-        (item,) = hook.mmstore_load_payloads(
-            modality=f.modality, values=[value], record_ids=["<query>"], field=name
+        labels = [f"<query {i}>" for i in range(len(values))] if many else ["<query>"]
+        items = hook.mmstore_load_payloads(
+            modality=f.modality, values=values, record_ids=labels, field=name
         )
-        if isinstance(item, RecordError):
-            raise InvalidInputError(f"query {name}=: {item.problem}") from item
+        for i, item in enumerate(items):
+            if isinstance(item, RecordError):
+                raise InvalidInputError(f"{at(i)}: {item.problem}") from item
+            try:
+                f.encoder.check(item)
+            except ValueError as e:
+                raise InvalidInputError(f"{at(i)}: {e}") from e
         try:
-            f.encoder.check(item)
-        except ValueError as e:
-            raise InvalidInputError(f"query {name}=: {e}") from e
-        try:
-            return Query(f, encode_batch(hook, f, [item])[0], weight)
+            return encode_batch(hook, f, items)
         except UnusableVectorsError as e:
+            which = f"queries {name}={e.rows[:5].tolist()}" if many else f"query {name}="
             raise InvalidInputError(
-                f"query {name}=: encoder {f.identity.name!r} turned it into a zero or "
-                "non-finite vector, which cannot be searched with"
+                f"{which}: encoder {f.identity.name!r} turned it into a zero or non-finite "
+                "vector, which cannot be searched with"
             ) from e
 
     def _raw_vector(self, vector: Any, tgt: Field) -> np.ndarray:

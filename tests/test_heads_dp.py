@@ -30,7 +30,7 @@ from mmstore.heads.split import TRAIN, assign_splits
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_heads import FAST, SPEC, N, vector_records
-from test_heads_ray import assert_like_single, assert_sharded_by_hash
+from test_heads_ray import assert_like_single, assert_two_gloo_ranks
 
 DP = {"epsilon": 8.0, "delta": 1e-5}
 
@@ -188,15 +188,7 @@ def test_torchrun_two_cpu_processes(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "head 'ddp' (classifier)" in proc.stdout
     meta = json.loads((path / "heads" / "items" / "ddp" / "head.json").read_text())
-    dist = meta["metrics"]["distributed"]
-    assert {k: dist[k] for k in ("engine", "world_size", "backend", "rank_batch_size")} == {
-        "engine": "torchrun",
-        "world_size": 2,
-        "backend": "gloo",
-        "rank_batch_size": 16,
-    }
-    assert dist["sharding"] == "record_hash"
-    assert_sharded_by_hash(meta)
+    assert_two_gloo_ranks(meta, "torchrun")
     assert meta["metrics"]["accuracy"] > 0.9
     assert sum(meta["split_rows"].values()) == N
     with mmstore.open(path, read_only=True) as st:

@@ -53,6 +53,20 @@ def assert_like_single(store: Path, distributed: dict[str, Any]) -> dict[str, fl
     return figures
 
 
+def assert_two_gloo_ranks(meta: dict[str, Any], engine: str) -> None:
+    """head.json of a head trained by ``engine`` on two CPU ranks (gloo, batch 16 a rank),
+    its training rows sharded by record hash."""
+    dist = meta["metrics"]["distributed"]
+    assert {k: dist[k] for k in ("engine", "world_size", "backend", "rank_batch_size")} == {
+        "engine": engine,
+        "world_size": 2,
+        "backend": "gloo",
+        "rank_batch_size": 16,
+    }
+    assert dist["sharding"] == "record_hash"
+    assert_sharded_by_hash(meta)
+
+
 def assert_sharded_by_hash(meta: dict[str, Any]) -> None:
     """Every training row is owned by exactly one rank, the one its id hashes to."""
     ids = [r["id"] for r in vector_records()]
@@ -92,15 +106,7 @@ def test_ray_train_two_workers_like_single(closed_store: Path, ray_cluster: Any)
     )
     assert isinstance(report, HeadReport) and report.name == "rayhead"
     meta = json.loads((report.path / "head.json").read_text())
-    dist = meta["metrics"]["distributed"]
-    assert {k: dist[k] for k in ("engine", "world_size", "backend", "rank_batch_size")} == {
-        "engine": "ray",
-        "world_size": 2,
-        "backend": "gloo",
-        "rank_batch_size": 16,
-    }
-    assert dist["sharding"] == "record_hash"
-    assert_sharded_by_hash(meta)
+    assert_two_gloo_ranks(meta, "ray")
     assert sum(meta["split_rows"].values()) == N
     assert report.metrics["accuracy"] == meta["metrics"]["accuracy"]
     figures = assert_like_single(closed_store, meta)

@@ -65,10 +65,32 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {"model": TINY, "model_config": str(config), "pretrained": str(weights)}
 
 
+def pair_margin(image: torch.Tensor, text: torch.Tensor) -> float:
+    """The smallest gap, in cosine similarity, between a pair and the best wrong match,
+    over both directions (image to text and text to image)."""
+    sims = image @ text.T
+    wrong = sims - 4 * torch.eye(len(sims))  # cosines are at most 1: the diagonal drops out
+    return min(
+        (sims.diag() - wrong.max(1).values).min().item(),
+        (sims.diag() - wrong.max(0).values).min().item(),
+    )
+
+
+MARGIN = 0.2  # every pair ahead of its best wrong match by 0.2 in cosine, both ways
+MAX_STEPS = 600  # measured: 38-75 steps for seeds 0-4 under the default and AVX2 kernels
+
+
 @pytest.fixture(scope="module")
 def trained(tiny: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The tiny CLIP trained contrastively on PAIRS until every pair ranks first both ways
-    (about two seconds on one CPU thread), saved to safetensors."""
+    with a margin of MARGIN in cosine similarity (a second or two on one CPU thread), saved
+    to safetensors. The margin, not a bare ranking, is what the store's searches rely on:
+    the store encodes in other batch shapes, whose vectors differ in the last bits.
+
+    The learning rate warms up over 50 steps: at a flat 3e-3 from the first step, torch's
+    AVX2 kernels led the yellow shapes into one point (loss stuck at 3 ln 3 / 12 = 0.275)
+    while the default kernels (and the AVX-512 machines the suite ran on before) separated
+    them."""
     model, preprocess, tokenizer = build(TINY, Path(tiny["model_config"]), seed=0)
     pixels = torch.stack([preprocess(im) for _, im, _ in PAIRS])
     tokens = tokenizer([caption for _, _, caption in PAIRS])
@@ -78,24 +100,26 @@ def trained(tiny: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> d
     torch.set_num_threads(1)  # faster for a model this small, and kind to shared CPUs
     try:
         torch.manual_seed(0)
-        model.train()
-        optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-3)
-        for _ in range(400):
+        model.train()  # no dropout or batch norm: train and eval forward passes agree
+        optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+        warmup = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 50))
+        for _ in range(MAX_STEPS):
             image, text, scale = model(pixels, tokens)[:3]
+            margin = pair_margin(image.detach(), text.detach())
+            if margin >= MARGIN:
+                break  # before a step: the weights saved are the ones just checked
             logits = scale * image @ text.T
             loss = (
                 torch.nn.functional.cross_entropy(logits, labels)
                 + torch.nn.functional.cross_entropy(logits.T, labels)
             ) / 2
-            ranked = (logits.argmax(1) == labels).all() and (logits.argmax(0) == labels).all()
-            if ranked and loss.item() < 0.05:
-                break  # before a step: the weights saved are the ones just checked
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            warmup.step()
     finally:
         torch.set_num_threads(threads)
-    assert ranked, f"the tiny CLIP did not learn the pairs (loss {loss.item():.3f})"
+    assert margin >= MARGIN, f"the tiny CLIP did not learn the pairs (margin {margin:.3f})"
     model.token_embedding.weight.requires_grad_(True)
     path = save_weights(model.eval(), tmp_path_factory.mktemp("trained") / "trained.safetensors")
     return {**tiny, "pretrained": str(path)}

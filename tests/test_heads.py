@@ -30,6 +30,8 @@ from mmstore.heads import StaleHeadError
 from mmstore.heads.split import assign_splits, id_fraction
 from mmstore.testing import FakePlugin
 
+pytestmark = pytest.mark.kernels  # also run on torch's portable kernels (Makefile)
+
 FAST = {"epochs": 40, "patience": 8, "batch_size": 32}
 N, CLASSES = 240, 3
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -34,6 +34,8 @@ from PIL import Image, ImageDraw
 import mmstore
 from mmstore.testing import check_encoder
 
+pytestmark = pytest.mark.kernels  # also run on torch's portable kernels (Makefile)
+
 TINY = "mms-tiny-clip-test"
 COLOURS = {"red": (220, 30, 30), "green": (30, 170, 40), "blue": (30, 60, 220), "yellow": (230, 210, 20)}  # fmt: skip
 SHAPES = ("circle", "square", "triangle")

@@ -33,6 +33,8 @@ from mmstore.errors import (
 from mmstore.heads import StaleHeadError
 from mmstore.testing import FakePlugin
 
+pytestmark = pytest.mark.kernels  # also run on torch's portable kernels (Makefile)
+
 DQ, DT = 16, 24
 N = 500  # paired records; also some with only one of the two fields
 FAST = {"epochs": 60, "patience": 10, "batch_size": 64, "hidden": 128, "out_dim": 32, "lr": 3e-3}

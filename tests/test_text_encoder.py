@@ -14,7 +14,7 @@ from mmstore_sbert import SentenceTransformerEncoder, load_model
 import mmstore
 from mmstore.testing import check_encoder
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.kernels]  # kernels: see the Makefile
 
 SENTENCES = [
     "The cat sleeps on the warm windowsill.",

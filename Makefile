@@ -20,12 +20,16 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check mmstore plugins tests benchmarks
 	$(VENV)/bin/mypy
 
-# The tests marked `kernels` run a second time on torch's portable kernels, so that a test
-# whose outcome depends on the CPU's vector kernels (AVX2, AVX-512) fails here, not on the
-# next machine.
+# The tests marked `kernels` run a second time on portable CPU kernels, so that a test whose
+# outcome depends on the CPU's vector kernels (AVX2, AVX-512) fails here, not on the next
+# machine: torch's own (ATEN_CPU_CAPABILITY), MKL's GEMM (MKL_CBWR=COMPATIBLE), numpy's
+# OpenBLAS (OPENBLAS_CORETYPE) and FAISS's distance kernels (FAISS_SIMD_LEVEL).
+KERNELS = ATEN_CPU_CAPABILITY=default MKL_CBWR=COMPATIBLE OPENBLAS_CORETYPE=Prescott \
+	FAISS_SIMD_LEVEL=NONE
+
 test: $(STAMP) lint
 	$(PY) -m pytest -q
-	ATEN_CPU_CAPABILITY=default $(PY) -m pytest -q -m kernels -p no:cacheprovider
+	$(KERNELS) $(PY) -m pytest -q -m kernels -p no:cacheprovider
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_spine.py

@@ -19,10 +19,10 @@ OUT = Path(__file__).resolve().parent / "out"
 
 
 def cached_embeddings(n: int, words: int = 16) -> tuple[list[dict[str, str]], np.ndarray]:
-    """``n`` docstring records and their normalized embeddings, computed once."""
-    records = docstrings(n, paragraphs=3)
-    for r in records:
-        r["text"] = " ".join(r["text"].split()[:words])
+    """``n`` docstring records and their normalized embeddings, computed once. Texts are
+    unique after the cut (paragraphs that start alike would otherwise give identical
+    vectors, and a tie at the k-th place is broken differently by each system)."""
+    records = unique_cut(docstrings(n + n // 10 + 100, paragraphs=3), words)[:n]
     key = hashlib.sha256(json.dumps([r["text"] for r in records]).encode()).hexdigest()[:12]
     path = OUT / f"minilm-{len(records)}-{key}.npy"
     if path.exists():
@@ -41,6 +41,18 @@ def cached_embeddings(n: int, words: int = 16) -> tuple[list[dict[str, str]], np
     OUT.mkdir(exist_ok=True)
     np.save(path, vectors.astype(np.float32), allow_pickle=False)
     return records, vectors.astype(np.float32)
+
+
+def unique_cut(records: list[dict[str, str]], words: int) -> list[dict[str, str]]:
+    """Each text cut to its first ``words`` words; records whose cut text was seen dropped."""
+    seen: set[str] = set()
+    out = []
+    for r in records:
+        text = " ".join(r["text"].split()[:words])
+        if text not in seen:
+            seen.add(text)
+            out.append({**r, "text": text})
+    return out
 
 
 if __name__ == "__main__":

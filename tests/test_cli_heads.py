@@ -8,11 +8,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 import mmstore
 from mmstore.cli import cli
 from tests.test_heads import SPEC, vector_records
+
+pytestmark = pytest.mark.kernels  # also run on portable CPU kernels (Makefile)
 
 
 def test_train_heads_predict(tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ from mmstore.heads import StaleHeadError
 from mmstore.heads.split import assign_splits, id_fraction
 from mmstore.testing import FakePlugin
 
-pytestmark = pytest.mark.kernels  # also run on torch's portable kernels (Makefile)
+pytestmark = pytest.mark.kernels  # also run on portable CPU kernels (Makefile)
 
 FAST = {"epochs": 40, "patience": 8, "batch_size": 32}
 N, CLASSES = 240, 3

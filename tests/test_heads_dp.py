@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_heads import FAST, SPEC, N, vector_records
 from test_heads_ray import assert_like_single, assert_two_gloo_ranks
 
-pytestmark = pytest.mark.kernels  # also run on torch's portable kernels (Makefile)
+pytestmark = pytest.mark.kernels  # also run on portable CPU kernels (Makefile)
 
 DP = {"epsilon": 8.0, "delta": 1e-5}
 

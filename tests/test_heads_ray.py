@@ -32,8 +32,10 @@ OPTIONS: dict[str, Any] = {"inputs": ["a", "b"], "fusion": "concat", **FAST}
 # Distributed and single-process training see the same rows but in another order (shards,
 # per-rank batches of 16, per-rank dropout), so their weights differ; the metric must not.
 # On this separable set of 240 records (46 test rows, 30 validation rows) one test row is
-# 0.022 of accuracy: 0.03 allows one row to differ and nothing more.
-TOLERANCE = 0.03
+# 0.022 of accuracy or macro-F1: 0.03 allows one row to differ and nothing more. One
+# validation row of a 10/10/10 split costs about 0.033 of macro-F1, so the best validation
+# macro-F1 gets 0.04: again one row and no more.
+TOLERANCE = {"accuracy": 0.03, "macro_f1": 0.03, "val_macro_f1": 0.04}
 
 
 def assert_like_single(store: Path, distributed: dict[str, Any]) -> dict[str, float]:
@@ -48,7 +50,7 @@ def assert_like_single(store: Path, distributed: dict[str, Any]) -> dict[str, fl
         ("macro_f1", single.metrics["macro_f1"], distributed["metrics"]["macro_f1"]),
         ("val_macro_f1", _best_val(single.history), _best_val(distributed["history"])),
     ):
-        assert abs(one - many) <= TOLERANCE, (key, one, many)
+        assert abs(one - many) <= TOLERANCE[key], (key, one, many)
         figures[f"single_{key}"], figures[f"distributed_{key}"] = one, many
     return figures
 

@@ -37,6 +37,8 @@ from PIL import Image
 import mmstore
 from mmstore.testing import check_modality
 
+pytestmark = pytest.mark.kernels  # also run on portable CPU kernels (Makefile)
+
 TINY = "mms-tiny-image-test"
 
 

@@ -10,6 +10,8 @@ import mmstore
 from mmstore.config import IndexOptions
 from mmstore.index import VectorIndex
 
+pytestmark = pytest.mark.kernels  # also run on portable CPU kernels (Makefile)
+
 
 def normed(n: int, d: int, seed: int = 0) -> np.ndarray:
     x = np.random.default_rng(seed).normal(size=(n, d)).astype(np.float32)
@@ -26,6 +28,35 @@ def brute(
     return [[int(vids[i]) for i in row if np.isfinite(scores[r, i])] for r, row in enumerate(order)]
 
 
+TOL = 1e-5  # two code paths (numpy gemv or gemm, torch, FAISS) differ by about 1e-7 here
+
+
+def assert_exact_top(
+    got: np.ndarray,
+    x: np.ndarray,
+    vids: np.ndarray,
+    q: np.ndarray,
+    k: int,
+    keep: np.ndarray | None = None,
+) -> None:
+    """`got` is a true top-k of each query: every id scoring above the k-th score by more
+    than TOL is in it, none below it by more than TOL, and they come best first. Ids whose
+    scores differ by less than TOL may swap places, since the order of ids that close is
+    rounding, not a promise (exact ties, which are, are checked where the data has them)."""
+    scores = q @ x.T
+    if keep is not None:
+        scores[:, ~keep] = -np.inf
+    where = {int(v): i for i, v in enumerate(vids)}
+    for r, row in enumerate(got.tolist()):
+        found = [v for v in row if v != -1]
+        true = scores[r, [where[v] for v in found]]
+        cut = np.sort(scores[r])[::-1][min(k, int(np.isfinite(scores[r]).sum())) - 1]
+        assert np.isfinite(true).all() and (true >= cut - TOL).all(), (r, found)
+        assert (np.diff(true) <= TOL).all(), (r, found, true)
+        assert set(vids[scores[r] > cut + TOL].tolist()) <= set(found), (r, found)
+        assert len(found) == min(k, int(np.isfinite(scores[r]).sum()))
+
+
 @pytest.fixture
 def small() -> tuple[VectorIndex, np.ndarray, np.ndarray]:
     x = normed(500, 24)
@@ -39,8 +70,7 @@ def small() -> tuple[VectorIndex, np.ndarray, np.ndarray]:
 def test_exact_search_equals_brute_force(small: tuple) -> None:
     index, x, vids = small
     q = normed(20, 24, seed=1)
-    result = index.search(q, 10)
-    assert result.vids.tolist() == brute(x, vids, q, 10)
+    assert_exact_top(index.search(q, 10).vids, x, vids, q, 10)
     assert index.kind == "flat"
 
 
@@ -51,7 +81,7 @@ def test_tombstones_are_never_returned(small: tuple) -> None:
     assert index.remove(gone) == 0
     q = normed(20, 24, seed=2)
     keep = ~np.isin(vids, gone)
-    assert index.search(q, 10).vids.tolist() == brute(x, vids, q, 10, keep)
+    assert_exact_top(index.search(q, 10).vids, x, vids, q, 10, keep)
     assert index.live == 500 - len(gone)
 
 
@@ -60,7 +90,7 @@ def test_allowed_subset_is_exact(small: tuple) -> None:
     allowed = vids[vids % 7 == 0]
     q = normed(5, 24, seed=3)
     keep = np.isin(vids, allowed)
-    assert index.search(q, 10, allowed).vids.tolist() == brute(x, vids, q, 10, keep)
+    assert_exact_top(index.search(q, 10, allowed).vids, x, vids, q, 10, keep)
 
 
 def test_fewer_vectors_than_k_pads_with_minus_one() -> None:
@@ -96,24 +126,31 @@ def test_hnsw_is_built_past_the_threshold_and_tuned_to_the_recall_target() -> No
 
 
 def test_a_graph_that_misses_the_target_is_not_served() -> None:
-    """8,000 random 384-d vectors on a thin graph (M 8): no width reaches recall 0.95, so
-    searches scan exactly (recall 1.0, filtered too), and a reloaded file decides the same."""
+    """8,000 random 384-d vectors on a thin graph (M 8): no width reaches recall 0.99, so
+    searches scan exactly (recall 1.0, filtered too), and a reloaded file decides the same.
+
+    The widest width reaches 0.945 on this data (AVX2, 1 and 2 threads): against a target of
+    0.99 that misses by about 90 of the 2,000 held-out query-neighbour pairs, so a graph
+    built by other SIMD kernels or another FAISS release still misses it."""
     x = normed(8000, 384, seed=6)
     vids = np.arange(1, 8001)
-    options = IndexOptions(ann_threshold=1000, hnsw_m=8, hnsw_ef_construction=40)
+    options = IndexOptions(
+        ann_threshold=1000, hnsw_m=8, hnsw_ef_construction=40, target_recall=0.99
+    )
     index = VectorIndex(384, options)
     index.add(vids, x)
     index.optimize()
     assert index.kind == "hnsw" and index.tuned_recall is not None
-    assert index.tuned_recall < 0.95 and not index.serves_graph
+    assert index.tuned_recall < options.target_recall and not index.serves_graph
     assert index.params()["search"].startswith("exact")
     q = normed(50, 384, seed=7)
-    assert index.search(q, 10).vids.tolist() == brute(x, vids, q, 10)
-    assert index.search(q, 10, allowed=vids[::3]).vids.tolist() == brute(x[::3], vids[::3], q, 10)
+    assert_exact_top(index.search(q, 10).vids, x, vids, q, 10)
+    assert_exact_top(index.search(q, 10, allowed=vids[::3]).vids, x[::3], vids[::3], q, 10)
     graph = index.hnsw.search(q, 10)[1]  # what the graph alone would have answered
     assert any(set(vids[g]) != set(t) for g, t in zip(graph, brute(x, vids, q, 10), strict=True))
     again = VectorIndex.from_bytes(index.to_bytes(), options)
-    assert not again.serves_graph and again.search(q, 10).vids.tolist() == brute(x, vids, q, 10)
+    assert not again.serves_graph
+    assert_exact_top(again.search(q, 10).vids, x, vids, q, 10)
     tuned = VectorIndex(384, IndexOptions(ann_threshold=1000))
     tuned.add(np.arange(1, 3001), normed(3000, 32, seed=4) @ np.eye(32, 384, dtype=np.float32))
     tuned.optimize()
@@ -134,7 +171,7 @@ def test_hnsw_with_a_tail_tombstones_and_filters() -> None:
     assert not set(index.search(q, 10).vids.ravel().tolist()) & set(vids[:50].tolist())
     allowed = vids[vids % 50 == 0]  # selective filter: exact
     keep = np.isin(vids, allowed) & ~np.isin(vids, vids[:50])
-    assert index.search(q, 5, allowed).vids.tolist() == brute(x, vids, q, 5, keep)
+    assert_exact_top(index.search(q, 5, allowed).vids, x, vids, q, 5, keep)
 
 
 def test_broad_filter_on_hnsw_returns_k_allowed_hits() -> None:

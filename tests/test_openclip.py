@@ -34,7 +34,7 @@ from PIL import Image, ImageDraw
 import mmstore
 from mmstore.testing import check_encoder
 
-pytestmark = pytest.mark.kernels  # also run on torch's portable kernels (Makefile)
+pytestmark = pytest.mark.kernels  # also run on portable CPU kernels (Makefile)
 
 TINY = "mms-tiny-clip-test"
 COLOURS = {"red": (220, 30, 30), "green": (30, 170, 40), "blue": (30, 60, 220), "yellow": (230, 210, 20)}  # fmt: skip
@@ -281,36 +281,38 @@ def test_weights_load_once_per_process(
 def test_images_decode_in_threads_while_the_model_runs(
     tiny: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    events: list[tuple[str, float, str]] = []
+    """While the model runs batch n, the pool decodes batch n + 1 and not n + 2. Each model
+    run waits (up to 10 s, so a loaded machine cannot fail it) for the next batch's loads
+    and notes which loads had happened: events, not windows of sleep."""
+    loaded = [threading.Event() for _ in range(6)]
+    threads: list[str] = []
+    seen: list[tuple[bool, list[int]]] = []  # per model run: next batch decoded, loads so far
 
     class Item:
         def __init__(self, i: int) -> None:
             self.i = i
 
         def load(self) -> Image.Image:
-            events.append((f"load{self.i}", time.perf_counter(), threading.current_thread().name))
+            threads.append(threading.current_thread().name)
+            loaded[self.i].set()
             return PAIRS[self.i][1]
 
     real = models.Loaded.encode_image
 
     def slow(self: models.Loaded, pixels: Any) -> np.ndarray:
-        events.append(("model_start", time.perf_counter(), ""))
-        time.sleep(0.2)
-        events.append(("model_end", time.perf_counter(), ""))
+        run = len(seen)
+        following = loaded[2 * run + 2 : 2 * run + 4]
+        decoded = all(e.wait(10) for e in following)
+        seen.append((decoded, [i for i, e in enumerate(loaded) if e.is_set()]))
         return real(self, pixels)
 
     monkeypatch.setattr(models.Loaded, "encode_image", slow)
     out = OpenClipEncoder(**tiny, batch_size=2).encode([Item(i) for i in range(6)], "image")
     assert out.shape == (6, 32)
-    assert all(
-        thread.startswith("mmstore-openclip") for name, _, thread in events if "load" in name
-    )
-    when = {name: t for name, t, _ in events if name.startswith("load")}
-    model_runs = [t for name, t, _ in events if name == "model_start"]
-    model_ends = [t for name, t, _ in events if name == "model_end"]
-    assert len(model_runs) == 3
-    assert when["load2"] < model_ends[0]  # the second batch is decoded while the first runs
-    assert model_ends[0] < when["load4"] < model_ends[1]  # one batch ahead, not all at once
+    assert len(threads) == 6 and all(t.startswith("mmstore-openclip") for t in threads)
+    assert [decoded for decoded, _ in seen] == [True, True, True]
+    # one batch ahead, not all at once: batch n + 2 is not submitted before batch n + 1 runs
+    assert [loads for _, loads in seen] == [[0, 1, 2, 3], [0, 1, 2, 3, 4, 5], list(range(6))]
 
 
 # -- weights that are not here ----------------------------------------------------------

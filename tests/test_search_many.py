@@ -22,6 +22,8 @@ from mmstore.ingest import checked_rows
 
 from .conftest import make_records
 
+pytestmark = pytest.mark.kernels  # also run on portable CPU kernels (Makefile)
+
 
 @pytest.fixture
 def vectors() -> np.ndarray:

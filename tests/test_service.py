@@ -308,6 +308,16 @@ def test_multipart_audio_ingest_and_search(http: httpx.Client) -> None:
 
 
 # -- heads -----------------------------------------------------------------------------
+def finished_job(http: httpx.Client, job: str, seconds: float = 50) -> dict[str, Any]:
+    """Poll a job until it is done or failed; a job still running after ``seconds`` fails
+    the test instead of hanging it."""
+    deadline = time.monotonic() + seconds
+    while (status := http.get(f"/jobs/{job}").json())["status"] not in ("done", "failed"):
+        assert time.monotonic() < deadline, status
+        time.sleep(0.1)
+    return dict(status)
+
+
 def test_train_head_job_then_predict(http: httpx.Client, vecs: str) -> None:
     r = http.post(
         "/collections/vecs/heads",
@@ -321,14 +331,7 @@ def test_train_head_job_then_predict(http: httpx.Client, vecs: str) -> None:
         },
     )
     assert r.status_code == 202, r.text
-    job = r.json()["job"]
-    deadline = time.monotonic() + 50
-    while True:
-        status = http.get(f"/jobs/{job}").json()
-        if status["status"] in ("done", "failed"):
-            break
-        assert time.monotonic() < deadline, status
-        time.sleep(0.2)
+    status = finished_job(http, r.json()["job"])
     assert status["status"] == "done", status
     assert status["report"]["metrics"]["accuracy"] > 0.9
     assert status["report"]["classes"] == ["k0", "k1", "k2"]
@@ -346,9 +349,7 @@ def test_train_head_job_then_predict(http: httpx.Client, vecs: str) -> None:
     # a job that fails says why
     r = http.post("/collections/vecs/heads", json={"name": "bad", "inputs": ["nofield"]})
     assert r.status_code == 202
-    job = r.json()["job"]
-    while (status := http.get(f"/jobs/{job}").json())["status"] not in ("done", "failed"):
-        time.sleep(0.1)
+    status = finished_job(http, r.json()["job"])
     assert status["status"] == "failed" and status["error"]["message"]
     assert http.post("/collections/nope/heads", json={"name": "x"}).status_code == 404
 

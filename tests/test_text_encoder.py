@@ -52,6 +52,8 @@ def test_semantic_search_through_the_store(tmp_path: Path) -> None:
 
 
 def test_a_model_not_on_this_machine_fails_fast() -> None:
+    import huggingface_hub  # noqa: F401  (imported first: the bound is on the lookup, not imports)
+
     start = time.perf_counter()
     with pytest.raises(mmstore.WeightsUnavailableError, match="downloads nothing") as err:
         SentenceTransformerEncoder(model="someone/not-cached-model", dim=8).encode(["x"], "text")

@@ -214,7 +214,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    from mmstore._exit import exit_quietly
+    from mmstore.cli.exit import exit_quietly
 
     main()
     exit_quietly(0)

@@ -256,7 +256,7 @@ def _free_port() -> int:
 
 
 if __name__ == "__main__":
-    from mmstore._exit import exit_quietly
+    from mmstore.cli.exit import exit_quietly
 
     main()
     exit_quietly(0)

@@ -275,7 +275,7 @@ def table(r: dict[str, Any]) -> str:
 
 
 if __name__ == "__main__":
-    from mmstore._exit import exit_quietly
+    from mmstore.cli.exit import exit_quietly
 
     main()
     exit_quietly(0)

@@ -3,7 +3,7 @@ figures: search on the GPU (exact scan of the index's device mirror) against a r
 PyTorch scan of the same matrix and against the CPU index; OpenCLIP ingest on CUDA in fp16
 against raw ``encode_image`` on the same images and batch size; and agreement of CUDA fp16
 vectors with CPU fp32 ones; on a host where FAISS sees two or more GPUs, the index
-replicated and sharded over them (:mod:`mmstore.multigpu`) against the CPU's exact answer,
+replicated and sharded over them (:mod:`mmstore.index.multigpu`) against the CPU's exact answer,
 with single-query and batch timings beside the one-GPU mirror (skipped, with the reason, on
 fewer GPUs; ``--dry-run`` runs it with CPU sub-indexes on two pretend GPUs).
 
@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 
 import mmstore
-from mmstore import gpu, multigpu
 from mmstore.config import IndexOptions
-from mmstore.index import VectorIndex
+from mmstore.index import gpu, multigpu
+from mmstore.index.vectors import VectorIndex
 
 DEVICE, PRECISION = "cuda", "fp16"
 
@@ -320,6 +320,6 @@ def write_images(folder: Path, n: int) -> list[Path]:
 
 
 if __name__ == "__main__":
-    from mmstore._exit import exit_quietly
+    from mmstore.cli.exit import exit_quietly
 
     exit_quietly(main())

@@ -3,8 +3,8 @@ migration (DuckDB rolls DDL back inside a failed transaction)."""
 
 from alembic import context
 
-from mmstore.migrate import DuckDBImpl  # registers Alembic's DuckDB implementation
-from mmstore.schema import metadata
+from mmstore.storage.migrations import DuckDBImpl  # registers Alembic's DuckDB implementation
+from mmstore.storage.schema import metadata
 
 assert DuckDBImpl.transactional_ddl
 

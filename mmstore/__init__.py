@@ -1,11 +1,30 @@
-"""mmstore: a plugin-based multimodal feature store and embedding service."""
+"""mmstore: a plugin-based multimodal feature store and embedding service.
 
+The user API: :func:`open` a :class:`Store`, get a :class:`Collection`, ingest (an
+:class:`IngestReport`, with :class:`Rejected` records), re-embed (a :class:`ReembedReport`),
+search (:class:`Hits` of :class:`Hit`), and the same calls over HTTP through
+:class:`Client`. Every error mmstore raises on purpose is a :class:`MMStoreError`, each
+class exported here. Plugin authors import :mod:`mmstore.plugin`; its contracts are also
+exported here, as plugins written against earlier releases import them.
+"""
+
+# ruff: noqa: I001, RUF022  (the imports and __all__ are grouped by audience, not sorted)
+
+# the store, its collections, their reports and results
+from mmstore._version import __version__
 from mmstore.client import Client
 from mmstore.collection import Collection
-from mmstore.encoders import Encoder, EncoderIdentity, EncoderParams
+from mmstore.hits import Hit, Hits
+from mmstore.ingest.ingestor import IngestReport, Rejected
+from mmstore.ingest.reembed import ReembedReport
+from mmstore.store import Store, open
+
+# every error class
 from mmstore.errors import (
     AlreadyExistsError,
+    BeyondGpuError,
     ConfigError,
+    DamagedHeadError,
     DamagedLogError,
     DuplicateNameError,
     EncoderChangedError,
@@ -13,6 +32,7 @@ from mmstore.errors import (
     EncryptionKeyError,
     EncryptionUnavailableError,
     FilterError,
+    GpuMemoryError,
     InvalidInputError,
     LimitExceededError,
     MMStoreError,
@@ -22,62 +42,71 @@ from mmstore.errors import (
     ReadOnlyError,
     RecordError,
     SchemaError,
+    SpaceMismatchError,
+    StaleHeadError,
     StorageError,
     StoreClosedError,
     StoreLockedError,
     UnknownNameError,
+    UnusableVectorsError,
     WeightsUnavailableError,
 )
-from mmstore.hits import Hit, Hits
-from mmstore.hookspecs import hookimpl, hookspec
-from mmstore.ingest import IngestReport, Rejected
-from mmstore.media import MediaStore
-from mmstore.modalities import Modality, ModalityOptions
-from mmstore.search import SpaceMismatchError
-from mmstore.store import Store, open
 
-__version__ = "0.1.0"
+# the plugin contracts (the whole plugin API: mmstore.plugin)
+from mmstore.plugin.encoder import Encoder, EncoderIdentity, EncoderParams
+from mmstore.plugin.hookspecs import hookimpl, hookspec
+from mmstore.plugin.modality import Modality, ModalityOptions
+from mmstore.storage.media import MediaStore
 
 __all__ = [
-    "AlreadyExistsError",
-    "Client",
+    # the store, its collections, their reports and results
+    "open",
+    "Store",
     "Collection",
+    "IngestReport",
+    "Rejected",
+    "ReembedReport",
+    "Hit",
+    "Hits",
+    "Client",
+    "__version__",
+    # every error class
+    "AlreadyExistsError",
+    "BeyondGpuError",
     "ConfigError",
+    "DamagedHeadError",
     "DamagedLogError",
     "DuplicateNameError",
-    "Encoder",
     "EncoderChangedError",
     "EncoderError",
-    "EncoderIdentity",
-    "EncoderParams",
     "EncryptionKeyError",
     "EncryptionUnavailableError",
     "FilterError",
-    "Hit",
-    "Hits",
-    "IngestReport",
+    "GpuMemoryError",
     "InvalidInputError",
     "LimitExceededError",
     "MMStoreError",
-    "MediaStore",
-    "Modality",
-    "ModalityOptions",
     "NotFoundError",
     "PluginError",
     "RayUnavailableError",
     "ReadOnlyError",
     "RecordError",
-    "Rejected",
     "SchemaError",
     "SpaceMismatchError",
+    "StaleHeadError",
     "StorageError",
-    "Store",
     "StoreClosedError",
     "StoreLockedError",
     "UnknownNameError",
+    "UnusableVectorsError",
     "WeightsUnavailableError",
-    "__version__",
+    # the plugin contracts
+    "Encoder",
+    "EncoderIdentity",
+    "EncoderParams",
+    "MediaStore",
+    "Modality",
+    "ModalityOptions",
     "hookimpl",
     "hookspec",
-    "open",
 ]

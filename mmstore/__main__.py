@@ -1,5 +1,5 @@
 """``python -m mmstore``: the command line."""
 
-from mmstore.cli import main
+from mmstore.cli.main import main
 
 main()

@@ -229,8 +229,7 @@ def _error(response: Any) -> errors.MMStoreError:
     cls = getattr(errors, name, None)
     if not (isinstance(cls, type) and issubclass(cls, errors.MMStoreError)):
         cls = errors.MMStoreError
-    error = cls.__new__(cls)
-    Exception.__init__(error, f"{message} (HTTP {response.status_code})")
+    error = cls.remote(f"{message} (HTTP {response.status_code})")
     for attr in ("record_id", "field", "problem"):
         key = "record" if attr == "record_id" else attr
         if key in detail:

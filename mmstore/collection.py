@@ -12,11 +12,8 @@ import numpy as np
 import pyarrow as pa
 import sqlalchemy as sa
 
-from mmstore import schema
 from mmstore.config import CollectionConfig, CollectionContext
-from mmstore.errors import EncoderChangedError, MMStoreError, NotFoundError
-from mmstore.events import RecordsDeleted
-from mmstore.fields import (
+from mmstore.encoding.fields import (
     Field,
     active_field,
     build_field,
@@ -24,20 +21,24 @@ from mmstore.fields import (
     describe,
     stored_keys,
 )
-from mmstore.filters import compile_filter
-from mmstore.fitting import load_states
+from mmstore.encoding.fitted import load_states
+from mmstore.errors import EncoderChangedError, MMStoreError, NotFoundError
 from mmstore.hits import Hits
-from mmstore.hydrate import HitCache
-from mmstore.indexes import CollectionIndexes
-from mmstore.ingest import Ingestor, IngestReport, OnError, iter_ids
-from mmstore.reembed import Reembedder, ReembedReport
-from mmstore.search import Fusion, Searcher
-from mmstore.sources import DEFAULT_CHUNK
+from mmstore.index.collection import CollectionIndexes
+from mmstore.index.commit import Change, after_commit
+from mmstore.index.hitcache import HitCache
+from mmstore.ingest.ingestor import Ingestor, IngestReport, OnError, iter_ids
+from mmstore.ingest.reembed import Reembedder, ReembedReport
+from mmstore.ingest.sources import DEFAULT_CHUNK
+from mmstore.plugin.events import RecordsDeleted
+from mmstore.search.searcher import Fusion, Searcher
+from mmstore.storage import embeddings, schema
+from mmstore.storage.filters import compile_filter
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
-    from mmstore.dataset import AlignedDataset
+    from mmstore.datasets.aligned import AlignedDataset
     from mmstore.heads import HeadReport
     from mmstore.store import Store
 
@@ -129,7 +130,7 @@ class Collection:
         self.store.check_open()
         if engine == "local":
             return Ingestor(self, on_error, progress, chunk_size).run(records)
-        from mmstore import ray_ingest
+        from mmstore.ingest import on_ray as ray_ingest
 
         ray_ingest.check_engine(engine)
         return ray_ingest.ingest_on_ray(
@@ -158,7 +159,7 @@ class Collection:
 
         Query with field or modality values (``text="red shoe"``), a raw ``vector``, or a
         stored ``record`` id (itself excluded); ``target`` names the field searched;
-        ``where`` is a structured filter (:mod:`mmstore.filters`). Several queries fuse by
+        ``where`` is a structured filter (:mod:`mmstore.storage.filters`). Several queries fuse by
         reciprocal rank (``fusion="rrf"``) or weighted scores (``"weighted"``).
         ``head`` names a retrieval head that bridges the query field's space to the
         target's (``col.search(audio=..., target="image", head="a2i")``).
@@ -224,10 +225,9 @@ class Collection:
         with catalog.lock:  # held until the in-memory indexes agree with the commit
             with catalog.transaction(action) as conn, catalog.arrow("mms_delete_ids", wanted):
                 gone, deleted = self._delete_rows(conn)
-            for name in self.fields:
-                self.indexes.remove_everywhere(name, np.array([v for v, f in gone if f == name]))
-            self.cache.apply({}, (), (v for v, _ in gone), deleted)
-            self.searcher.forget_vid_maps()
+            removed = {n: np.array([v for v, f in gone if f == n], np.int64) for n in self.fields}
+            change = Change(removed=removed, deleted=deleted, gone=[v for v, _ in gone])
+            after_commit(self.indexes, self.cache, change)
         if deleted:
             self.store.track(RecordsDeleted(str(self.store.path), self.name, tuple(deleted)))
         return len(deleted)
@@ -235,11 +235,7 @@ class Collection:
     def _delete_rows(self, conn: Connection) -> tuple[list[Any], list[str]]:
         """Delete the records named in ``mms_delete_ids`` and their vectors; return the
         (vid, field) pairs and the record ids that went."""
-        gone = conn.exec_driver_sql(
-            "SELECT vid, field FROM mms_embeddings WHERE collection = ? AND record_id IN "
-            "(SELECT id FROM mms_delete_ids)",
-            (self.name,),
-        ).fetchall()
+        gone = embeddings.delete_records(conn, self.name, "mms_delete_ids")
         deleted = [
             r[0]
             for r in conn.exec_driver_sql(
@@ -248,12 +244,7 @@ class Collection:
                 (self.name,),
             ).fetchall()
         ]
-        conn.exec_driver_sql(
-            "DELETE FROM mms_embeddings WHERE collection = ? AND record_id IN "
-            "(SELECT id FROM mms_delete_ids)",
-            (self.name,),
-        )
-        return list(gone), deleted
+        return gone, deleted
 
     def count(self, where: Mapping[str, Any] | None = None) -> int:
         """How many records (matching ``where``, when given)."""
@@ -279,21 +270,17 @@ class Collection:
         ids: Sequence[str | int] | None = None,
     ) -> AlignedDataset:
         """The stored vectors of ``inputs`` (field or modality names) row-aligned by record
-        id, sorted, with a mask per field where a record lacks one (:mod:`mmstore.dataset`);
-        ``label`` is ``"label"`` or a metadata key; ``where`` filters, ``ids`` restricts."""
-        from mmstore.dataset import build_dataset  # torch loads only when asked for
+        id, sorted, with a mask per field where a record lacks one
+        (:mod:`mmstore.datasets.aligned`); ``label`` is ``"label"`` or a metadata key;
+        ``where`` filters, ``ids`` restricts."""
+        from mmstore.datasets.aligned import build_dataset  # torch loads only when asked for
 
         return build_dataset(self, inputs, label, where, ids)
 
     def spaces(self) -> list[dict[str, Any]]:
         """Per field: the encoder identity that serves searches, the configured one when a
         re-embedding is pending, and how many stored vectors each encoder identity wrote."""
-        counts = self.store.catalog.query_arrow(
-            "SELECT e.field, e.encoder_key, c.name, c.version, count(*) AS n "
-            "FROM mms_embeddings e JOIN mms_encoders c ON c.key = e.encoder_key "
-            "WHERE e.collection = ? GROUP BY ALL ORDER BY ALL",
-            [self.name],
-        ).to_pylist()
+        counts = embeddings.counts_by_encoder(self.store.catalog, self.name)
         out = []
         for name, f in self.active.items():
             row = describe(f)

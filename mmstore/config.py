@@ -48,7 +48,7 @@ class IndexOptions(BaseModel):
     #: the recall@10 that the search width is tuned to on a held-out sample
     target_recall: float = Field(0.95, gt=0.0, le=1.0)
     #: where unfiltered searches run: ``auto`` is an exact scan on the GPU when one is
-    #: visible (:mod:`mmstore.gpu`), else the CPU index
+    #: visible (:mod:`mmstore.index.gpu`), else the CPU index
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 

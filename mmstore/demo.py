@@ -8,8 +8,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import mmstore
+from mmstore.collection import Collection
 from mmstore.corpus import docstrings
+from mmstore.store import open as open_store
 
 QUERIES = (
     ("read the contents of a compressed archive", None),
@@ -33,7 +34,7 @@ def run(path: Path, limit: int, echo: Callable[[str], None] = print) -> None:
         for d in docstrings(limit)
     ]
     echo(f"{len(records)} docstrings of the standard library -> {path}")
-    with mmstore.open(path) as store:
+    with open_store(path) as store:
         col = store.create_collection("stdlib", encoders={"text": "sentence_transformers"})
         report = col.ingest(records, progress=True, chunk_size=256)
         echo(str(report))
@@ -43,7 +44,7 @@ def run(path: Path, limit: int, echo: Callable[[str], None] = print) -> None:
         hits = col.search(record=first, k=3)
         echo(f"\nmore like {first!r}: {hits.ids}")
     start = time.perf_counter()
-    with mmstore.open(path) as store:
+    with open_store(path) as store:
         col = store.collection("stdlib")
         hits = col.search(text=QUERIES[0][0], k=3)
         echo(
@@ -52,9 +53,7 @@ def run(path: Path, limit: int, echo: Callable[[str], None] = print) -> None:
         )
 
 
-def _show(
-    col: mmstore.Collection, text: str, where: dict | None, echo: Callable[[str], None]
-) -> None:
+def _show(col: Collection, text: str, where: dict | None, echo: Callable[[str], None]) -> None:
     hits = col.search(text=text, k=3, where=where)
     echo(f"\nsearch {text!r}" + (f" where {where}" if where else ""))
     for hit in hits:

@@ -6,13 +6,22 @@ from __future__ import annotations
 import difflib
 import errno
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 
 class MMStoreError(Exception):
     """Root of every error mmstore raises on purpose."""
 
     http_status: int = 500
+
+    @classmethod
+    def remote(cls, message: str) -> MMStoreError:
+        """An instance that says ``message``, built without the constructor's arguments:
+        how the HTTP client raises the error a service answered with."""
+        error = cls.__new__(cls)
+        Exception.__init__(error, message)
+        error.message = message  # type: ignore[attr-defined]  # read by classes' __str__
+        return error
 
 
 class ConfigError(MMStoreError, ValueError):
@@ -236,3 +245,58 @@ class SchemaError(MMStoreError, RuntimeError):
     """The catalog's schema revision is unknown to this version of mmstore."""
 
     http_status = 500
+
+
+class StaleHeadError(EncoderChangedError):
+    """A head's input space was re-embedded (or its field removed) since it was trained."""
+
+    def __init__(self, collection: str, name: str, reason: str) -> None:
+        self.collection, self.name, self.reason = collection, name, reason
+        super().__init__(
+            f"head {name!r} of collection {collection!r} is stale: {reason}; retrain it with "
+            f"col.train_head({name!r}, ...) on the current embeddings"
+        )
+
+
+class DamagedHeadError(MMStoreError, ValueError):
+    """A head's files cannot be read or do not fit together (damaged or tampered with since
+    training): they are refused, never used."""
+
+    http_status = 500
+
+    def __init__(self, collection: str, name: str, problem: str) -> None:
+        self.collection, self.name, self.problem = collection, name, problem
+        super().__init__(
+            f"head {name!r} of collection {collection!r} is damaged: {problem}; retrain it "
+            f"with col.train_head({name!r}, ...), or restore its folder from a backup"
+        )
+
+
+class SpaceMismatchError(InvalidInputError):
+    """Query and target fields live in different embedding spaces."""
+
+
+class UnusableVectorsError(EncoderError):
+    """An encoder gave zero (under cosine) or non-finite vectors for some values."""
+
+    def __init__(self, plugin: str, encoder: str, rows: Sequence[int]) -> None:
+        self.rows = list(rows)  # positions of the unusable values in the batch
+        super().__init__(
+            plugin,
+            f"encoder {encoder!r} returned {len(rows)} zero or non-finite vector(s); "
+            "a zero vector has no direction for cosine similarity",
+        )
+
+
+class BeyondGpuError(MMStoreError, RuntimeError):
+    """A search FAISS's GPU indexes cannot answer (k past ``GPU_MAX_K``): the caller
+    answers it on the CPU."""
+
+    http_status = 500
+
+
+class GpuMemoryError(MMStoreError, RuntimeError):
+    """FAISS ran out of GPU memory (it raises a plain RuntimeError): the index searches on
+    the CPU from then on."""
+
+    http_status = 503

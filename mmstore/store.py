@@ -14,11 +14,9 @@ from typing import Any, Literal
 import pyarrow as pa
 import sqlalchemy as sa
 
-from mmstore import migrate, schema, storage
-from mmstore.atomic import recover_folders, sweep_temporaries
-from mmstore.catalog import Catalog, OnDamagedLog
 from mmstore.collection import Collection
 from mmstore.config import CollectionConfig, check_name, parse_collection_config
+from mmstore.encoding.fields import record_fields
 from mmstore.errors import (
     AlreadyExistsError,
     ReadOnlyError,
@@ -26,11 +24,15 @@ from mmstore.errors import (
     StoreClosedError,
     UnknownNameError,
 )
-from mmstore.events import Event, StoreOpened
-from mmstore.fields import record_fields
-from mmstore.media import MediaStore
-from mmstore.plugins import PluginHost
-from mmstore.wal import set_aside_logs
+from mmstore.plugin.events import Event, StoreOpened
+from mmstore.plugin.manager import PluginHost
+from mmstore.storage import failures as storage
+from mmstore.storage import migrations as migrate
+from mmstore.storage import schema
+from mmstore.storage.atomic import recover_folders, sweep_temporaries
+from mmstore.storage.catalog import Catalog, OnDamagedLog
+from mmstore.storage.media import MediaStore
+from mmstore.storage.wal import set_aside_logs
 
 log = logging.getLogger(__name__)
 CATALOG_FILE = "catalog.duckdb"
@@ -96,7 +98,7 @@ class Store:
 
     def _recover_heads(self) -> None:
         """Finish or undo head folders that a killed training was swapping (see
-        :func:`mmstore.atomic.swap_folder`)."""
+        :func:`mmstore.storage.atomic.swap_folder`)."""
         root = self.path / "heads"
         if root.is_dir():
             for folder in sorted(p for p in root.iterdir() if p.is_dir()):
@@ -214,8 +216,8 @@ class Store:
         direction: Literal["backward", "forward"] = "backward",
     ) -> pa.Table:
         """Each ``left`` record with the ``right`` record of the same entity ``by`` as of
-        its ``ts``, within ``tolerance`` (an as-of join; see :mod:`mmstore.align`)."""
-        from mmstore.align import align
+        its ``ts``, within ``tolerance`` (an as-of join; see :mod:`mmstore.datasets.asof`)."""
+        from mmstore.datasets.asof import align
 
         return align(self, left, right, by, on, tolerance, direction)
 
@@ -223,7 +225,7 @@ class Store:
         """Delete stored media (image and audio bytes) that no record refers to any more:
         after deletes, re-ingests with new content, dropped collections or failed ingests.
         Returns counts of blobs kept and removed and the bytes freed."""
-        from mmstore import media
+        from mmstore.storage import media
 
         self.check_writable()
         return media.collect(self.media, media.referenced(self.catalog), dry_run=dry_run)

@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
-from mmstore.encoders import Encoder, EncoderParams
 from mmstore.errors import ConfigError, RecordError
-from mmstore.hookspecs import hookimpl
-from mmstore.modalities import Modality, ModalityOptions
+from mmstore.plugin.encoder import Encoder, EncoderParams
+from mmstore.plugin.hookspecs import hookimpl
+from mmstore.plugin.modality import Modality, ModalityOptions
 
 TOKEN = re.compile(r"\w+")
 

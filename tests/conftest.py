@@ -62,7 +62,7 @@ def _fake_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     """With MMSTORE_FAKE_GPU=1 every test runs the GPU search path on CPU tensors (how
     the GPU path is checked against the whole suite on a machine without one)."""
     if os.environ.get("MMSTORE_FAKE_GPU") == "1":
-        from mmstore import gpu
+        from mmstore.index import gpu
 
         monkeypatch.setattr(gpu, "cuda_available", lambda: True)
         monkeypatch.setattr(gpu, "MIRROR_DEVICE", "cpu")
@@ -70,8 +70,8 @@ def _fake_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """End the run without the DuckDB bindings' spurious leak report at teardown, so that
-    pytest's summary stays the last line (see mmstore._exit)."""
-    from mmstore._exit import exit_quietly_at_exit
+    pytest's summary stays the last line (see mmstore.cli.exit)."""
+    from mmstore.cli.exit import exit_quietly_at_exit
 
     exit_quietly_at_exit(int(exitstatus))
 

@@ -23,8 +23,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import mmstore
-from mmstore.align import align_dataset, parse_tolerance
-from mmstore.events import Event, ReembedProgress
+from mmstore.datasets.asof import align_dataset, parse_tolerance
+from mmstore.plugin.events import Event, ReembedProgress
 from mmstore.testing import FakePlugin
 
 T0 = dt.datetime(2024, 1, 1)

@@ -13,8 +13,9 @@ import pytest
 import sqlalchemy as sa
 
 import mmstore
-from mmstore import migrate, schema
-from mmstore.catalog import Catalog
+from mmstore.storage import migrations as migrate
+from mmstore.storage import schema
+from mmstore.storage.catalog import Catalog
 from mmstore.store import CATALOG_FILE
 
 

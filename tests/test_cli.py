@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 import mmstore
-from mmstore.cli import cli as main
+from mmstore.cli.main import cli as main
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:

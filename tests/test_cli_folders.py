@@ -21,7 +21,7 @@ from mmstore_openclip.testing import random_encoder
 from PIL import Image
 
 import mmstore
-from mmstore.cli import cli
+from mmstore.cli.main import cli
 from tests.test_image import TINY
 from tests.test_service import wav
 

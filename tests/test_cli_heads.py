@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 import mmstore
-from mmstore.cli import cli
+from mmstore.cli.main import cli
 from tests.test_heads import SPEC, vector_records
 
 pytestmark = pytest.mark.kernels  # also run on portable CPU kernels (Makefile)

@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 import mmstore
-from mmstore.cli import cli as main
+from mmstore.cli.main import cli as main
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "mmstore-geo"

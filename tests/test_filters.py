@@ -10,9 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import mmstore
-from mmstore import schema
-from mmstore.filters import compile_filter
-from mmstore.migrate import schema_differences
+from mmstore.storage import schema
+from mmstore.storage.filters import compile_filter
+from mmstore.storage.migrations import schema_differences
 
 HOSTILE = [
     "'; DROP TABLE mms_records; --",

@@ -24,9 +24,9 @@ from mmstore.errors import (
     EncoderChangedError,
     InvalidInputError,
     NotFoundError,
+    StaleHeadError,
     UnknownNameError,
 )
-from mmstore.heads import StaleHeadError
 from mmstore.heads.split import assign_splits, id_fraction
 from mmstore.testing import FakePlugin
 
@@ -277,6 +277,11 @@ def test_predict_errors(vcol: mmstore.Collection) -> None:
         vcol.predict("clf", ["v0", "nope"])
     with pytest.raises(InvalidInputError, match="none of the head's inputs"):
         vcol.predict("clf", [{"id": "empty"}])
+    # a new record's value goes through the encoder's check, as at ingest and search
+    with pytest.raises(
+        InvalidInputError, match=r"'n1'.*field 'a'.*dimension 15, the field expects 16"
+    ):
+        vcol.predict("clf", [{"id": "n1", "a": [0.1] * 15}])
 
 
 def test_failed_training_leaves_no_head(

@@ -171,7 +171,7 @@ def test_torchrun_two_cpu_processes(tmp_path: Path) -> None:
         "--nproc-per-node",
         "2",
         "-m",
-        "mmstore.heads.distributed",
+        "mmstore.distributed.torchrun",
         str(path),
         "items",
         "ddp",

@@ -19,10 +19,10 @@ import pytest
 import torch
 
 import mmstore
+from mmstore.distributed.ray_train import RayUnavailableError, train_head_ray
 from mmstore.errors import InvalidInputError, MMStoreError, UnknownNameError
 from mmstore.heads import HeadReport
 from mmstore.heads.distributed import World, shard_owners
-from mmstore.heads.ray_train import RayUnavailableError, train_head_ray
 from mmstore.heads.split import TRAIN, assign_splits
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -172,7 +172,7 @@ def test_rank_left_without_rows_refused() -> None:
 
 
 def test_worker_mmstore_error_raised_as_itself() -> None:
-    from mmstore.heads import ray_train
+    from mmstore.distributed import ray_train
 
     cause = InvalidInputError("rank 1 refused")
     wrapper = RuntimeError("Training failed due to worker errors")
@@ -185,7 +185,7 @@ def test_worker_mmstore_error_raised_as_itself() -> None:
 
 def test_report_rebuilt_from_head_json(closed_store: Path) -> None:
     """Where Ray returns no value from the workers, rank 0's head.json gives the report."""
-    from mmstore.heads import ray_train
+    from mmstore.distributed import ray_train
 
     with mmstore.open(closed_store) as st:
         trained = st.collection("items").train_head("clf", **{**OPTIONS, "epochs": 2})

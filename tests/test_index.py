@@ -8,7 +8,8 @@ import pytest
 
 import mmstore
 from mmstore.config import IndexOptions
-from mmstore.index import VectorIndex
+from mmstore.index import file as indexfile
+from mmstore.index.vectors import VectorIndex
 
 pytestmark = pytest.mark.kernels  # also run on portable CPU kernels (Makefile)
 
@@ -148,7 +149,7 @@ def test_a_graph_that_misses_the_target_is_not_served() -> None:
     assert_exact_top(index.search(q, 10, allowed=vids[::3]).vids, x[::3], vids[::3], q, 10)
     graph = index.hnsw.search(q, 10)[1]  # what the graph alone would have answered
     assert any(set(vids[g]) != set(t) for g, t in zip(graph, brute(x, vids, q, 10), strict=True))
-    again = VectorIndex.from_bytes(index.to_bytes(), options)
+    again = indexfile.load(b"".join(bytes(c) for c in indexfile.dump(index)), options)
     assert not again.serves_graph
     assert_exact_top(again.search(q, 10).vids, x, vids, q, 10)
     tuned = VectorIndex(384, IndexOptions(ann_threshold=1000))
@@ -196,7 +197,7 @@ def test_file_round_trip_gives_identical_results(ann: bool) -> None:
         index.optimize()
     index.add(vids[1200:], x[1200:])
     index.remove(vids[5:9])
-    again = VectorIndex.from_bytes(index.to_bytes())
+    again = indexfile.load(b"".join(bytes(c) for c in indexfile.dump(index)))
     q = normed(30, 16, seed=10)
     a, b = index.search(q, 10), again.search(q, 10)
     assert np.array_equal(a.vids, b.vids) and np.array_equal(a.scores, b.scores)
@@ -216,8 +217,8 @@ def test_gpu_mirror_path_matches_exact_search(monkeypatch: pytest.MonkeyPatch) -
     """The GPU search path (mirror kept in step through adds, deletes, HNSW builds and
     compaction) gives the exact results; run here on CPU tensors, on a GPU by
     benchmarks/check_gpu.py."""
-    from mmstore import gpu
     from mmstore.config import IndexOptions
+    from mmstore.index import gpu
 
     monkeypatch.setattr(gpu, "cuda_available", lambda: True)
     monkeypatch.setattr(gpu, "MIRROR_DEVICE", "cpu")
@@ -246,7 +247,7 @@ def test_gpu_mirror_path_matches_exact_search(monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_cuda_index_device_without_a_gpu_is_a_clear_error() -> None:
-    from mmstore import gpu
+    from mmstore.index import gpu
 
     if gpu.cuda_available():
         pytest.skip("a GPU is visible")
@@ -259,8 +260,8 @@ def test_gpu_mirror_survives_concurrent_first_searches(monkeypatch: pytest.Monke
     """Threads racing to the first search build one mirror with each row once."""
     import threading
 
-    from mmstore import gpu
     from mmstore.config import IndexOptions
+    from mmstore.index import gpu
 
     monkeypatch.setattr(gpu, "cuda_available", lambda: True)
     monkeypatch.setattr(gpu, "MIRROR_DEVICE", "cpu")
@@ -292,7 +293,7 @@ def test_exact_scan_breaks_ties_at_the_kth_score_by_smallest_vid() -> None:
     """More vectors tie at the k-th score than fit: the smallest vids make it, as on the
     GPU (argpartition alone picks among the tied at random)."""
     from mmstore.config import IndexOptions
-    from mmstore.index import VectorIndex
+    from mmstore.index.vectors import VectorIndex
 
     rng = np.random.default_rng(0)
     vectors = np.tile(np.array([[1, 0, 0, 0]], np.float32), (500, 1))

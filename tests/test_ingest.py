@@ -23,8 +23,8 @@ import pytest
 import sqlalchemy as sa
 
 import mmstore
-from mmstore import schema
-from mmstore.encoders import Encoder
+from mmstore.plugin.encoder import Encoder
+from mmstore.storage import schema
 from mmstore.testing import HashTextEncoder
 
 from .conftest import make_records

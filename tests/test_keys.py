@@ -16,12 +16,13 @@ from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 
 import mmstore
-from mmstore import migrate, schema
-from mmstore.catalog import Catalog
-from mmstore.cli_keys import register
+from mmstore.cli.keys import register
 from mmstore.errors import ConfigError, InvalidInputError, MMStoreError, NotFoundError
 from mmstore.service.auth import authorize
 from mmstore.service.keys import KeyInfo, KeyStore
+from mmstore.storage import migrations as migrate
+from mmstore.storage import schema
+from mmstore.storage.catalog import Catalog
 from mmstore.store import CATALOG_FILE
 
 
@@ -250,7 +251,7 @@ def test_200_inside_scope_and_collection(client: TestClient, keys: KeyStore) -> 
 
 @pytest.fixture
 def cli() -> click.Group:
-    from mmstore.cli import _errors
+    from mmstore.cli.main import _errors
 
     @click.group()
     @click.option("--traceback", is_flag=True)

@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 
 import mmstore
-from mmstore import gpu, indexfile, multigpu
 from mmstore.config import IndexOptions
-from mmstore.index import SearchResult, VectorIndex, faiss
-from mmstore.multigpu import Layout, choose_layout
+from mmstore.errors import GpuMemoryError
+from mmstore.index import file as indexfile
+from mmstore.index import gpu, multigpu
+from mmstore.index.multigpu import Layout, choose_layout
+from mmstore.index.vectors import SearchResult, VectorIndex, faiss
 
 GIB = 1 << 30
 
@@ -216,7 +218,7 @@ def test_other_faiss_errors_are_not_taken_for_out_of_memory() -> None:
 
     with pytest.raises(RuntimeError, match="d == dim") as caught:
         multigpu.FaissMirror._guard(broken)
-    assert not isinstance(caught.value, multigpu.GpuMemoryError)
+    assert not isinstance(caught.value, GpuMemoryError)
 
 
 # -- the layout where users see it ------------------------------------------------------------

@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 import mmstore
-from mmstore import schema
+from mmstore.storage import schema
 from mmstore.testing import FakePlugin
 
 from .conftest import make_records
@@ -96,7 +96,7 @@ def test_changes_after_the_last_save_are_caught_up_on_reopen(store_path: Path) -
 CHILD = textwrap.dedent("""
     import os, signal, sys
     import mmstore
-    from mmstore.events import IngestCommitted
+    from mmstore.plugin.events import IngestCommitted
     from mmstore.testing import FakePlugin
 
     class KillAfterCommit:
@@ -237,7 +237,7 @@ def test_verify_reports_agreement_and_file_state(store_path: Path) -> None:
 def test_verify_command(store_path: Path) -> None:
     from click.testing import CliRunner
 
-    from mmstore.cli import cli
+    from mmstore.cli.main import cli
 
     with mmstore.open(store_path) as store:  # built-in encoders only: the CLI loads no fakes
         col = store.create_collection(

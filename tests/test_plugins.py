@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 import mmstore
-from mmstore import hookspecs
-from mmstore.encoders import Encoder, EncoderParams
-from mmstore.events import BatchEncoded, IngestCommitted, IngestFinished, StoreOpened
-from mmstore.plugins import BUILTINS, PluginHost
+from mmstore.plugin import hookspecs
+from mmstore.plugin.encoder import Encoder, EncoderParams
+from mmstore.plugin.events import BatchEncoded, IngestCommitted, IngestFinished, StoreOpened
+from mmstore.plugin.manager import BUILTINS, PluginHost
 from mmstore.testing import FakePlugin, HashTextEncoder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,6 +118,61 @@ def test_duplicate_encoder_name_fails_at_open_naming_both_plugins(
     assert set(err.value.plugins) == {"mms_thirdparty_b", "mms_thirdparty_c"}
     assert "mms_thirdparty_b" in str(err.value) and "mms_thirdparty_c" in str(err.value)
     assert not (tmp_path / "s").exists() or not any((tmp_path / "s").iterdir())
+
+
+MISNAMED_SOURCE = """
+from mmstore.plugin import hookimpl
+from mmstore.testing import HashTextEncoder
+
+class ThirdParty(HashTextEncoder):
+    name = "tp_misnamed"
+
+@hookimpl
+def register_encoders():
+    return [ThirdParty]
+"""
+
+
+def test_a_hook_name_no_specification_has_fails_at_open_naming_the_closest(
+    site: Path, tmp_path: Path
+) -> None:
+    write_dist(site, "mms_thirdparty_m", "mms_thirdparty_m", MISNAMED_SOURCE)
+    with pytest.raises(mmstore.PluginError) as err:
+        mmstore.open(tmp_path / "s")
+    message = str(err.value)
+    assert "plugin 'mms_thirdparty_m'" in message
+    assert "implements 'register_encoders', which is no mmstore hook" in message
+    assert "did you mean 'mmstore_register_encoders'?" in message
+    assert not (tmp_path / "s").exists() or not any((tmp_path / "s").iterdir())
+
+
+def test_a_function_named_as_a_hook_but_not_marked_is_refused() -> None:
+    class Unmarked:
+        def mmstore_register_encoders(self) -> list[type[Encoder]]:
+            return [ReverseEncoder]
+
+    with pytest.raises(
+        mmstore.PluginError, match=r"'.*Unmarked'.*'mmstore_register_encoders'.*@hookimpl"
+    ):
+        PluginHost([Unmarked()], entrypoints=False)
+    host = PluginHost(entrypoints=False)
+    with pytest.raises(mmstore.PluginError, match="without marking it"):
+        host.register(Unmarked(), name="unmarked")
+    assert "unmarked" not in {i.name for i in host.infos()}
+
+
+def test_a_misnamed_hook_registered_at_runtime_is_refused_and_not_kept(
+    store: mmstore.Store,
+) -> None:
+    class Typo:
+        @mmstore.hookimpl
+        def mmstore_register_encoder(self) -> list[type[Encoder]]:
+            return [ReverseEncoder]
+
+    with pytest.raises(mmstore.PluginError, match="did you mean 'mmstore_register_encoders'"):
+        store.plugins.register(Typo(), name="typo")
+    assert "typo" not in {i.name for i in store.plugins.infos()}
+    assert "reverse" not in store.plugins.encoders
 
 
 def test_duplicate_of_a_builtin_name_is_refused_at_runtime(store: mmstore.Store) -> None:

@@ -1,4 +1,4 @@
-"""Ray Data ingest and re-embedding (mmstore.ray_ingest) on a local two-CPU cluster started
+"""Ray Data ingest and re-embedding (mmstore.ingest.on_ray) on a local two-CPU cluster started
 here: the same rows, vectors and hits as local ingest; a killed encoder actor or an
 interrupted driver loses and duplicates nothing, and a re-run encodes only what was not
 committed.
@@ -23,9 +23,9 @@ import numpy as np
 import pytest
 
 import mmstore
-from mmstore import ray_ingest
-from mmstore.encoders import Encoder, EncoderParams
-from mmstore.hookspecs import hookimpl
+from mmstore.ingest import on_ray as ray_ingest
+from mmstore.plugin.encoder import Encoder, EncoderParams
+from mmstore.plugin.hookspecs import hookimpl
 from mmstore.testing import FakePlugin, HashTextEncoder
 from tests.conftest import make_records
 

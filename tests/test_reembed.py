@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 import mmstore
-from mmstore.events import Event, FieldSwitched, ReembedProgress
+from mmstore.plugin.events import Event, FieldSwitched, ReembedProgress
 from mmstore.testing import FakePlugin, HashTextEncoder
 from tests.conftest import make_records
 
@@ -159,7 +159,7 @@ KILL_CHILD = textwrap.dedent(
     """
     import os, sys
     import mmstore
-    from mmstore.events import ReembedProgress
+    from mmstore.plugin.events import ReembedProgress
     from mmstore.testing import FakePlugin
 
     class Killer:
@@ -278,7 +278,7 @@ def test_bad_reembed_requests(store: mmstore.Store) -> None:
 def test_reembed_and_spaces_commands(store_path: Path) -> None:
     from click.testing import CliRunner
 
-    from mmstore.cli import cli
+    from mmstore.cli.main import cli
 
     with mmstore.open(store_path) as store:  # built-in encoders only: the CLI loads no fakes
         store.create_collection("t", encoders={"text": "sentence_transformers"}).ingest(
@@ -442,22 +442,23 @@ KILL_AT = textwrap.dedent(
     """
     import os, sys
     import mmstore
-    from mmstore import indexes, reembed
+    from mmstore.index import collection as indexes
+    from mmstore.storage import embeddings
     from mmstore.testing import FakePlugin
 
     where = sys.argv[2]
     if where == "inside_batch":  # rows inserted, transaction not committed
-        insert = reembed.Reembedder._insert
+        insert = embeddings.insert  # the vectors of one re-embedded batch
         calls = []
 
-        def dying(self, conn, new, kept, vectors):
-            vids = insert(self, conn, new, kept, vectors)
+        def dying(*args):
+            vids = insert(*args)
             calls.append(1)
             if len(calls) == 2:
                 os._exit(18)
             return vids
 
-        reembed.Reembedder._insert = dying
+        embeddings.insert = dying
     else:  # the switch committed, the new index not yet saved
         indexes.CollectionIndexes.save = lambda self, field: os._exit(18)
     store = mmstore.open(sys.argv[1], plugins=[FakePlugin()])
@@ -496,7 +497,7 @@ def test_collect_media_removes_only_unreferenced_blobs(store_path: Path) -> None
     records)."""
     from click.testing import CliRunner
 
-    from mmstore.cli import cli
+    from mmstore.cli.main import cli
 
     with open_store(store_path, BlobPlugin()) as store:
         col = store.create_collection("b", encoders={"blob": {"encoder": "blob_hash", "dim": 8}})

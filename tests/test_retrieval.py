@@ -28,9 +28,9 @@ from mmstore.errors import (
     EncoderChangedError,
     InvalidInputError,
     NotFoundError,
+    StaleHeadError,
     UnknownNameError,
 )
-from mmstore.heads import StaleHeadError
 from mmstore.testing import FakePlugin
 
 pytestmark = pytest.mark.kernels  # also run on portable CPU kernels (Makefile)

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 import mmstore
-from mmstore import search as search_module
-from mmstore.ingest import checked_rows
+from mmstore.encoding.encode import checked_rows
+from mmstore.search import searcher as search_module
 
 from .conftest import make_records
 

@@ -379,7 +379,7 @@ def test_settings_and_cli_registration(tmp_path: Path) -> None:
     import click
     from click.testing import CliRunner
 
-    from mmstore.cli_service import register
+    from mmstore.cli.serve import register
 
     with pytest.raises(ValueError):
         Settings(max_k=0)

@@ -8,7 +8,7 @@ from pathlib import Path
 # as a namespace package, so the package is imported as ``peers``, not ``benchmarks.peers``
 sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from mmstore._exit import exit_quietly  # noqa: E402
+from mmstore.cli.exit import exit_quietly  # noqa: E402
 from peers.runner import main  # noqa: E402
 
 if __name__ == "__main__":

@@ -205,5 +205,5 @@ if __name__ == "__main__":
     sys.stdout.flush()
     sys.stderr.flush()
     # skip interpreter teardown: DuckDB's bindings and torch in one process can print a
-    # spurious report while modules are torn down (see mmstore._exit)
+    # spurious report while modules are torn down (see mmstore.cli.exit)
     os._exit(0)

@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mmstore.config import check_name
-from mmstore.errors import InvalidInputError, UnknownNameError
+from mmstore.errors import InvalidInputError, StaleHeadError, UnknownNameError
 from mmstore.heads.artifacts import (
-    StaleHeadError,
     head_dir,
     iter_metas,
     lineage,
@@ -131,7 +130,7 @@ def _meta(
     keys: dict[str, str],
     watermark: int,
 ) -> dict[str, Any]:
-    from mmstore import __version__
+    from mmstore._version import __version__
 
     return {
         "name": name,
@@ -154,7 +153,7 @@ def _meta(
 def _train_retrieval(col: Collection, name: str, options: dict[str, Any]) -> HeadReport:
     """Train a retrieval head from ``query`` to ``target`` (field names, or a modality that
     exactly one field has) on the records that carry both."""
-    from mmstore.dataset import resolve_inputs
+    from mmstore.datasets.aligned import resolve_inputs
     from mmstore.heads import retrieval
     from mmstore.heads.train import pick_device
 
@@ -170,7 +169,7 @@ def _train_retrieval(col: Collection, name: str, options: dict[str, Any]) -> Hea
     sweep(col)
     ds = col.dataset(inputs=[qf.name, tf.name], label=None, where=opts.where)
     fitted = retrieval.fit_retrieval(ds, opts, device)
-    from mmstore import __version__
+    from mmstore._version import __version__
 
     meta = {
         "name": name,

@@ -2,7 +2,7 @@
 ``head.json`` (kind, config, classes, metrics, lineage) and PNG plots. Never pickle.
 
 A head folder is written whole in a hidden temporary folder beside it and swapped into
-place (:func:`mmstore.atomic.swap_folder`), so a failed or killed training leaves the old
+place (:func:`mmstore.storage.atomic.swap_folder`), so a failed or killed training leaves the old
 head or the new one, whole, never a mix and never none."""
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from mmstore import storage
-from mmstore.atomic import recover_folders, swap_folder
 from mmstore.config import check_name
-from mmstore.errors import EncoderChangedError, MMStoreError, UnknownNameError
+from mmstore.errors import DamagedHeadError, UnknownNameError
+from mmstore.storage import failures as storage
+from mmstore.storage.atomic import recover_folders, swap_folder
 
 if TYPE_CHECKING:
     from mmstore.collection import Collection
@@ -32,31 +32,6 @@ if TYPE_CHECKING:
 META = "head.json"
 WEIGHTS = "weights.safetensors"
 FORMAT = 1
-
-
-class StaleHeadError(EncoderChangedError):
-    """A head's input space was re-embedded (or its field removed) since it was trained."""
-
-    def __init__(self, collection: str, name: str, reason: str) -> None:
-        self.collection, self.name, self.reason = collection, name, reason
-        super().__init__(
-            f"head {name!r} of collection {collection!r} is stale: {reason}; retrain it with "
-            f"col.train_head({name!r}, ...) on the current embeddings"
-        )
-
-
-class DamagedHeadError(MMStoreError, ValueError):
-    """A head's files cannot be read or do not fit together (damaged or tampered with since
-    training): they are refused, never used."""
-
-    http_status = 500
-
-    def __init__(self, collection: str, name: str, problem: str) -> None:
-        self.collection, self.name, self.problem = collection, name, problem
-        super().__init__(
-            f"head {name!r} of collection {collection!r} is damaged: {problem}; retrain it "
-            f"with col.train_head({name!r}, ...), or restore its folder from a backup"
-        )
 
 
 def heads_root(col: Collection) -> Path:

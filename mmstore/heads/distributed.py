@@ -1,16 +1,7 @@
-"""Distributed data parallel training of classifier heads, under ``torchrun`` or Ray Train.
-
-Launch with torchrun (every rank opens the store read-only and reads the same aligned
-dataset; the training rows are sharded by record hash; rank 0 writes the head)::
-
-    torchrun --nproc-per-node 2 -m mmstore.heads.distributed STORE COLLECTION NAME \\
-        --inputs a,b --label label [--fusion concat] [--epochs 100] [--batch-size 128] \\
-        [--option key=json ...]
-
-or from Python inside a process that torchrun started: :func:`train_head_distributed`; or
-through Ray Train: :func:`mmstore.heads.ray_train.train_head_ray`. Both launchers call the
-same per-rank function, :func:`train_rank`, and differ only in how a rank learns its place
-(torchrun's environment, or Ray Train's context).
+"""Distributed data parallel training of classifier heads: a rank's place in the process
+group (:class:`World`), the shards of the training rows, joining and initializing the group,
+and the checks of a request before any rank starts. The launchers that open a store and run
+the ranks are in :mod:`mmstore.distributed` (torchrun and Ray Train).
 
 How it works:
 
@@ -38,18 +29,14 @@ Differential privacy with DDP is refused (train DP heads in one process)."""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import datetime as dt
 import hashlib
-import json
 import math
 import os
-import sys
 from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -59,7 +46,6 @@ from mmstore.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from mmstore.collection import Collection
-    from mmstore.heads import HeadReport
     from mmstore.heads.options import ClassifierOptions
 
 SHARD_SALT = b"mmstore.shard"  # blake2b person: shard hashes independent of split hashes
@@ -224,112 +210,3 @@ def check_inputs(col: Collection, inputs: Sequence[str]) -> None:
     for f in inputs:
         if f not in col.active:
             raise UnknownNameError("field", f, col.active, hint=f"collection {col.name!r}")
-
-
-def train_rank(
-    world: World, store: str | Path, collection: str, name: str, options: dict[str, Any]
-) -> HeadReport | None:
-    """One rank's part, whatever the launcher: open the store read-only, train on this
-    rank's shard in the process group; rank 0 also writes the head and returns its report,
-    the other ranks return None."""
-    import mmstore
-    from mmstore.heads import train_head
-    from mmstore.heads.train import fit_classifier
-
-    opts = parse_request(name, options, world.engine or "distributed")
-    report = None
-    with joined(world), mmstore.open(store, read_only=True) as st:
-        col = st.collection(collection)
-        check_inputs(col, opts.inputs)
-        # every rank trains (the collectives need them all); rank 0 also writes. If a rank
-        # fails, the launcher stops the others.
-        if world.rank == 0:
-            report = train_head(col, name, "classifier", **options)
-        else:
-            ds = col.dataset(inputs=opts.inputs, label=opts.label, where=opts.where)
-            fit_classifier(ds, opts)
-        world.sum(0.0)  # the other ranks wait for rank 0's head to be in place
-    return report
-
-
-def train_head_distributed(
-    store: str | Path, collection: str, name: str, **options: Any
-) -> HeadReport | None:
-    """Train a classifier head with DDP across the torchrun ranks; rank 0 writes it and
-    returns its report, the other ranks return None. Outside torchrun: one process."""
-    opts = parse_request(name, options, "torchrun")
-    world, owned = init(opts.device)
-    try:
-        return train_rank(world, store, collection, name, options)
-    finally:
-        if owned:
-            dist.destroy_process_group()
-
-
-def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="torchrun --nproc-per-node N -m mmstore.heads.distributed",
-        description="Train a classifier head with distributed data parallel under torchrun.",
-    )
-    p.add_argument("store", help="the store's folder (opened read-only by every rank)")
-    p.add_argument("collection")
-    p.add_argument("name", help="the head's name")
-    p.add_argument("--inputs", required=True, help="comma-separated input fields")
-    p.add_argument("--label", default="label")
-    p.add_argument("--fusion", default="concat", choices=["concat", "mean", "attention"])
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
-    p.add_argument(
-        "--option",
-        action="append",
-        default=[],
-        metavar="KEY=JSON",
-        help="any other classifier option, its value as JSON (repeatable), e.g. lr=0.003",
-    )
-    return p.parse_args(argv)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parse(argv)
-    options: dict[str, Any] = {
-        "inputs": [f for f in args.inputs.split(",") if f],
-        "label": args.label,
-        "fusion": args.fusion,
-    }
-    for key, attr in (
-        ("epochs", "epochs"),
-        ("batch_size", "batch_size"),
-        ("seed", "seed"),
-        ("device", "device"),
-    ):
-        if getattr(args, attr) is not None:
-            options[key] = getattr(args, attr)
-    for item in args.option:
-        key, sep, value = item.partition("=")
-        if not sep:
-            print(f"--option {item!r}: expected KEY=JSON", file=sys.stderr)
-            return 2
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
-    from mmstore.errors import MMStoreError
-
-    try:
-        report = train_head_distributed(args.store, args.collection, args.name, **options)
-    except MMStoreError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    if report is not None:
-        print(report)
-    return 0
-
-
-if __name__ == "__main__":
-    # run as the module ``mmstore.heads.distributed``, not ``__main__``: the training loop
-    # reads the world from that module's context (one copy of it, not two)
-    from mmstore.heads import distributed
-
-    sys.exit(distributed.main())

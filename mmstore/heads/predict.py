@@ -10,17 +10,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from mmstore.errors import InvalidInputError, NotFoundError, RecordError
-from mmstore.heads.artifacts import (
+from mmstore.encoding.encode import encode_batch, load_values
+from mmstore.errors import (
     DamagedHeadError,
+    InvalidInputError,
+    NotFoundError,
+    RecordError,
     StaleHeadError,
-    load_weights,
-    read_meta,
-    staleness,
 )
+from mmstore.heads.artifacts import load_weights, read_meta, staleness
 from mmstore.heads.models import FusionClassifier
 from mmstore.heads.options import ClassifierOptions
-from mmstore.ingest import encode_batch
 
 if TYPE_CHECKING:
     from mmstore.collection import Collection
@@ -159,9 +159,7 @@ def _fill_new(
             continue
         f = col.active[name]
         ids = [str(items[i].get("id", f"<record {i}>")) for i in rows]
-        loaded = hook.mmstore_load_payloads(
-            modality=f.modality, values=[items[i][name] for i in rows], record_ids=ids, field=name
-        )
+        loaded = load_values(hook, f, [items[i][name] for i in rows], ids, name)
         for item in loaded:
             if isinstance(item, RecordError):
                 raise InvalidInputError(str(item)) from item

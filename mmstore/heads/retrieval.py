@@ -27,24 +27,17 @@ from torch import nn
 from torch.nn import functional as F
 
 from mmstore.config import check_name
-from mmstore.errors import InvalidInputError, UnknownNameError
-from mmstore.heads.artifacts import (
-    META,
-    StaleHeadError,
-    head_dir,
-    head_names,
-    load_weights,
-    staleness,
-)
+from mmstore.errors import InvalidInputError, StaleHeadError, UnknownNameError
+from mmstore.heads.artifacts import META, head_dir, head_names, load_weights, staleness
 from mmstore.heads.metrics import mean_recall, retrieval_metrics
 from mmstore.heads.options import RetrievalOptions
 from mmstore.heads.split import SPLIT_NAMES, TEST, TRAIN, VAL, assign_splits
-from mmstore.index import VectorIndex
+from mmstore.index.vectors import VectorIndex
 
 if TYPE_CHECKING:
     from mmstore.collection import Collection
-    from mmstore.dataset import AlignedDataset
-    from mmstore.fields import Field
+    from mmstore.datasets.aligned import AlignedDataset
+    from mmstore.encoding.fields import Field
 
 #: fewest records carrying both fields that a retrieval head trains on
 MIN_PAIRS = 10

@@ -33,7 +33,7 @@ from mmstore.heads.options import ClassifierOptions
 from mmstore.heads.split import SPLIT_NAMES, TEST, TRAIN, VAL, assign_splits
 
 if TYPE_CHECKING:
-    from mmstore.dataset import AlignedDataset
+    from mmstore.datasets.aligned import AlignedDataset
 
 EVAL_BATCH = 8192
 

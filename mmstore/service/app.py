@@ -28,7 +28,8 @@ from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-import mmstore
+from mmstore._version import __version__
+from mmstore.collection import Collection
 from mmstore.errors import MMStoreError, UnknownNameError
 from mmstore.service import limits
 from mmstore.service.auth import AuthGate, authorize
@@ -51,12 +52,13 @@ from mmstore.service.models import (
 )
 from mmstore.service.settings import Settings
 from mmstore.service.wire import decode_values, error_body, jsonable
+from mmstore.store import Store
 
 log = logging.getLogger(__name__)
 Scope_ = Literal["read", "write", "admin"]
 
 
-def create_app(store: mmstore.Store, settings: Settings | None = None) -> FastAPI:
+def create_app(store: Store, settings: Settings | None = None) -> FastAPI:
     """The service app over an open (writable) store; the caller closes the store."""
     settings = settings or Settings()
     lock = threading.RLock()
@@ -64,7 +66,7 @@ def create_app(store: mmstore.Store, settings: Settings | None = None) -> FastAP
     jobs = JobTable(error_body)
     app = FastAPI(
         title="mmstore",
-        version=mmstore.__version__,
+        version=__version__,
         description="The mmstore embedding service (collections, records, search, heads).",
     )
     app.state.store, app.state.settings, app.state.store_lock = store, settings, lock
@@ -93,7 +95,7 @@ def create_app(store: mmstore.Store, settings: Settings | None = None) -> FastAP
         with lock:
             return fn()
 
-    def col(name: str) -> mmstore.Collection:
+    def col(name: str) -> Collection:
         return store.collection(name)
 
     def modalities(name: str) -> dict[str, str]:
@@ -159,7 +161,7 @@ def create_app(store: mmstore.Store, settings: Settings | None = None) -> FastAP
         """Liveness, version and the configured limits (no key needed)."""
         return {
             "status": "ok",
-            "version": mmstore.__version__,
+            "version": __version__,
             "limits": settings.limits(),
             "auth": settings.auth,
         }

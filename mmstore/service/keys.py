@@ -23,10 +23,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from mmstore import schema
-from mmstore.catalog import Catalog
 from mmstore.config import check_name
 from mmstore.errors import InvalidInputError, NotFoundError, ReadOnlyError
+from mmstore.storage import schema
+from mmstore.storage.catalog import Catalog
 
 SCOPES = ("read", "write", "admin")  # each includes the ones before it
 ALL_COLLECTIONS = "*"

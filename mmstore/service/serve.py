@@ -10,8 +10,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-import mmstore
 from mmstore.service.settings import Settings
+from mmstore.store import open as open_store
 
 log = logging.getLogger(__name__)
 SERVICE_FILE = "service.json"
@@ -41,7 +41,7 @@ def run(
     settings = settings or Settings()
     updates = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
     settings = settings.model_copy(update=updates)
-    store = mmstore.open(path)
+    store = open_store(path)
     marker = store.path / SERVICE_FILE
     try:
         app = create_app(store, settings)

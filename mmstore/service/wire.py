@@ -15,8 +15,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
-import mmstore
-from mmstore.errors import RecordError
+from mmstore.errors import InvalidInputError, RecordError
 
 
 def jsonable(obj: Any) -> Any:
@@ -53,7 +52,7 @@ def decode_values(obj: Any) -> Any:
             try:
                 return base64.b64decode(obj["$base64"], validate=True)
             except (binascii.Error, TypeError, ValueError) as e:
-                raise mmstore.InvalidInputError(f"invalid $base64 value: {e}") from None
+                raise InvalidInputError(f"invalid $base64 value: {e}") from None
         return {k: decode_values(v) for k, v in obj.items()}
     if isinstance(obj, list):
         return [decode_values(v) for v in obj]

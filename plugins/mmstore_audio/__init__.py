@@ -9,8 +9,7 @@ cosine similarity then measures are in :mod:`mmstore_audio.features`.
 
 from __future__ import annotations
 
-import mmstore
-from mmstore import Encoder, Modality
+from mmstore.plugin import Encoder, Modality, hookimpl
 from mmstore_audio.encoder import LogMel, LogMelParams
 from mmstore_audio.modality import Audio, AudioOptions
 from mmstore_audio.value import AudioSourceError, AudioValue
@@ -25,11 +24,11 @@ __all__ = [
 ]
 
 
-@mmstore.hookimpl
+@hookimpl
 def mmstore_register_modalities() -> list[type[Modality]]:
     return [Audio]
 
 
-@mmstore.hookimpl
+@hookimpl
 def mmstore_register_encoders() -> list[type[Encoder]]:
     return [LogMel]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from mmstore import threads
+from mmstore.plugin import pmap as shared_pmap
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -13,4 +13,4 @@ R = TypeVar("R")
 
 def pmap(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
     """``[fn(x) for x in items]`` in the shared ``audio`` pool."""
-    return threads.pmap("audio", fn, items)
+    return shared_pmap("audio", fn, items)

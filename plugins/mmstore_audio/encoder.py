@@ -9,8 +9,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from mmstore import Encoder, EncoderParams
-from mmstore.threads import workers
+from mmstore.plugin import Encoder, EncoderParams, workers
 from mmstore_audio._pool import pmap
 from mmstore_audio.features import AMIN, peak_mel_power, pooled_logmel, resample, resampled_length
 from mmstore_audio.value import AudioValue

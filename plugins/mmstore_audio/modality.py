@@ -11,8 +11,15 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from mmstore import ConfigError, MediaStore, Modality, ModalityOptions, NotFoundError, RecordError
-from mmstore.media import PREFIX
+from mmstore.plugin import MEDIA_PREFIX as PREFIX
+from mmstore.plugin import (
+    ConfigError,
+    MediaStore,
+    Modality,
+    ModalityOptions,
+    NotFoundError,
+    RecordError,
+)
 from mmstore_audio._pool import pmap
 from mmstore_audio.decode import (
     MIB,

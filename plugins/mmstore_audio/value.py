@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mmstore import MMStoreError
+from mmstore.plugin import MMStoreError
 from mmstore_audio.decode import decode, to_mono
 
 if TYPE_CHECKING:
-    from mmstore import MediaStore
+    from mmstore.plugin import MediaStore
 
 
 class AudioSourceError(MMStoreError, ValueError):
@@ -108,7 +108,7 @@ class AudioValue:
 
 def read_checked(path: Path, digest: str) -> bytes:
     """The bytes of a referenced file, refused if they are not those ingested."""
-    from mmstore.media import MediaStore
+    from mmstore.plugin import MediaStore
 
     try:
         data = path.read_bytes()

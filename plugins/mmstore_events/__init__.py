@@ -5,13 +5,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-import mmstore
-from mmstore.events import Event
+from mmstore.plugin import Event, hookimpl
 
 log = logging.getLogger("mmstore.events")
 
 
-@mmstore.hookimpl
+@hookimpl
 def mmstore_track_event(event: Event) -> None:
     if log.isEnabledFor(logging.INFO):
         fields = ", ".join(f"{k}={v!r}" for k, v in dataclasses.asdict(event).items())

@@ -25,9 +25,16 @@ from typing import Any, Literal
 from PIL import Image
 from pydantic import Field, field_validator
 
-import mmstore
-from mmstore import ConfigError, Modality, ModalityOptions, NotFoundError, RecordError
-from mmstore.threads import shared_pool
+from mmstore.plugin import (
+    ConfigError,
+    MediaStore,
+    Modality,
+    ModalityOptions,
+    NotFoundError,
+    RecordError,
+    hookimpl,
+    shared_pool,
+)
 
 from .checks import Check, Limits
 from .value import ImageValue, ReferenceChangedError, changed, file_digest
@@ -73,7 +80,7 @@ class ImageModality(Modality):
     Options = ImageOptions
     options: ImageOptions
 
-    def __init__(self, *, media: mmstore.MediaStore | None = None, **options: Any) -> None:
+    def __init__(self, *, media: MediaStore | None = None, **options: Any) -> None:
         super().__init__(media=media, **options)
         self._limits: Limits | None = None
 
@@ -177,6 +184,6 @@ def _pool() -> ThreadPoolExecutor:
     return shared_pool("image")
 
 
-@mmstore.hookimpl
+@hookimpl
 def mmstore_register_modalities() -> list[type[Modality]]:
     return [ImageModality]

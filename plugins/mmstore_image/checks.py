@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from mmstore import MediaStore, RecordError
+from mmstore.plugin import MediaStore, RecordError
 
 from .value import FORMAT_NAMES, FORMATS, ImageValue, upright_size
 

@@ -11,9 +11,8 @@ from typing import TYPE_CHECKING
 
 from PIL import ExifTags, Image, ImageOps
 
-import mmstore
-from mmstore import MediaStore, MMStoreError, NotFoundError
-from mmstore.media import PREFIX
+from mmstore.plugin import MEDIA_PREFIX as PREFIX
+from mmstore.plugin import MediaStore, MMStoreError, NotFoundError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -60,7 +59,7 @@ class ImageValue:
             return read_checked(Path(self.path), self.digest)
         if self.media is not None:
             return self.media.get(self.digest)
-        raise mmstore.MMStoreError(f"image {self.digest} has no bytes, path or media store")
+        raise MMStoreError(f"image {self.digest} has no bytes, path or media store")
 
     def load(self) -> Image.Image:
         """The decoded image, EXIF orientation applied, in RGB."""

@@ -21,10 +21,14 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import ConfigDict, Field
 
-import mmstore
-from mmstore import ConfigError, Encoder, EncoderParams
-from mmstore.encoders import canonical_json
-from mmstore.threads import shared_pool
+from mmstore.plugin import (
+    ConfigError,
+    Encoder,
+    EncoderParams,
+    canonical_json,
+    hookimpl,
+    shared_pool,
+)
 
 from .models import Loaded, Spec, clear, load, resolve_device
 from .weights import config_hash, parse_weights, resolve_config
@@ -164,6 +168,6 @@ def _pool() -> ThreadPoolExecutor:
     return shared_pool("openclip", most=4)
 
 
-@mmstore.hookimpl
+@hookimpl
 def mmstore_register_encoders() -> list[type[Encoder]]:
     return [OpenClipEncoder]

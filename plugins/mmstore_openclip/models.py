@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from mmstore import (
+from mmstore.plugin import (
     ConfigError,
     EncoderChangedError,
     MMStoreError,

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from mmstore import ConfigError, UnknownNameError, WeightsUnavailableError
-from mmstore.encoders import canonical_json
+from mmstore.plugin import ConfigError, UnknownNameError, WeightsUnavailableError, canonical_json
 
 HF_HUB_PREFIX = "hf-hub:"
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".npz")

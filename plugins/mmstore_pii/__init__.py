@@ -10,9 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import mmstore
-from mmstore import ConfigError
-from mmstore.config import CollectionContext
+from mmstore.plugin import CollectionContext, ConfigError, hookimpl
 
 PATTERNS: dict[str, re.Pattern[str]] = {
     "email": re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"),
@@ -45,7 +43,7 @@ def redact(text: str, kinds: list[str]) -> str:
     return text
 
 
-@mmstore.hookimpl
+@hookimpl
 def mmstore_prepare_records(collection: CollectionContext, records: list[dict[str, Any]]) -> None:
     settings = _settings(collection)
     if settings is None:

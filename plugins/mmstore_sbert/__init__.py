@@ -16,8 +16,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
-import mmstore
-from mmstore import Encoder, EncoderParams, WeightsUnavailableError
+from mmstore.plugin import ConfigError, Encoder, EncoderParams, WeightsUnavailableError, hookimpl
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 #: dimensions of known models, so that ``dim`` never needs a probe
@@ -51,7 +50,7 @@ class SentenceTransformerEncoder(Encoder):
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         if self.params.dim is None and self.params.model not in KNOWN_DIMS:
-            raise mmstore.ConfigError(
+            raise ConfigError(
                 f"encoder 'sentence_transformers': give dim= for model {self.params.model!r} "
                 f"(known without it: {sorted(KNOWN_DIMS)})"
             )
@@ -132,6 +131,6 @@ def load_model(model: str, device: str) -> Any:
         return _MODELS[key]
 
 
-@mmstore.hookimpl
+@hookimpl
 def mmstore_register_encoders() -> list[type[Encoder]]:
     return [SentenceTransformerEncoder]

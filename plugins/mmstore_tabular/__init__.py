@@ -11,19 +11,18 @@ the catalog, so later ingests and queries use the same ones.
 
 from __future__ import annotations
 
-import mmstore
-from mmstore import Encoder, Modality
+from mmstore.plugin import Encoder, Modality, hookimpl
 from mmstore_tabular.encoder import BIAS, TabularEncoder, TabularParams, category
 from mmstore_tabular.modality import MAX_COLUMNS, Tabular
 
 __all__ = ["BIAS", "MAX_COLUMNS", "Tabular", "TabularEncoder", "TabularParams", "category"]
 
 
-@mmstore.hookimpl
+@hookimpl
 def mmstore_register_modalities() -> list[type[Modality]]:
     return [Tabular]
 
 
-@mmstore.hookimpl
+@hookimpl
 def mmstore_register_encoders() -> list[type[Encoder]]:
     return [TabularEncoder]

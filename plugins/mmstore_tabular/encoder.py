@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
-from mmstore import ConfigError, Encoder, EncoderError, EncoderParams
+from mmstore.plugin import ConfigError, Encoder, EncoderError, EncoderParams
 
 #: value of the last component of every vector, so that a row at the mean is not zero
 BIAS = 1.0

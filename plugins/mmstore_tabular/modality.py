@@ -9,8 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from mmstore import Modality, RecordError
-from mmstore.encoders import canonical_json
+from mmstore.plugin import Modality, RecordError, canonical_json
 
 #: most columns one value may hold; a wider row is refused, not cut
 MAX_COLUMNS = 1024

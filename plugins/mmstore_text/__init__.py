@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import mmstore
-from mmstore import Modality, RecordError
+from mmstore.plugin import Modality, RecordError, hookimpl
 
 #: longest text accepted, in characters; longer texts are refused, not silently cut
 MAX_CHARS = 100_000
@@ -53,6 +52,6 @@ class Text(Modality):
         return str(value)
 
 
-@mmstore.hookimpl
+@hookimpl
 def mmstore_register_modalities() -> list[type[Modality]]:
     return [Text]

@@ -9,8 +9,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-import mmstore
-from mmstore import Encoder, EncoderParams, Modality, RecordError
+from mmstore.plugin import Encoder, EncoderParams, Modality, RecordError, hookimpl
 
 #: numpy kinds taken as numbers: ints, unsigned ints, floats, and objects that are numbers
 #: (not bools, strings, bytes or complex numbers, which ``float32`` would coerce)
@@ -107,11 +106,11 @@ class Precomputed(Encoder):
         return out
 
 
-@mmstore.hookimpl
+@hookimpl
 def mmstore_register_modalities() -> list[type[Modality]]:
     return [Vector]
 
 
-@mmstore.hookimpl
+@hookimpl
 def mmstore_register_encoders() -> list[type[Encoder]]:
     return [Precomputed]

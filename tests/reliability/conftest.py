@@ -14,7 +14,7 @@ import pytest
 
 PRELOAD = [
     "mmstore",
-    "mmstore.atomic",
+    "mmstore.storage.atomic",
     "mmstore.testing",
     "tests.reliability.crashing",
     "tests.reliability.faults",

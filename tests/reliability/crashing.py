@@ -94,7 +94,7 @@ def _wrap(owner: Any, name: str, before: Callable[[], Any]) -> None:
 def _trap_index_save(due: Callable[[], bool], rng: random.Random) -> None:
     """Die while the index file is being written (its temporary file half written), just
     after it was renamed into place (its manifest row not yet committed), or in between."""
-    from mmstore import indexes
+    from mmstore.index import collection as indexes
 
     original = indexes.write_atomic
 

@@ -106,7 +106,7 @@ def main() -> None:
     logging.disable(logging.CRITICAL)  # the warnings of tolerated faults are expected
     data = run(Shim(shim_path), template, work)
     result.write_text(json.dumps(data))
-    from mmstore._exit import exit_quietly
+    from mmstore.cli.exit import exit_quietly
 
     exit_quietly(0)
 

@@ -48,9 +48,10 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 
 import mmstore
-from mmstore import migrate, schema
-from mmstore.catalog import Catalog
 from mmstore.service.keys import KeyStore
+from mmstore.storage import migrations as migrate
+from mmstore.storage import schema
+from mmstore.storage.catalog import Catalog
 from mmstore.store import CATALOG_FILE
 from mmstore.testing import FakePlugin
 from tests.reliability.figures import record

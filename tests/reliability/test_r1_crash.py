@@ -28,7 +28,7 @@ import pytest
 import sqlalchemy as sa
 
 import mmstore
-from mmstore import schema
+from mmstore.storage import schema
 from mmstore.testing import FakePlugin
 from tests.reliability import crashing
 from tests.reliability.crashing import BATCH, FIELDS, UPDATES, text

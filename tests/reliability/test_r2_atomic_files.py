@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 
 import mmstore
-from mmstore.atomic import sweep_temporaries
 from mmstore.heads.artifacts import load_weights, read_meta
+from mmstore.storage.atomic import sweep_temporaries
 from tests.reliability import writing
 from tests.reliability.figures import record
 

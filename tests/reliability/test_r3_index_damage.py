@@ -19,10 +19,11 @@ import numpy as np
 import pytest
 
 import mmstore
-from mmstore import indexfile, schema
-from mmstore.atomic import write_atomic
-from mmstore.events import IndexRebuilt
-from mmstore.index import VectorIndex
+from mmstore.index import file as indexfile
+from mmstore.index.vectors import VectorIndex
+from mmstore.plugin.events import IndexRebuilt
+from mmstore.storage import schema
+from mmstore.storage.atomic import write_atomic
 from tests.reliability.figures import record
 
 DIM = 16

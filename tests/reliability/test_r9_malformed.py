@@ -110,7 +110,7 @@ from mmstore_openclip.testing import random_encoder
 from PIL import Image
 
 import mmstore
-from mmstore.cli import cli
+from mmstore.cli.main import cli
 from mmstore.service import Settings
 from mmstore.service.app import create_app
 from tests.reliability.figures import record

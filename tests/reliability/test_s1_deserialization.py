@@ -50,10 +50,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import mmstore
-from mmstore import indexfile
-from mmstore.events import Event, IndexRebuilt
 from mmstore.heads.artifacts import META, WEIGHTS
-from mmstore.hookspecs import hookimpl
+from mmstore.index import file as indexfile
+from mmstore.plugin.events import Event, IndexRebuilt
+from mmstore.plugin.hookspecs import hookimpl
 from mmstore.testing import FakePlugin
 from tests.reliability.figures import record
 
@@ -483,7 +483,7 @@ TEXTS = [f"{a} {b} {c}" for a in ("red", "green", "blue") for b in ("apple", "pe
 
 
 def _index_cases(marker: Path, other_index: bytes) -> dict[str, bytes]:
-    from mmstore.index import faiss
+    from mmstore.index.vectors import faiss
 
     flat = faiss.IndexFlatIP(32)
     flat.add(np.random.default_rng(1).normal(size=(10, 32)).astype(np.float32))

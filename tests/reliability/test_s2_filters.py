@@ -20,9 +20,9 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 import mmstore
-from mmstore import schema
 from mmstore.errors import FilterError
-from mmstore.migrate import schema_differences
+from mmstore.storage import schema
+from mmstore.storage.migrations import schema_differences
 from tests.reliability.figures import record
 from tests.test_filters import reference, scalars
 

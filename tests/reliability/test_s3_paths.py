@@ -64,11 +64,11 @@ from PIL import Image
 from pydantic import Field
 
 import mmstore
-from mmstore.encoders import Encoder, EncoderParams
-from mmstore.hookspecs import hookimpl
-from mmstore.media import MediaStore
+from mmstore.plugin.encoder import Encoder, EncoderParams
+from mmstore.plugin.hookspecs import hookimpl
 from mmstore.service.app import create_app
 from mmstore.service.settings import Settings
+from mmstore.storage.media import MediaStore
 from mmstore.testing import FakePlugin
 from tests.reliability.figures import record
 

@@ -9,7 +9,7 @@ the data and search results are intact; after a checkpointing close the database
 searched again. Missing, wrong and unexpected keys raise typed errors and change no byte.
 
 DuckDB writes encrypted files only with its httpfs extension loaded (OpenSSL), from the
-optional package duckdb-extension-httpfs (``mmstore[encryption]``). Where no build of it
+optional package duckdb-extension-httpfs (no mmstore extra: none resolves for DuckDB 2). Where no build of it
 matches the installed DuckDB, the tests force DuckDB's built-in mbedtls crypto for writing
 (``force_mbedtls_unsafe``: the same AES-GCM file format, but DuckDB does not trust its random
 numbers, so the store itself never does this) and the test of the real extension is skipped.
@@ -36,8 +36,8 @@ import pytest
 import sqlalchemy as sa
 
 import mmstore
-from mmstore import catalog, schema
-from mmstore.catalog import ENCRYPTION_KEY_ENV
+from mmstore.storage import catalog, schema
+from mmstore.storage.catalog import ENCRYPTION_KEY_ENV
 from mmstore.store import CATALOG_FILE
 from mmstore.testing import FakePlugin
 from tests.reliability.figures import record
@@ -71,7 +71,7 @@ CRYPTO = "httpfs (OpenSSL)" if MISSING is None else "built-in mbedtls, forced fo
 
 
 def force_mbedtls(raw: Any) -> None:
-    """Stand-in for :func:`mmstore.catalog.load_crypto` where httpfs is missing."""
+    """Stand-in for :func:`mmstore.storage.catalog.load_crypto` where httpfs is missing."""
     raw.execute("SET force_mbedtls_unsafe = true")
 
 

@@ -1,6 +1,6 @@
 """The child side of R2: processes that rewrite one file (or one head folder) over and over,
 alternating two known versions, until they are killed. Three writers: mmstore's atomic
-write (:func:`mmstore.atomic.write_atomic`, how index files are saved), FAISS's own
+write (:func:`mmstore.storage.atomic.write_atomic`, how index files are saved), FAISS's own
 in-place ``write_index`` (the naive way, to show that the check bites), and a head's
 artifacts (:func:`mmstore.heads.artifacts.write_head`)."""
 
@@ -27,7 +27,7 @@ def digest(data: bytes) -> str:
 
 
 def atomic_writer(path: str) -> None:
-    from mmstore.atomic import write_atomic
+    from mmstore.storage.atomic import write_atomic
 
     data = {v: payload(v) for v in VERSIONS}
     while True:

@@ -1,0 +1,1 @@
+"""The command line (click): ``mmstore`` and its verbs (:mod:`~mmstore.cli.main`)."""

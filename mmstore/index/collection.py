@@ -1,0 +1,284 @@
+"""The indexes of one collection as a cache of the catalog: loaded on first use, checked
+against their manifest rows (checksum, dimension, encoder), rebuilt when they do not match,
+caught up with what the catalog holds beyond them, and saved atomically."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import sqlalchemy as sa
+
+from mmstore.config import IndexOptions
+from mmstore.encoding.fields import Field
+from mmstore.index import file as indexfile
+from mmstore.index.vectors import VectorIndex
+from mmstore.plugin.events import Event, IndexRebuilt, IndexSaved
+from mmstore.storage import embeddings, schema
+from mmstore.storage import failures as storage
+from mmstore.storage.atomic import sha256_file, write_atomic
+from mmstore.storage.catalog import Catalog
+
+log = logging.getLogger(__name__)
+#: save an index once this many changes are not yet in its file
+SAVE_EVERY = 200_000
+
+
+@dataclass
+class _Entry:
+    index: VectorIndex
+    unsaved: int = 0
+
+
+class CollectionIndexes:
+    """Indexes of one collection's fields, keyed by field name and encoder identity: while
+    a field is re-embedded, the index of its active space and that of the space being
+    filled are both held; only the active one is saved (the other is rebuilt from the
+    catalog when needed)."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        folder: Path,
+        collection: str,
+        options: IndexOptions,
+        track: Callable[[Event], None],
+    ) -> None:
+        self.catalog, self.folder, self.collection = catalog, folder, collection
+        self.options, self.track = options, track
+        self._entries: dict[tuple[str, str], _Entry] = {}
+        #: (field, encoder key) of spaces being filled by a re-embedding
+        self.filling: set[tuple[str, str]] = set()
+
+    def get(self, field: Field) -> VectorIndex:
+        """The field's index, loaded (or rebuilt) and caught up on first use."""
+        entry = self._entries.get((field.name, field.key))
+        if entry is None:
+            entry, repaired = self._load(field)
+            self._entries[(field.name, field.key)] = entry
+            if repaired and not self.catalog.read_only and not self.catalog.conn.in_transaction():
+                self.save_or_warn(field)  # a damaged file is replaced now, not at close
+        return entry.index
+
+    # -- loading ------------------------------------------------------------------------
+    def _file(self, field: Field) -> Path:
+        return self.folder / f"{field.name}-{field.key}.mmi"
+
+    def file_bytes(self, field: Field) -> int:
+        """The size of the field's saved index file (0 before the first save)."""
+        try:
+            return self._file(field).stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def _load(self, field: Field) -> tuple[_Entry, bool]:
+        """The entry, and whether its file was damaged (the index rebuilt from the catalog)."""
+        index, reason = self._from_file(field)
+        damaged = False
+        if index is None:
+            index = VectorIndex(field.identity.dim, self.options)
+            if reason != "no index yet":
+                log.warning("index %s.%s rebuilt: %s", self.collection, field.name, reason)
+                store = str(self.catalog.path.parent)
+                self.track(IndexRebuilt(store, self.collection, field.name, str(reason)))
+                damaged = not str(reason).startswith("built for encoder")
+        changed = self._catch_up(field, index)
+        return _Entry(index, unsaved=changed + (0 if reason is None else index.size)), damaged
+
+    def _manifest(self, field: Field) -> sa.Row | None:
+        t = schema.indexes
+        with self.catalog.reading() as conn:
+            rows = conn.execute(
+                sa.select(t).where(t.c.collection == self.collection, t.c.field == field.name)
+            ).all()
+        return rows[0] if rows else None
+
+    def _from_file(self, field: Field) -> tuple[VectorIndex | None, str | None]:
+        """The saved index if it matches its manifest, else None and why not."""
+        row = self._manifest(field)
+        if row is None:
+            return None, "no index yet"
+        if row.encoder_key != field.key:
+            if (field.name, field.key) in self.filling:
+                return None, "no index yet"  # the new space of a re-embedding
+            return None, f"built for encoder {row.encoder_key}, field now uses {field.key}"
+        if row.file != self._file(field).name:  # never a path out of the folder (tampering)
+            return None, f"manifest names file {row.file!r}, not {self._file(field).name!r}"
+        path = self.folder / row.file
+        if not path.is_file():
+            return None, f"file {row.file} is missing"
+        if row.dim != field.identity.dim:
+            return None, f"dimension {row.dim} does not match the field's {field.identity.dim}"
+        digest, data = sha256_file(path)
+        if digest != row.checksum:
+            return None, f"checksum of {row.file} does not match the manifest"
+        try:
+            index = indexfile.load(data, self.options)
+        except Exception as e:  # a file we wrote, checksum-verified, yet unreadable
+            return None, f"file {row.file} is unreadable: {e}"
+        if index.dim != field.identity.dim or index.last_vid != row.last_vid:
+            return None, "file contents do not match the manifest"
+        return index, None
+
+    def _catch_up(self, field: Field, index: VectorIndex) -> int:
+        """Apply what the catalog holds beyond the index: deletions and newer vectors."""
+        live = self.live_vids(field)
+        stale = index.live_vids()
+        gone = stale[~np.isin(stale, live, assume_unique=True)]
+        index.remove(gone)
+        newer = live[live > index.last_vid]
+        known = live[live <= index.last_vid]
+        missing = known[~np.isin(known, stale, assume_unique=True)]
+        if len(missing):  # the catalog has rows the index never saw: do not trust it
+            log.warning(
+                "index %s.%s lacks %d catalog rows; rebuilding",
+                self.collection,
+                field.name,
+                len(missing),
+            )
+            index.__init__(field.identity.dim, self.options)  # type: ignore[misc]
+            newer = live
+        if len(newer):
+            vids, vectors = self.read_vectors(field, after=index.last_vid)
+            index.add(vids, vectors)
+        return len(gone) + len(newer)
+
+    def live_vids(self, field: Field) -> np.ndarray:
+        return embeddings.live_vids(self.catalog, self.collection, field.name, field.key)
+
+    def read_vectors(self, field: Field, after: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Vids and vectors of the field newer than ``after``, in vid order, through Arrow."""
+        return embeddings.vectors_after(
+            self.catalog, self.collection, field.name, field.key, field.identity.dim, after
+        )
+
+    def verify(self, field: Field) -> dict[str, object]:
+        """Whether the field's index (as loaded and caught up) holds exactly the catalog's
+        live vectors, and what state its file is in."""
+        live = self.live_vids(field)
+        held = self.get(field).live_vids()
+        missing = int((~np.isin(live, held)).sum())
+        extra = int((~np.isin(held, live)).sum())
+        saved, reason = self._from_file(field)
+        if saved is not None:
+            newer = int((live > saved.last_vid).sum())
+            file = "current" if newer == 0 else f"behind by {newer} vectors (replayed on open)"
+        elif reason == "no index yet":
+            file = "none yet"
+        elif str(reason).startswith("built for encoder"):  # a switch not yet saved
+            file = f"stale: {reason} (rebuilt from the catalog, saved on close)"
+        else:
+            file = f"damaged: {reason}"
+        return {
+            "field": field.name,
+            "catalog_vectors": len(live),
+            "index_vectors": len(held),
+            "missing_from_index": missing,
+            "not_in_catalog": extra,
+            "file": file,
+            "ok": missing == 0 and extra == 0 and not file.startswith("damaged"),
+        }
+
+    # -- updates and saving -------------------------------------------------------------
+    def apply(
+        self, field: Field, added: tuple[np.ndarray, np.ndarray] | None, removed: np.ndarray
+    ) -> None:
+        """Apply a committed change to the field's index. An index not yet loaded is loaded
+        now, catching up from the catalog (which already holds the change), so that it is
+        kept current and saved on close."""
+        entry = self._entries.get((field.name, field.key))
+        if entry is None:
+            self.get(field)
+            return
+        entry.index.remove(removed)
+        if added is not None and len(added[0]):
+            entry.index.add(*added, adopt=True)
+        entry.unsaved += len(removed) + (0 if added is None else len(added[0]))
+
+    def remove_everywhere(self, name: str, vids: np.ndarray) -> None:
+        """Remove deleted records' vectors from every loaded index of the field."""
+        for (fname, _), entry in self._entries.items():
+            if fname == name:
+                entry.unsaved += entry.index.remove(vids)
+
+    def forget(self, name: str, key: str | None = None) -> None:
+        """Drop loaded indexes of a field (of one encoder key, or all) so that the next use
+        reloads and catches up from the catalog."""
+        for entry_key in list(self._entries):
+            if entry_key[0] == name and key in (None, entry_key[1]):
+                del self._entries[entry_key]
+
+    def maybe_save(self, fields: Mapping[str, Field]) -> None:
+        for f in fields.values():
+            entry = self._entries.get((f.name, f.key))
+            if entry is not None and entry.unsaved >= SAVE_EVERY:
+                self.save_or_warn(f)
+
+    def save_all(self, fields: dict[str, Field]) -> None:
+        """Optimize where it is due, then save every index of ``fields`` (the active
+        spaces) with unsaved changes."""
+        for f in fields.values():
+            entry = self._entries.get((f.name, f.key))
+            if entry is None:
+                continue
+            if entry.index.needs_optimize():
+                with self.catalog.lock:  # searches read the index being rebuilt
+                    entry.index.optimize()
+                entry.unsaved += 1
+            if entry.unsaved:
+                self.save(f)
+
+    def save_or_warn(self, field: Field) -> None:
+        """Save, or log why not when the disk refuses: the catalog holds every vector, so
+        the index in memory keeps serving and is saved (or rebuilt) later."""
+        store, action = str(self.catalog.path.parent), f"saving the index of {field.name!r}"
+        consequence = "the index keeps serving from memory and is saved again later"
+        with storage.warn_instead(store, action, consequence):
+            self.save(field)
+
+    def save(self, field: Field) -> None:
+        """Write the index atomically, then record its manifest row; a refused write
+        raises :class:`~mmstore.errors.StorageError` and leaves the previous file."""
+        entry = self._entries[(field.name, field.key)]
+        index = entry.index
+        path = self._file(field)
+        store, action = str(self.catalog.path.parent), f"saving the index of {field.name!r}"
+        with storage.guard(store, action):
+            checksum = write_atomic(path, indexfile.dump(index))
+        t = schema.indexes
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        with self.catalog.transaction(action) as conn:
+            conn.execute(
+                t.delete().where(t.c.collection == self.collection, t.c.field == field.name)
+            )
+            conn.execute(
+                t.insert().values(
+                    collection=self.collection,
+                    field=field.name,
+                    encoder_key=field.key,
+                    kind=index.kind,
+                    file=path.name,
+                    checksum=checksum,
+                    dim=index.dim,
+                    count=index.live,
+                    last_vid=index.last_vid,
+                    params=json.dumps(index.params()),
+                    updated_at=now,
+                )
+            )
+        for old in self.folder.glob(f"{field.name}-*.mmi"):
+            if old != path:
+                with contextlib.suppress(OSError):  # never read: the manifest names the file
+                    old.unlink(missing_ok=True)
+        entry.unsaved = 0
+        self.track(
+            IndexSaved(
+                str(self.catalog.path.parent), self.collection, field.name, str(path), index.live
+            )
+        )

@@ -1,0 +1,504 @@
+"""Search: resolve the query (values to encode, a raw vector, or a stored record), check
+that query and target share a space, restrict by a filter, search the target field's index,
+and fuse several queries by reciprocal rank or weighted scores."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from collections import OrderedDict, defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import sqlalchemy as sa
+
+from mmstore.encoding.encode import check_vectors, checked_rows, encode_batch, load_values
+from mmstore.encoding.fields import Field, RetiredEncoder, build_modality
+from mmstore.errors import (
+    InvalidInputError,
+    NotFoundError,
+    RecordError,
+    SpaceMismatchError,
+    UnknownNameError,
+    UnusableVectorsError,
+)
+from mmstore.hits import Hit, Hits
+from mmstore.storage import embeddings, schema
+from mmstore.storage.filters import compile_filter
+
+if TYPE_CHECKING:
+    from mmstore.collection import Collection
+
+MAX_K = 10_000
+#: queries in one call of search_many
+MAX_BATCH = 100_000
+#: scores an exact scan of search_many computes at once (64 MB)
+SCORES_PER_CALL = 1 << 24
+#: filters whose matching vids are kept between writes
+FILTERS_KEPT = 32
+RRF_K = 60
+Fusion = Literal["rrf", "weighted"]
+
+
+@dataclass(frozen=True)
+class Query:
+    """One query vector and the field whose space it lives in."""
+
+    field: Field
+    vector: np.ndarray
+    weight: float = 1.0
+
+
+class Searcher:
+    """Runs searches for one collection."""
+
+    def __init__(self, col: Collection) -> None:
+        self.col = col
+        self._vid_maps: dict[str, dict[str, int]] = {}
+        self._derived: dict[tuple[str, str, str], Field] = {}
+        self._heads: dict[str, Any] = {}  # retrieval head name -> heads.retrieval.Served
+        #: (field, encoder key, filter as JSON) -> allowed vids, least recently used first
+        self._allowed: OrderedDict[tuple[str, str, str], np.ndarray] = OrderedDict()
+        self._generation = -1  # of the hit cache, when the two caches above were filled
+
+    def search(
+        self,
+        *,
+        target: str | None,
+        k: int,
+        where: Mapping[str, Any] | None,
+        vector: Any,
+        record: str | int | None,
+        fusion: Fusion,
+        weights: Mapping[str, float] | None,
+        values: dict[str, Any],
+        head: str | None = None,
+    ) -> Hits:
+        _check_k(k)
+        if fusion not in ("rrf", "weighted"):
+            raise InvalidInputError(f"fusion must be 'rrf' or 'weighted', got {fusion!r}")
+        if head is not None:
+            return self._head_search(head, target, k, where, vector, record, values)
+        tgt = self._target(target, values, record is not None or vector is not None)
+        queries = self._queries(tgt, values, vector, record, weights or {})
+        for q in queries:
+            _check_space(q.field, tgt)
+        allowed = self.allowed_vids(tgt, where) if where else None
+        exclude = str(record) if record is not None else None
+        per_query = k if len(queries) == 1 else max(k * 4, 50)
+        results = [
+            self._one(tgt, q, per_query + (exclude is not None), allowed, exclude) for q in queries
+        ]
+        if len(results) == 1:
+            return results[0] if len(results[0]) <= k else Hits(results[0][:k])
+        return fuse(results, queries, fusion, k)
+
+    def search_many(
+        self,
+        *,
+        target: str | None,
+        k: int,
+        where: Mapping[str, Any] | None,
+        vectors: Any,
+        values: dict[str, Any],
+    ) -> list[Hits]:
+        """Hits for each of a batch of queries: one index call for the whole batch and, for
+        values, one call of the encoder."""
+        _check_k(k)
+        if (vectors is not None) + len(values) != 1:
+            raise InvalidInputError(
+                "give one batch of queries: vectors= (an array of shape (queries, dim)) or "
+                "the values of one field as a list (text=[...])"
+            )
+        tgt = self._target(target, values, vectors is not None)
+        matrix = (
+            self._raw_matrix(vectors, tgt)
+            if vectors is not None
+            else self._encode_many(tgt, values)
+        )
+        if not len(matrix):
+            return []
+        allowed = self.allowed_vids(tgt, where) if where else None
+        index = self.col.indexes.get(tgt)
+        step = max(1, SCORES_PER_CALL // max(index.size, 1))  # an exact scan's score matrix
+        out: list[Hits] = []
+        for start in range(0, len(matrix), step):
+            result = index.search(matrix[start : start + step], k, allowed)
+            out += [
+                self.col.cache.hits(tgt.name, tgt.modality.name, s, v, k)
+                for s, v in zip(result.scores, result.vids, strict=True)
+            ]
+        return out
+
+    def _raw_matrix(self, vectors: Any, tgt: Field) -> np.ndarray:
+        """``vectors=`` of :meth:`search_many`, checked whole; errors name the row."""
+        try:
+            arr = np.asarray(vectors, dtype=np.float32)
+        except (TypeError, ValueError) as e:
+            raise InvalidInputError(f"vectors= is not a numeric array: {e}") from e
+        dim = tgt.identity.dim
+        if arr.size == 0 and arr.ndim <= 2:  # no queries (an empty list too)
+            return np.empty((0, dim), np.float32)
+        if arr.ndim != 2 or arr.shape[1] != dim or len(arr) > MAX_BATCH:
+            raise InvalidInputError(
+                f"vectors= has shape {arr.shape}; field {tgt.name!r} takes an array of shape "
+                f"(queries, {dim}) with at most {MAX_BATCH:,} queries"
+            )
+        vectors, bad = checked_rows(tgt.encoder, tgt, arr, len(arr))
+        if bad.any():
+            rows = np.flatnonzero(bad)[:5].tolist()
+            raise InvalidInputError(
+                f"vectors= rows {rows} are zero or hold NaN or infinite values, which cannot "
+                "be searched with"
+            )
+        return vectors
+
+    def _encode_many(self, tgt: Field, values: dict[str, Any]) -> np.ndarray:
+        """The one field's list of values of :meth:`search_many`, encoded in one call."""
+        ((name, batch),) = values.items()
+        if isinstance(batch, str | bytes) or not isinstance(batch, list | tuple):
+            raise InvalidInputError(
+                f"{name}= takes a list of query values, got {type(batch).__name__}"
+            )
+        if len(batch) > MAX_BATCH:
+            raise InvalidInputError(f"{name}= has {len(batch):,} values; at most {MAX_BATCH:,}")
+        f = self._query_field(name, tgt)
+        _check_space(f, tgt)
+        if not batch:
+            return np.empty((0, tgt.identity.dim), np.float32)
+        return self._encode_values(f, name, list(batch), many=True)
+
+    # -- resolution ---------------------------------------------------------------------
+    def _target(self, target: str | None, values: dict[str, Any], raw: bool) -> Field:
+        fields = self.col.active
+        if target is not None:
+            if target not in fields:
+                raise UnknownNameError("field", target, fields)
+            return fields[target]
+        if len(fields) == 1:
+            return next(iter(fields.values()))
+        if len(values) == 1 and not raw:
+            name = next(iter(values))
+            if name in fields:
+                return fields[name]
+            same = [f for f in fields.values() if f.modality.name == name]
+            if len(same) == 1:
+                return same[0]
+        raise InvalidInputError(f"say which field to search: target= one of {sorted(fields)}")
+
+    def _queries(
+        self,
+        tgt: Field,
+        values: dict[str, Any],
+        vector: Any,
+        record: str | int | None,
+        weights: Mapping[str, float],
+    ) -> list[Query]:
+        given = len(values) + (vector is not None) + (record is not None)
+        if given == 0:
+            raise InvalidInputError(
+                "give something to search with: a field value (text=...), vector= or record="
+            )
+        out = [
+            self._encode_query(name, value, tgt, weights.get(name, 1.0))
+            for name, value in values.items()
+        ]
+        if vector is not None:
+            out.append(Query(tgt, self._raw_vector(vector, tgt), weights.get("vector", 1.0)))
+        if record is not None:
+            out.append(self._record_query(str(record), tgt, weights.get("record", 1.0)))
+        return out
+
+    def _query_field(self, name: str, tgt: Field) -> Field:
+        """What encodes a query value given as ``name=``: the field of that name when it
+        shares the target's space; else the target's encoder when it encodes that modality
+        (text into an image field of one OpenCLIP model); else a field of that modality in
+        the target's space, or another encoder of that space that encodes it; else the
+        field or a field of that modality in another space (the space check then names the
+        retrieval head that would bridge them). Encoders that can no longer encode (a
+        retired version) come last."""
+        fields = self.col.active
+        space = tgt.identity.space
+        same_space = sorted(
+            [tgt] + [f for f in fields.values() if f is not tgt and f.identity.space == space],
+            key=lambda f: isinstance(f.encoder, RetiredEncoder),
+        )
+        if name in fields and fields[name].identity.space == space:
+            return fields[name]
+        for f in same_space:
+            if f.modality.name == name and not isinstance(f.encoder, RetiredEncoder):
+                return f
+        for f in same_space:
+            if name in type(f.encoder).modalities and name in self.col.store.plugins.modalities:
+                return self._as_modality(f, name)
+        other = [fields[name]] if name in fields else []
+        other += [f for f in fields.values() if f.modality.name == name]
+        if other:
+            return other[0]
+        modalities = sorted({f.modality.name for f in fields.values()})
+        if name in self.col.store.plugins.modalities:
+            raise SpaceMismatchError(
+                f"no field of collection {self.col.name!r} encodes {name} into the space of "
+                f"field {tgt.name!r} ({tgt.identity.name}); fields hold {modalities}. Add a "
+                f"field of modality {name!r} and train a retrieval head into {tgt.name!r} "
+                f"(col.train_head('{name}2{tgt.name}', kind='retrieval', query=..., "
+                f"target='{tgt.name}'))"
+            )
+        raise UnknownNameError("query field or modality", name, [*fields, *modalities])
+
+    def _as_modality(self, f: Field, modality: str) -> Field:
+        """Field ``f``'s encoder taking values of another of its modalities."""
+        key = (f.name, f.key, modality)
+        cached = self._derived.get(key)
+        if cached is None:
+            instance = build_modality(
+                modality, self.col.store.plugins, None, self.col.config.options
+            )
+            cached = self._derived[key] = Field(f.name, instance, f.encoder, f.identity)
+        return cached
+
+    def _encode_query(self, name: str, value: Any, tgt: Field, weight: float) -> Query:
+        return self._encode_value(self._query_field(name, tgt), name, value, weight)
+
+    def _encode_value(self, f: Field, name: str, value: Any, weight: float) -> Query:
+        """``value`` (given as ``name=``) encoded by field ``f``'s serving encoder."""
+        return Query(f, self._encode_values(f, name, [value], many=False)[0], weight)
+
+    def _encode_values(self, f: Field, name: str, values: list[Any], many: bool) -> np.ndarray:
+        """Query values given as ``name=`` (a list of them when ``many``), loaded, checked
+        and encoded by field ``f``'s serving encoder in one call; errors name the value."""
+        at = (lambda i: f"query {name}=[{i}]") if many else (lambda i: f"query {name}=")
+        if f.encoder.fitted and f.encoder.state is None:
+            raise InvalidInputError(
+                f"query {name}=: encoder {f.identity.name!r} fits its statistics on the first "
+                f"records of field {f.name!r}; ingest records before searching with a value"
+            )
+        hook = self.col.store.plugins.hook
+        labels = [f"<query {i}>" for i in range(len(values))] if many else ["<query>"]
+        items = load_values(hook, f, values, labels, name)
+        for i, item in enumerate(items):
+            if isinstance(item, RecordError):
+                raise InvalidInputError(f"{at(i)}: {item.problem}") from item
+        try:
+            return encode_batch(hook, f, items)
+        except UnusableVectorsError as e:
+            which = f"queries {name}={e.rows[:5]}" if many else f"query {name}="
+            raise InvalidInputError(
+                f"{which}: encoder {f.identity.name!r} turned it into a zero or non-finite "
+                "vector, which cannot be searched with"
+            ) from e
+
+    def _raw_vector(self, vector: Any, tgt: Field) -> np.ndarray:
+        try:
+            arr = np.asarray(vector, dtype=np.float32)
+        except (TypeError, ValueError) as e:
+            raise InvalidInputError(f"vector= is not numeric: {e}") from e
+        if arr.shape != (tgt.identity.dim,):
+            raise InvalidInputError(
+                f"vector= has shape {arr.shape}; field {tgt.name!r} "
+                f"holds {tgt.identity.dim}-d vectors"
+            )
+        squares = float(np.add.reduce(arr * arr))  # summed as checked_rows sums, same scores
+        if 0 < squares < math.inf:  # the common case, in a few microseconds
+            cosine = tgt.encoder.metric == "cosine"
+            return arr / math.sqrt(squares) if cosine else np.ascontiguousarray(arr)
+        if not np.isfinite(arr).all():
+            raise InvalidInputError("vector= holds NaN or infinite values")
+        try:
+            return check_vectors(tgt.encoder, tgt, arr[None, :], 1)[0]
+        except Exception as e:
+            raise InvalidInputError(f"vector= cannot be used: {e}") from e
+
+    def _record_query(self, rid: str, tgt: Field, weight: float) -> Query:
+        """The record's stored vector in the target field, or in a field of its space."""
+        candidates = [tgt] + [
+            f
+            for f in self.col.active.values()
+            if f is not tgt and f.identity.space == tgt.identity.space
+        ]
+        owned = self._owned(rid)
+        for f in candidates:
+            index = self.col.indexes.get(f)
+            vids = [vid for vid, name in owned if name == f.name]
+            pos = index.positions(np.asarray(vids, np.int64))
+            pos = pos[~index.dead[pos]]
+            if len(pos):
+                return Query(f, index.vectors_at(pos[-1:])[0], weight)
+        self.col.get([rid])  # raises NotFoundError when the record does not exist
+        for _, name in owned:
+            if name in self.col.active and name not in {f.name for f in candidates}:
+                _check_space(self.col.active[name], tgt)
+        raise NotFoundError(
+            f"record {rid!r} has no vector in field {tgt.name!r} or a field of "
+            "its space; search with another target"
+        )
+
+    def _owned(self, rid: str) -> list[tuple[int, str]]:
+        return embeddings.of_record(self.col.store.catalog, self.col.name, rid)
+
+    # -- retrieval heads ----------------------------------------------------------------
+    def _head_search(
+        self,
+        head: str,
+        target: str | None,
+        k: int,
+        where: Mapping[str, Any] | None,
+        vector: Any,
+        record: str | int | None,
+        values: dict[str, Any],
+    ) -> Hits:
+        """Search through a retrieval head: the query value encoded by the head's query
+        field (or the record's stored vector of that field), projected by its query tower,
+        against the index of the target field's vectors projected by its target tower.
+        With ``record=``, the record itself is not left out: its own target is a match."""
+        from mmstore.heads import retrieval  # torch loads only when asked for
+
+        served = retrieval.serve(self.col, head, self._heads)
+        names = f"query field {served.query!r} and target field {served.target!r}"
+        if target is not None and target != served.target:
+            if target not in self.col.active:
+                raise UnknownNameError("field", target, self.col.active)
+            raise InvalidInputError(
+                f"head {head!r} has {names}; search it with target={served.target!r}, "
+                f"not {target!r}"
+            )
+        if vector is not None:
+            raise InvalidInputError(
+                f"vector= is not taken with head=; head {head!r} has {names}: give "
+                f"{served.query}=<value> or record=<id>"
+            )
+        if len(values) + (record is not None) != 1:
+            raise InvalidInputError(
+                f"head {head!r} has {names}: give one query, {served.query}=<value> or record=<id>"
+            )
+        qf = self.col.active[served.query]
+        if record is not None:
+            vec = self._stored_vector(str(record), qf, head)
+        else:
+            ((name, value),) = values.items()
+            retrieval.check_query_name(served, name, self.col.active, head)
+            vec = self._encode_value(qf, name, value, 1.0).vector
+        tgt = self.col.active[served.target]
+        allowed = self.allowed_vids(tgt, where) if where else None
+        result = served.index.search(served.project_query(vec), k, allowed)
+        return self.col.cache.hits(
+            tgt.name, tgt.modality.name, result.scores[0], result.vids[0], k, None
+        )
+
+    def _stored_vector(self, rid: str, f: Field, head: str) -> np.ndarray:
+        """The record's stored vector of field ``f`` (its latest live one)."""
+        index = self.col.indexes.get(f)
+        vids = [vid for vid, name in self._owned(rid) if name == f.name]
+        pos = index.positions(np.asarray(vids, np.int64))
+        pos = np.sort(pos[~index.dead[pos]])
+        if len(pos):
+            vector: np.ndarray = index.vectors_at(pos[-1:])[0]
+            return vector
+        self.col.get([rid])  # raises NotFoundError when the record does not exist
+        raise NotFoundError(
+            f"record {rid!r} has no vector in field {f.name!r}, the query field of head "
+            f"{head!r}; search with {f.name}=<value>"
+        )
+
+    # -- execution ----------------------------------------------------------------------
+    def allowed_vids(self, tgt: Field, where: Mapping[str, Any]) -> np.ndarray:
+        """Vids of the target field whose records match the filter: the catalog lists the
+        matching record ids (bound parameters), a map held in memory turns them into vids.
+        The answer is kept until the next committed write, so that a filter used again
+        (a category, a tenant) costs no catalog query."""
+        self._forget_if_written()
+        key = _filter_key(tgt, where)
+        if key is not None and key in self._allowed:
+            self._allowed.move_to_end(key)
+            return self._allowed[key]
+        r = schema.records
+        stmt = sa.select(r.c.id).where(r.c.collection == self.col.name, compile_filter(where, r))
+        ids = self.col.store.catalog.select_arrow(stmt).column("id").to_pylist()
+        vid_of = self._vid_map(tgt)
+        vids = [v for v in map(vid_of.get, ids) if v is not None]
+        allowed = np.sort(np.fromiter(vids, np.int64, len(vids)))
+        allowed.flags.writeable = False  # shared by later searches with the same filter
+        if key is not None:
+            self._allowed[key] = allowed
+            while len(self._allowed) > FILTERS_KEPT:
+                self._allowed.popitem(last=False)
+        return allowed
+
+    def _vid_map(self, tgt: Field) -> dict[str, int]:
+        """The target field's vid of each record id; rebuilt after a write."""
+        self._forget_if_written()
+        cached = self._vid_maps.get(tgt.name)
+        if cached is None:
+            catalog = self.col.store.catalog
+            cached = embeddings.vid_by_record(catalog, self.col.name, tgt.name, tgt.key)
+            self._vid_maps[tgt.name] = cached
+        return cached
+
+    def _forget_if_written(self) -> None:
+        """Drop the vid maps and filter results once a write committed since they were
+        read (the hit cache counts commits)."""
+        if self._generation != self.col.cache.generation:
+            self._vid_maps.clear()
+            self._allowed.clear()
+            self._generation = self.col.cache.generation
+
+    def _one(
+        self, tgt: Field, q: Query, k: int, allowed: np.ndarray | None, exclude: str | None
+    ) -> Hits:
+        index = self.col.indexes.get(tgt)
+        result = index.search(q.vector[None, :], k, allowed)
+        return self.col.cache.hits(
+            tgt.name, tgt.modality.name, result.scores[0], result.vids[0], k, exclude
+        )
+
+
+def fuse(results: list[Hits], queries: list[Query], fusion: Fusion, k: int) -> Hits:
+    """Reciprocal-rank fusion (sum of 1/(60 + rank)) or a weighted sum of scores."""
+    scores: dict[str, float] = defaultdict(float)
+    first: dict[str, Hit] = {}
+    for hits, q in zip(results, queries, strict=True):
+        for rank, hit in enumerate(hits, start=1):
+            contribution = 1.0 / (RRF_K + rank) if fusion == "rrf" else hit.score
+            scores[hit.id] += q.weight * contribution
+            first.setdefault(hit.id, hit)
+    best = sorted(scores, key=lambda i: (-scores[i], i))[:k]
+    out = Hits()
+    for rid in best:
+        h = first[rid]
+        out.append(Hit(rid, scores[rid], h.field, h.modality, h.label, h.ts, h.meta, h.values))
+    return out
+
+
+def _filter_key(tgt: Field, where: Mapping[str, Any]) -> tuple[str, str, str] | None:
+    """A filter as canonical JSON (values tagged with their type, so that ``1``, ``1.0``
+    and ``True`` differ), or None when it does not serialize (it is then not kept)."""
+    try:
+        text = json.dumps(where, sort_keys=True, default=_tagged)
+    except (TypeError, ValueError):
+        return None
+    return tgt.name, tgt.key, text
+
+
+def _tagged(value: Any) -> str:
+    if isinstance(value, dt.datetime | dt.date):
+        return f"{type(value).__name__}:{value.isoformat()}"
+    raise TypeError(f"not kept: {type(value).__name__}")
+
+
+def _check_k(k: Any) -> None:
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
+        raise InvalidInputError(f"k must be an int from 1 to {MAX_K}, got {k!r}")
+
+
+def _check_space(query: Field, target: Field) -> None:
+    if query.identity.space != target.identity.space:
+        raise SpaceMismatchError(
+            f"field {query.name!r} ({query.identity.name}) and field {target.name!r} "
+            f"({target.identity.name}) are in different embedding spaces; no retrieval head "
+            f"bridges them yet: train one with col.train_head('{query.name}2{target.name}', "
+            f"kind='retrieval', query='{query.name}', target='{target.name}') and search "
+            "with head=..."
+        )

@@ -1,0 +1,226 @@
+"""The embeddings table (``mms_embeddings``), owned here: every statement that reads or writes
+it, and the Arrow conversions of its columns. A row is one vector: its ``vid`` (growing
+with every write), collection, record id, field, encoder identity (``encoder_key``), the
+source hash it was encoded from, and the float32 vector as a blob."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
+    from mmstore.storage.catalog import Catalog
+
+
+# -- writing ------------------------------------------------------------------------------
+def insert(
+    catalog: Catalog,
+    conn: Connection,
+    collection: str,
+    field: str,
+    encoder_key: str,
+    rows: Sequence[tuple[str, str]],
+    vectors: np.ndarray,
+) -> np.ndarray:
+    """Insert one vector per ``(record id, source hash)`` of ``rows`` through Arrow, in
+    the transaction of ``conn``; returns their new vids."""
+    n = len(rows)
+    vid0 = catalog.next_ids(conn, "vid", n)
+    vids = np.arange(vid0, vid0 + n, dtype=np.int64)
+    vectors = np.ascontiguousarray(vectors, np.float32)
+    blob = pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(vectors.shape[1] * 4), n, [None, pa.py_buffer(vectors)]
+    )
+    table = pa.table(
+        {
+            "vid": pa.array(vids, pa.int64()),
+            "collection": pa.array([collection] * n, pa.string()),
+            "record_id": pa.array([rid for rid, _ in rows], pa.string()),
+            "field": pa.array([field] * n, pa.string()),
+            "encoder_key": pa.array([encoder_key] * n, pa.string()),
+            "source_hash": pa.array([h for _, h in rows], pa.string()),
+            "vector": blob,
+        }
+    )
+    with catalog.arrow("mms_new_vectors", table):
+        catalog.raw.execute(
+            "INSERT INTO mms_embeddings SELECT vid, collection, record_id, field, "
+            "encoder_key, source_hash, vector::BLOB FROM mms_new_vectors"
+        )
+    return vids
+
+
+def delete_vids(catalog: Catalog, conn: Connection, vids: Sequence[int]) -> None:
+    """Delete the vectors of ``vids``."""
+    table = pa.table({"vid": pa.array(list(vids), pa.int64())})
+    with catalog.arrow("mms_drop_vids", table):
+        conn.exec_driver_sql(
+            "DELETE FROM mms_embeddings WHERE vid IN (SELECT vid FROM mms_drop_vids)"
+        )
+
+
+def delete_records(conn: Connection, collection: str, ids_table: str) -> list[tuple[int, str]]:
+    """Delete every vector of the records named in the registered table ``ids_table``
+    (column ``id``); returns the (vid, field) pairs that went."""
+    gone = conn.exec_driver_sql(
+        "SELECT vid, field FROM mms_embeddings WHERE collection = ? AND record_id IN "
+        f"(SELECT id FROM {ids_table})",
+        (collection,),
+    ).fetchall()
+    conn.exec_driver_sql(
+        "DELETE FROM mms_embeddings WHERE collection = ? AND record_id IN "
+        f"(SELECT id FROM {ids_table})",
+        (collection,),
+    )
+    return [(int(v), str(f)) for v, f in gone]
+
+
+def delete_other_spaces(
+    conn: Connection, collection: str, field: str, encoder_key: str
+) -> list[tuple[int, str]]:
+    """Delete the field's vectors of every encoder identity but ``encoder_key``; returns
+    the (vid, encoder key) pairs that went."""
+    gone = conn.exec_driver_sql(
+        "DELETE FROM mms_embeddings WHERE collection = ? AND field = ? "
+        "AND encoder_key <> ? RETURNING vid, encoder_key",
+        (collection, field, encoder_key),
+    ).fetchall()
+    return [(int(v), str(k)) for v, k in gone]
+
+
+# -- reading ------------------------------------------------------------------------------
+def of_records(conn: Connection, collection: str, ids_table: str) -> list[tuple[Any, ...]]:
+    """(record id, field, source hash, encoder key, vid) of every stored vector of the
+    records named in the registered table ``ids_table`` (column ``id``)."""
+    rows = conn.exec_driver_sql(
+        "SELECT e.record_id, e.field, e.source_hash, e.encoder_key, e.vid "
+        f"FROM mms_embeddings e JOIN {ids_table} c ON e.record_id = c.id "
+        "WHERE e.collection = ?",
+        (collection,),
+    ).fetchall()
+    return [tuple(r) for r in rows]
+
+
+def of_record(catalog: Catalog, collection: str, record_id: str) -> list[tuple[int, str]]:
+    """(vid, field) of every stored vector of one record."""
+    t = catalog.query_arrow(
+        "SELECT vid, field FROM mms_embeddings WHERE collection = ? AND record_id = ?",
+        [collection, record_id],
+    )
+    return list(zip(t.column("vid").to_pylist(), t.column("field").to_pylist(), strict=True))
+
+
+def vid_by_record(catalog: Catalog, collection: str, field: str, key: str) -> dict[str, int]:
+    """The vid of each record's vector in one field's space."""
+    t = catalog.query_arrow(
+        "SELECT record_id, vid FROM mms_embeddings WHERE collection = ? AND field = ? "
+        "AND encoder_key = ?",
+        [collection, field, key],
+    )
+    return dict(zip(t.column("record_id").to_pylist(), t.column("vid").to_pylist(), strict=True))
+
+
+def record_by_vid(catalog: Catalog, collection: str) -> dict[int, str]:
+    """The record id of every vid of a collection."""
+    t = catalog.query_arrow(
+        "SELECT vid, record_id FROM mms_embeddings WHERE collection = ?", [collection]
+    )
+    return dict(zip(t.column("vid").to_pylist(), t.column("record_id").to_pylist(), strict=True))
+
+
+def live_vids(catalog: Catalog, collection: str, field: str, key: str) -> np.ndarray:
+    """The vids of one field's space, in order."""
+    t = catalog.query_arrow(
+        "SELECT vid FROM mms_embeddings WHERE collection = ? AND field = ? "
+        "AND encoder_key = ? ORDER BY vid",
+        [collection, field, key],
+    )
+    return int64s(t.column("vid"))
+
+
+def vectors_after(
+    catalog: Catalog, collection: str, field: str, key: str, dim: int, after: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Vids and vectors of one field's space newer than ``after``, in vid order."""
+    t = catalog.query_arrow(
+        "SELECT vid, vector FROM mms_embeddings WHERE collection = ? AND field = ? "
+        "AND encoder_key = ? AND vid > ? ORDER BY vid",
+        [collection, field, key, after],
+    )
+    return int64s(t.column("vid")), blobs_to_matrix(t.column("vector"), dim)
+
+
+def vectors_of_records(
+    catalog: Catalog, collection: str, field: str, key: str, ids_table: str
+) -> pa.Table:
+    """record_id, vid and vector of one field's space for the records named in the
+    registered table ``ids_table``, in vid order."""
+    return catalog.query_arrow(
+        "SELECT record_id, vid, vector FROM mms_embeddings WHERE collection = ? AND field = ? "
+        f"AND encoder_key = ? AND record_id IN (SELECT id FROM {ids_table}) ORDER BY vid",
+        [collection, field, key],
+    )
+
+
+def pending_in_space(
+    catalog: Catalog, collection: str, field: str, old_key: str, new_key: str
+) -> pa.Table:
+    """Per record with a vector in the field's ``old_key`` space: its id, source hash, and
+    whether it has one in ``new_key``'s too (``done``), by record id."""
+    return catalog.query_arrow(
+        "SELECT o.record_id, o.source_hash, n.vid IS NOT NULL AS done "
+        "FROM mms_embeddings o LEFT JOIN mms_embeddings n ON n.collection = o.collection "
+        "AND n.record_id = o.record_id AND n.field = o.field AND n.encoder_key = ? "
+        "WHERE o.collection = ? AND o.field = ? AND o.encoder_key = ? ORDER BY o.record_id",
+        [new_key, collection, field, old_key],
+    )
+
+
+def counts_by_encoder(catalog: Catalog, collection: str) -> list[dict[str, Any]]:
+    """Per field and encoder identity: the encoder's name and version and how many
+    vectors it wrote."""
+    return list(
+        catalog.query_arrow(
+            "SELECT e.field, e.encoder_key, c.name, c.version, count(*) AS n "
+            "FROM mms_embeddings e JOIN mms_encoders c ON c.key = e.encoder_key "
+            "WHERE e.collection = ? GROUP BY ALL ORDER BY ALL",
+            [collection],
+        ).to_pylist()
+    )
+
+
+# -- columns ------------------------------------------------------------------------------
+def int64s(column: pa.ChunkedArray) -> np.ndarray:
+    """A BIGINT column without nulls as an int64 array, read from its buffers: pyarrow's
+    ``to_numpy`` imports pandas (0.3 s of a reopened store's first search)."""
+    parts = [
+        np.frombuffer(c.buffers()[1], np.int64, len(c), c.offset * 8)
+        for c in column.chunks
+        if len(c)
+    ]
+    if any(c.null_count for c in column.chunks) or column.type != pa.int64():
+        raise ValueError(f"expected an int64 column without nulls, got {column.type}")
+    return np.concatenate(parts) if parts else np.empty(0, np.int64)
+
+
+def blobs_to_matrix(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
+    """A column of float32 blobs as an ``(n, dim)`` array (one copy, no per-row Python)."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    n = len(array)
+    if n == 0:
+        return np.empty((0, dim), np.float32)
+    if pa.types.is_fixed_size_binary(array.type):
+        data = np.frombuffer(array.buffers()[1], np.uint8, n * dim * 4, array.offset * dim * 4)
+    else:
+        if array.type != pa.large_binary():
+            array = array.cast(pa.large_binary())
+        offsets = np.frombuffer(array.buffers()[1], np.int64, n + 1, array.offset * 8)
+        if not (np.diff(offsets) == dim * 4).all():
+            raise ValueError(f"stored vectors are not all {dim}-dimensional float32")
+        data = np.frombuffer(array.buffers()[2], np.uint8, n * dim * 4, int(offsets[0]))
+    return data.view(np.float32).reshape(n, dim).copy()

@@ -57,15 +57,10 @@ PENDING_MODULES = {
     "mmstore.index.vectors",
     "mmstore.ingest.ingestor",
     "mmstore.search.searcher",
-    "mmstore.service.app",
 }
 PENDING_FUNCTIONS = {
-    "mmstore.cli.heads.register",
-    "mmstore.cli.keys.register",
-    "mmstore.cli.records.register",
     "mmstore.heads.train._loop",
     "mmstore.heads.train.fit_classifier",
-    "mmstore.service.app.create_app",
 }
 
 

@@ -16,7 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 
 import mmstore
-from mmstore.cli.keys import register
+from mmstore.cli.keys import keys as keys_group
 from mmstore.errors import ConfigError, InvalidInputError, MMStoreError, NotFoundError
 from mmstore.service.auth import authorize
 from mmstore.service.keys import KeyInfo, KeyStore
@@ -251,14 +251,12 @@ def test_200_inside_scope_and_collection(client: TestClient, keys: KeyStore) -> 
 
 @pytest.fixture
 def cli() -> click.Group:
-    from mmstore.cli.main import _errors
-
     @click.group()
     @click.option("--traceback", is_flag=True)
     def group(traceback: bool) -> None:
         pass
 
-    register(group, _errors)
+    group.add_command(keys_group)
     return group
 
 

@@ -379,7 +379,7 @@ def test_settings_and_cli_registration(tmp_path: Path) -> None:
     import click
     from click.testing import CliRunner
 
-    from mmstore.cli.serve import register
+    from mmstore.cli.serve import serve
 
     with pytest.raises(ValueError):
         Settings(max_k=0)
@@ -387,7 +387,7 @@ def test_settings_and_cli_registration(tmp_path: Path) -> None:
     @click.group()
     def group() -> None: ...
 
-    register(group, lambda f: f)
+    group.add_command(serve)
     out = CliRunner().invoke(group, ["serve", "--help"])
     assert out.exit_code == 0 and "--max-body-bytes" in out.output
 

@@ -1,5 +1,5 @@
 """Command-line verbs for heads: ``mmstore train``, ``mmstore predict``, ``mmstore heads``.
-Registered on the ``mmstore`` group by :mod:`mmstore.cli.main`."""
+Added to the ``mmstore`` group by :mod:`mmstore.cli.main` (``COMMANDS``)."""
 
 from __future__ import annotations
 
@@ -9,110 +9,111 @@ from typing import Any
 
 import click
 
+from mmstore.cli.common import errors, json_arg
 from mmstore.errors import InvalidInputError
 from mmstore.store import open as open_store
 
 
-def register(cli: click.Group, errors: Any, json_arg: Any) -> None:
-    """Add the head commands to ``cli``; ``errors`` and ``json_arg`` are the CLI's error
-    wrapper and JSON-option parser."""
+@click.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("collection")
+@click.argument("name")
+@click.option("--kind", default="classifier", show_default=True)
+@click.option("--inputs", default=None, help="Classifier: comma-separated input fields.")
+@click.option("--label", default=None, help="Classifier: the label (default: label).")
+@click.option("--fusion", default=None, help="Classifier: concat, mean or attention.")
+@click.option("--query", default=None, help="Retrieval: the query field.")
+@click.option("--target", default=None, help="Retrieval: the target field.")
+@click.option("--options", default="{}", help="JSON: more options, e.g. '{\"epochs\": 50}'.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@errors
+def train(
+    path: Path,
+    collection: str,
+    name: str,
+    kind: str,
+    inputs: str | None,
+    label: str | None,
+    fusion: str | None,
+    query: str | None,
+    target: str | None,
+    options: str,
+    as_json: bool,
+) -> None:
+    """Train head NAME on COLLECTION's stored embeddings and save it in the store."""
+    extra = json_arg("--options", options)
+    if not isinstance(extra, dict):
+        raise InvalidInputError("--options must be a JSON object")
+    if kind == "classifier":  # flags given win over --options
+        extra |= {k: v for k, v in (("label", label), ("fusion", fusion)) if v is not None}
+        if inputs:
+            extra["inputs"] = [s.strip() for s in inputs.split(",") if s.strip()]
+    else:
+        extra |= {k: v for k, v in (("query", query), ("target", target)) if v is not None}
+    with open_store(path) as store:
+        report = store.collection(collection).train_head(name, kind, **extra)
+    if as_json:
+        click.echo(json.dumps({"name": report.name, "kind": report.kind,
+                               "path": str(report.path), "metrics": report.metrics},
+                              default=str))  # fmt: skip
+        return
+    click.echo(str(report))
 
-    @cli.command()
-    @click.argument("path", type=click.Path(path_type=Path))
-    @click.argument("collection")
-    @click.argument("name")
-    @click.option("--kind", default="classifier", show_default=True)
-    @click.option("--inputs", default=None, help="Classifier: comma-separated input fields.")
-    @click.option("--label", default=None, help="Classifier: the label (default: label).")
-    @click.option("--fusion", default=None, help="Classifier: concat, mean or attention.")
-    @click.option("--query", default=None, help="Retrieval: the query field.")
-    @click.option("--target", default=None, help="Retrieval: the target field.")
-    @click.option("--options", default="{}", help="JSON: more options, e.g. '{\"epochs\": 50}'.")
-    @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-    @errors
-    def train(
-        path: Path,
-        collection: str,
-        name: str,
-        kind: str,
-        inputs: str | None,
-        label: str | None,
-        fusion: str | None,
-        query: str | None,
-        target: str | None,
-        options: str,
-        as_json: bool,
-    ) -> None:
-        """Train head NAME on COLLECTION's stored embeddings and save it in the store."""
-        extra = json_arg("--options", options)
-        if not isinstance(extra, dict):
-            raise InvalidInputError("--options must be a JSON object")
-        if kind == "classifier":  # flags given win over --options
-            extra |= {k: v for k, v in (("label", label), ("fusion", fusion)) if v is not None}
-            if inputs:
-                extra["inputs"] = [s.strip() for s in inputs.split(",") if s.strip()]
-        else:
-            extra |= {k: v for k, v in (("query", query), ("target", target)) if v is not None}
-        with open_store(path) as store:
-            report = store.collection(collection).train_head(name, kind, **extra)
-        if as_json:
-            click.echo(json.dumps({"name": report.name, "kind": report.kind,
-                                   "path": str(report.path), "metrics": report.metrics},
-                                  default=str))  # fmt: skip
-            return
-        click.echo(str(report))
 
-    @cli.command()
-    @click.argument("path", type=click.Path(path_type=Path))
-    @click.argument("collection")
-    @click.argument("name")
-    @click.option("--ids", default=None, help="Comma-separated ids of stored records.")
-    @click.option(
-        "--file",
-        "file",
-        type=click.Path(path_type=Path, exists=True, dir_okay=False),
-        help="New records (.jsonl, .csv or .parquet), encoded without being stored.",
-    )
-    @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-    @errors
-    def predict(
-        path: Path, collection: str, name: str, ids: str | None, file: Path | None, as_json: bool
-    ) -> None:
-        """Predict with head NAME for stored records (--ids) or new ones (--file)."""
-        if (ids is None) == (file is None):
-            raise InvalidInputError("give either --ids or --file")
-        if ids is not None:
-            records: list[Any] = [s.strip() for s in ids.split(",") if s.strip()]
-        else:
-            from mmstore.ingest.files import read_records
+@click.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("collection")
+@click.argument("name")
+@click.option("--ids", default=None, help="Comma-separated ids of stored records.")
+@click.option(
+    "--file",
+    "file",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="New records (.jsonl, .csv or .parquet), encoded without being stored.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@errors
+def predict(
+    path: Path, collection: str, name: str, ids: str | None, file: Path | None, as_json: bool
+) -> None:
+    """Predict with head NAME for stored records (--ids) or new ones (--file)."""
+    if (ids is None) == (file is None):
+        raise InvalidInputError("give either --ids or --file")
+    if ids is not None:
+        records: list[Any] = [s.strip() for s in ids.split(",") if s.strip()]
+    else:
+        from mmstore.ingest.files import read_records
 
-            assert file is not None
-            records = list(read_records(file))
-        with open_store(path, read_only=True) as store:
-            out = store.collection(collection).predict(name, records)
-        if as_json:
-            click.echo(json.dumps(out, default=str))
-            return
-        for row in out:
-            best = max(row["probabilities"].values()) if row.get("probabilities") else None
-            click.echo(f"{row['id']}\t{row['label']}\t{best:.4f}" if best else f"{row['id']}")
+        assert file is not None
+        records = list(read_records(file))
+    with open_store(path, read_only=True) as store:
+        out = store.collection(collection).predict(name, records)
+    if as_json:
+        click.echo(json.dumps(out, default=str))
+        return
+    for row in out:
+        best = max(row["probabilities"].values()) if row.get("probabilities") else None
+        click.echo(f"{row['id']}\t{row['label']}\t{best:.4f}" if best else f"{row['id']}")
 
-    @cli.command()
-    @click.argument("path", type=click.Path(path_type=Path))
-    @click.argument("collection")
-    @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-    @errors
-    def heads(path: Path, collection: str, as_json: bool) -> None:
-        """List COLLECTION's heads with their metrics, and whether each is stale."""
-        with open_store(path, read_only=True) as store:
-            rows = store.collection(collection).heads()
-        if as_json:
-            click.echo(json.dumps(rows, default=str, indent=2))
-            return
-        for h in rows:
-            state = f"STALE ({h.get('reason')})" if h.get("stale") else "current"
-            metrics = h.get("metrics") or {}
-            shown = ", ".join(
-                f"{k} {v:.3f}" for k, v in metrics.items() if isinstance(v, int | float)
-            )
-            click.echo(f"{h['name']:<20} {h['kind']:<11} {state:<10} {shown}")
+
+@click.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("collection")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@errors
+def heads(path: Path, collection: str, as_json: bool) -> None:
+    """List COLLECTION's heads with their metrics, and whether each is stale."""
+    with open_store(path, read_only=True) as store:
+        rows = store.collection(collection).heads()
+    if as_json:
+        click.echo(json.dumps(rows, default=str, indent=2))
+        return
+    for h in rows:
+        state = f"STALE ({h.get('reason')})" if h.get("stale") else "current"
+        metrics = h.get("metrics") or {}
+        shown = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if isinstance(v, int | float))
+        click.echo(f"{h['name']:<20} {h['kind']:<11} {state:<10} {shown}")
+
+
+#: the commands this module adds to the ``mmstore`` group
+COMMANDS = [train, predict, heads]

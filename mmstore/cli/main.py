@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
 from dataclasses import asdict
-from functools import wraps
 from pathlib import Path
 from typing import Any
 
@@ -23,40 +21,12 @@ from mmstore.cli import heads as cli_heads
 from mmstore.cli import keys as cli_keys
 from mmstore.cli import records as cli_records
 from mmstore.cli import serve as cli_service
-from mmstore.errors import InvalidInputError, MMStoreError, StoreLockedError
+from mmstore.cli.common import errors, json_arg
 from mmstore.plugin.manager import PluginHost
 from mmstore.storage import migrations as migrate
 from mmstore.storage.catalog import Catalog
 from mmstore.store import CATALOG_FILE
 from mmstore.store import open as open_store
-
-
-def _errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn mmstore errors into one line on stderr and exit code 1."""
-
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except (MMStoreError, OSError) as e:  # a missing file, no permission, a full disk
-            if click.get_current_context().find_root().params.get("traceback"):
-                raise
-            click.echo(f"error: {e}{_holder(e)}", err=True)
-            sys.exit(1)
-
-    return wrapper
-
-
-def _holder(error: BaseException) -> str:
-    """For a locked store: the service that says it holds it, and how to reach it."""
-    if not isinstance(error, StoreLockedError):
-        return ""
-    from mmstore.service.serve import service_address
-
-    url = service_address(error.path)
-    if url is None:
-        return ""
-    return f"; the mmstore service at {url} holds it: use mmstore.Client({url!r}, key) or HTTP"
 
 
 @click.group()
@@ -91,7 +61,7 @@ def main() -> None:
 @click.option(
     "--limit", type=int, default=2000, show_default=True, help="How many docstrings to ingest."
 )
-@_errors
+@errors
 def demo(path: Path, limit: int) -> None:
     """Build a store of standard-library docstrings on the bundled MiniLM and search it."""
     from mmstore.demo import run
@@ -109,29 +79,22 @@ def demo(path: Path, limit: int) -> None:
     help="JSON: field name -> encoder name or {encoder, modality, params...}.",
 )
 @click.option("--options", default="{}", help="JSON: plugin options of the collection.")
-@_errors
+@errors
 def init(path: Path, collection: str, fields: str, options: str) -> None:
     """Create (or open) the store at PATH and a COLLECTION in it."""
     with open_store(path) as store:
         col = store.create_collection(
             collection,
-            encoders=_json_arg("--fields", fields),
-            options=_json_arg("--options", options),
+            encoders=json_arg("--fields", fields),
+            options=json_arg("--options", options),
         )
         click.echo(f"{path}: collection {col.name!r} with fields {sorted(col.fields)}")
-
-
-def _json_arg(option: str, value: str) -> Any:
-    try:
-        return json.loads(value)
-    except json.JSONDecodeError as e:
-        raise InvalidInputError(f"{option} is not valid JSON: {e.msg}") from e
 
 
 @cli.command()
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@_errors
+@errors
 def verify(path: Path, as_json: bool) -> None:
     """Check that every index agrees with the catalog; exit code 1 if one does not."""
     with open_store(path, read_only=True) as store:
@@ -154,7 +117,7 @@ def verify(path: Path, as_json: bool) -> None:
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@_errors
+@errors
 def plugins(as_json: bool) -> None:
     """List loaded plugins with their versions, hooks, encoders and modalities."""
     host = PluginHost()
@@ -179,7 +142,7 @@ def plugins(as_json: bool) -> None:
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@_errors
+@errors
 def encoders(as_json: bool) -> None:
     """List the encoders: plugin, version, modalities and parameters with their defaults."""
     host = PluginHost()
@@ -212,7 +175,7 @@ def _encoder_row(host: PluginHost, name: str) -> dict[str, Any]:
 
 @cli.command("migrate")
 @click.argument("path", type=click.Path(path_type=Path))
-@_errors
+@errors
 def migrate_cmd(path: Path) -> None:
     """Upgrade the catalog schema of the store at PATH to the newest revision."""
     if not (path / CATALOG_FILE).is_file():
@@ -233,7 +196,7 @@ def migrate_cmd(path: Path) -> None:
 @cli.command()
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@_errors
+@errors
 def collections(path: Path, as_json: bool) -> None:
     """List the collections of the store at PATH."""
     with open_store(path, read_only=True) as store:
@@ -245,7 +208,7 @@ def collections(path: Path, as_json: bool) -> None:
 @click.argument("path", type=click.Path(path_type=Path))
 @click.argument("collection")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@_errors
+@errors
 def info(path: Path, collection: str, as_json: bool) -> None:
     """Counts, fields, encoders, spaces, index kinds and index file sizes of a collection."""
     with open_store(path, read_only=True) as store:
@@ -274,7 +237,7 @@ def info(path: Path, collection: str, as_json: bool) -> None:
 @click.option("--batch-size", type=int, default=256, show_default=True)
 @click.option("--skip-bad", is_flag=True, help="Switch even if some records cannot be re-embedded.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
-@_errors
+@errors
 def reembed(
     path: Path,
     collection: str,
@@ -289,7 +252,7 @@ def reembed(
     with open_store(path) as store:
         report = store.collection(collection).reembed(
             field,
-            encoder=_json_arg("--encoder", encoder) if encoder else None,
+            encoder=json_arg("--encoder", encoder) if encoder else None,
             batch_size=batch_size,
             on_error="skip" if skip_bad else "raise",
             progress=progress,
@@ -303,7 +266,7 @@ def reembed(
 @click.argument("path", type=click.Path(path_type=Path))
 @click.argument("collection")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@_errors
+@errors
 def spaces(path: Path, collection: str, as_json: bool) -> None:
     """Each field's embedding space, any pending re-embedding, and how many stored vectors
     each encoder identity wrote."""
@@ -326,7 +289,7 @@ def spaces(path: Path, collection: str, as_json: bool) -> None:
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--dry-run", is_flag=True, help="Count what would be removed; remove nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@_errors
+@errors
 def gc(path: Path, dry_run: bool, as_json: bool) -> None:
     """Delete stored media that no record refers to any more."""
     with open_store(path) as store:
@@ -340,10 +303,9 @@ def gc(path: Path, dry_run: bool, as_json: bool) -> None:
     )
 
 
-cli_records.register(cli, _errors, _json_arg)
-cli_heads.register(cli, _errors, _json_arg)
-cli_keys.register(cli, _errors)
-cli_service.register(cli, _errors)
+for _module in (cli_records, cli_heads, cli_keys, cli_service):
+    for _command in _module.COMMANDS:
+        cli.add_command(_command)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Command-line verbs for records: ``mmstore ingest`` (record files, or a folder of media
-files with a sidecar: :mod:`mmstore.ingest.folders`) and ``mmstore search``. Registered on the
-``mmstore`` group by :mod:`mmstore.cli.main`."""
+files with a sidecar: :mod:`mmstore.ingest.folders`) and ``mmstore search``. Added to the
+``mmstore`` group by :mod:`mmstore.cli.main` (``COMMANDS``)."""
 
 from __future__ import annotations
 
@@ -11,149 +11,149 @@ from typing import Any
 
 import click
 
+from mmstore.cli.common import errors, json_arg
 from mmstore.errors import InvalidInputError, RecordError
 from mmstore.store import open as open_store
 
 
-def register(cli: click.Group, errors: Any, json_arg: Any) -> None:
-    """Add the record commands to ``cli``; ``errors`` and ``json_arg`` are the CLI's error
-    wrapper and JSON-option parser."""
+@click.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("collection")
+@click.argument("source", type=click.Path(path_type=Path, exists=True))
+@click.option("--skip-bad", is_flag=True, help="Leave bad records out and list them.")
+@click.option(
+    "--field", default=None, help="Folder: the field the files fill (default: by suffix)."
+)
+@click.option(
+    "--sidecar",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    default=None,
+    help="Folder: a .csv/.jsonl/.parquet of id, label, ts, other fields and metadata.",
+)
+@click.option(
+    "--chunk-size", type=int, default=None, help="Records per batch [4096; 256 for a folder]."
+)
+@click.option("--progress/--no-progress", default=True, show_default=True)
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="Where to encode: here, or on Ray encoder actors (docs/distributed.md).",
+)
+@click.option("--address", default=None, help="Ray: the cluster to join [a new local one].")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@errors
+def ingest(
+    path: Path,
+    collection: str,
+    source: Path,
+    skip_bad: bool,
+    field: str | None,
+    sidecar: Path | None,
+    chunk_size: int | None,
+    progress: bool,
+    engine: str,
+    address: str | None,
+    as_json: bool,
+) -> None:
+    """Ingest SOURCE into COLLECTION: a .jsonl, .csv or .parquet file of records, or a
+    folder of image or audio files (one record per file, its id the relative path without
+    the suffix) with an optional --sidecar. Nothing is written when a record is bad, unless
+    --skip-bad."""
+    from mmstore.ingest.files import LineNumbers, read_records
+    from mmstore.ingest.folders import folder_records
 
-    @cli.command()
-    @click.argument("path", type=click.Path(path_type=Path))
-    @click.argument("collection")
-    @click.argument("source", type=click.Path(path_type=Path, exists=True))
-    @click.option("--skip-bad", is_flag=True, help="Leave bad records out and list them.")
-    @click.option(
-        "--field", default=None, help="Folder: the field the files fill (default: by suffix)."
-    )
-    @click.option(
-        "--sidecar",
-        type=click.Path(path_type=Path, exists=True, dir_okay=False),
-        default=None,
-        help="Folder: a .csv/.jsonl/.parquet of id, label, ts, other fields and metadata.",
-    )
-    @click.option(
-        "--chunk-size", type=int, default=None, help="Records per batch [4096; 256 for a folder]."
-    )
-    @click.option("--progress/--no-progress", default=True, show_default=True)
-    @click.option(
-        "--engine",
-        type=click.Choice(["local", "ray"]),
-        default="local",
-        show_default=True,
-        help="Where to encode: here, or on Ray encoder actors (docs/distributed.md).",
-    )
-    @click.option("--address", default=None, help="Ray: the cluster to join [a new local one].")
-    @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-    @errors
-    def ingest(
-        path: Path,
-        collection: str,
-        source: Path,
-        skip_bad: bool,
-        field: str | None,
-        sidecar: Path | None,
-        chunk_size: int | None,
-        progress: bool,
-        engine: str,
-        address: str | None,
-        as_json: bool,
-    ) -> None:
-        """Ingest SOURCE into COLLECTION: a .jsonl, .csv or .parquet file of records, or a
-        folder of image or audio files (one record per file, its id the relative path without
-        the suffix) with an optional --sidecar. Nothing is written when a record is bad, unless
-        --skip-bad."""
-        from mmstore.ingest.files import LineNumbers, read_records
-        from mmstore.ingest.folders import folder_records
-
-        problems: list[str] | None = [] if skip_bad else None
-        lines = LineNumbers(source)  # names records by line (JSON Lines only)
-        ignored = 0
-        with open_store(path) as store:
-            col = store.collection(collection)
-            if source.is_dir():
-                scan, records = folder_records(
-                    source, col.fields, only=field, sidecar=sidecar, problems=problems
-                )
-                ignored, chunk_size = scan.ignored, chunk_size or 256
-            elif field or sidecar:
-                raise InvalidInputError("--field and --sidecar go with a folder of files")
-            else:
-                records = read_records(source, problems, lines)
-            try:
-                report = col.ingest(
-                    records,
-                    on_error="skip" if skip_bad else "raise",
-                    progress=progress,
-                    chunk_size=chunk_size or 4096,
-                    engine=engine,
-                    address=address,
-                )
-            except RecordError as e:
-                where = lines.where(e.record_id, e.field)
-                if where == e.record_id:
-                    raise
-                raise RecordError(where, e.field, e.problem) from e  # named by its line
-        rejected = [
-            f"{lines.where(r.id, r.field)} ({r.field}): {r.reason}" for r in report.rejected
-        ]
-        rejected += problems or []
-        if as_json:
-            keys = ("run_id", "received", "written", "unchanged", "encoded")
-            out = {k: getattr(report, k) for k in keys}
-            click.echo(json.dumps(out | {"rejected": rejected, "ignored": ignored}))
-            return
-        click.echo(str(report) + (f"; {ignored} files ignored" if ignored else ""))
-        for line in rejected:
-            click.echo(f"  rejected {line}")
-
-    @cli.command()
-    @click.argument("path", type=click.Path(path_type=Path))
-    @click.argument("collection")
-    @click.option("--text", help="Text to search with.")
-    @click.option(
-        "--image", type=click.Path(path_type=Path, exists=True, dir_okay=False), help="Image file."
-    )
-    @click.option(
-        "--audio", type=click.Path(path_type=Path, exists=True, dir_okay=False), help="Audio file."
-    )
-    @click.option("--record", "record_id", help="Search with a stored record (itself excluded).")
-    @click.option("--target", help="The field to search.")
-    @click.option("-k", default=10, show_default=True)
-    @click.option("--where", default=None, help='JSON filter, e.g. \'{"label": "x"}\'.')
-    @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-    @errors
-    def search(
-        path: Path,
-        collection: str,
-        text: str | None,
-        image: Path | None,
-        audio: Path | None,
-        record_id: str | None,
-        target: str | None,
-        k: int,
-        where: str | None,
-        as_json: bool,
-    ) -> None:
-        """Search COLLECTION with text, an image or audio file, or a stored record; several
-        at once fuse by reciprocal rank."""
-        values: dict[str, Any] = {"text": text} if text is not None else {}
-        if image is not None:
-            values["image"] = image.read_bytes()
-        if audio is not None:
-            values["audio"] = audio.read_bytes()
-        with open_store(path, read_only=True) as store:
-            hits = store.collection(collection).search(
-                target=target,
-                k=k,
-                record=record_id,
-                where=json_arg("--where", where) if where else None,
-                **values,
+    problems: list[str] | None = [] if skip_bad else None
+    lines = LineNumbers(source)  # names records by line (JSON Lines only)
+    ignored = 0
+    with open_store(path) as store:
+        col = store.collection(collection)
+        if source.is_dir():
+            scan, records = folder_records(
+                source, col.fields, only=field, sidecar=sidecar, problems=problems
             )
-        if as_json:
-            click.echo(json.dumps([asdict(h) for h in hits], default=str))
-            return
-        for h in hits:
-            shown = next(iter(h.values.values()), "") if h.values else ""
-            click.echo(f"{h.score:.4f}  {h.id}  {str(shown)[:80]}")
+            ignored, chunk_size = scan.ignored, chunk_size or 256
+        elif field or sidecar:
+            raise InvalidInputError("--field and --sidecar go with a folder of files")
+        else:
+            records = read_records(source, problems, lines)
+        try:
+            report = col.ingest(
+                records,
+                on_error="skip" if skip_bad else "raise",
+                progress=progress,
+                chunk_size=chunk_size or 4096,
+                engine=engine,
+                address=address,
+            )
+        except RecordError as e:
+            where = lines.where(e.record_id, e.field)
+            if where == e.record_id:
+                raise
+            raise RecordError(where, e.field, e.problem) from e  # named by its line
+    rejected = [f"{lines.where(r.id, r.field)} ({r.field}): {r.reason}" for r in report.rejected]
+    rejected += problems or []
+    if as_json:
+        keys = ("run_id", "received", "written", "unchanged", "encoded")
+        out = {k: getattr(report, k) for k in keys}
+        click.echo(json.dumps(out | {"rejected": rejected, "ignored": ignored}))
+        return
+    click.echo(str(report) + (f"; {ignored} files ignored" if ignored else ""))
+    for line in rejected:
+        click.echo(f"  rejected {line}")
+
+
+@click.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("collection")
+@click.option("--text", help="Text to search with.")
+@click.option(
+    "--image", type=click.Path(path_type=Path, exists=True, dir_okay=False), help="Image file."
+)
+@click.option(
+    "--audio", type=click.Path(path_type=Path, exists=True, dir_okay=False), help="Audio file."
+)
+@click.option("--record", "record_id", help="Search with a stored record (itself excluded).")
+@click.option("--target", help="The field to search.")
+@click.option("-k", default=10, show_default=True)
+@click.option("--where", default=None, help='JSON filter, e.g. \'{"label": "x"}\'.')
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@errors
+def search(
+    path: Path,
+    collection: str,
+    text: str | None,
+    image: Path | None,
+    audio: Path | None,
+    record_id: str | None,
+    target: str | None,
+    k: int,
+    where: str | None,
+    as_json: bool,
+) -> None:
+    """Search COLLECTION with text, an image or audio file, or a stored record; several
+    at once fuse by reciprocal rank."""
+    values: dict[str, Any] = {"text": text} if text is not None else {}
+    if image is not None:
+        values["image"] = image.read_bytes()
+    if audio is not None:
+        values["audio"] = audio.read_bytes()
+    with open_store(path, read_only=True) as store:
+        hits = store.collection(collection).search(
+            target=target,
+            k=k,
+            record=record_id,
+            where=json_arg("--where", where) if where else None,
+            **values,
+        )
+    if as_json:
+        click.echo(json.dumps([asdict(h) for h in hits], default=str))
+        return
+    for h in hits:
+        shown = next(iter(h.values.values()), "") if h.values else ""
+        click.echo(f"{h.score:.4f}  {h.id}  {str(shown)[:80]}")
+
+
+#: the commands this module adds to the ``mmstore`` group
+COMMANDS = [ingest, search]

@@ -1,0 +1,63 @@
+"""``/collections/{c}/search`` and ``/search_many``: every query form of the collection."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter
+
+from mmstore.service import limits
+from mmstore.service.context import SERVICE, Service, need, validation
+from mmstore.service.models import ERRORS, HitsOut, ManyHitsOut, SearchBody, SearchManyBody
+from mmstore.service.wire import decode_values, jsonable
+
+router = APIRouter(tags=["search"], responses=ERRORS, dependencies=[need("read")])
+#: search arguments that cannot also be field names in ``values``
+RESERVED = {"target", "k", "where", "vector", "record", "fusion", "weights", "head"}
+
+
+@router.post("/collections/{c}/search", response_model=HitsOut)
+def search(c: str, body: SearchBody, s: Service = SERVICE) -> Any:
+    """Every query form of ``Collection.search``: field or modality ``values`` (bytes as
+    ``{"$base64": ...}``), a raw ``vector``, a stored ``record``; ``where`` filters."""
+    s.check_k(body.k)
+    clash = RESERVED & set(body.values)
+    if clash:
+        raise validation("values", f"{sorted(clash)} are search arguments, not fields")
+    values = decode_values(body.values)
+    limits.check_query(values, s.modalities(c), s.settings)
+    vector = None if body.vector is None else np.asarray(body.vector, np.float32)
+    hits = s.call(
+        lambda: s.col(c).search(
+            target=body.target,
+            k=body.k,
+            where=body.where,
+            vector=vector,
+            record=body.record,
+            fusion=body.fusion,
+            weights=body.weights,
+            head=body.head,
+            **values,
+        )
+    )
+    return {"hits": [jsonable(asdict(h)) for h in hits]}
+
+
+@router.post("/collections/{c}/search_many", response_model=ManyHitsOut)
+def search_many(c: str, body: SearchManyBody, s: Service = SERVICE) -> Any:
+    """``Collection.search_many``: ``vectors`` (a list of rows) or one field's list of
+    ``values``, at most ``max_batch`` queries; hits for each query, in order."""
+    s.check_k(body.k)
+    s.too_many("queries", len(body.vectors or []) + sum(map(len, body.values.values())))
+    values = decode_values(body.values)
+    for name, batch in values.items():
+        for value in batch:
+            limits.check_query({name: value}, s.modalities(c), s.settings)
+    batches = s.call(
+        lambda: s.col(c).search_many(
+            body.vectors, target=body.target, k=body.k, where=body.where, **values
+        )
+    )
+    return {"results": [{"hits": [jsonable(asdict(h)) for h in hits]} for hits in batches]}

@@ -15,7 +15,7 @@ from mmstore._version import __version__
 from mmstore.client import Client
 from mmstore.collection import Collection
 from mmstore.hits import Hit, Hits
-from mmstore.ingest.ingestor import IngestReport, Rejected
+from mmstore.ingest.report import IngestReport, Rejected
 from mmstore.ingest.reembed import ReembedReport
 from mmstore.store import Store, open
 

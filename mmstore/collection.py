@@ -3,14 +3,12 @@ indexes and the catalog; it delegates and does not grow features of its own."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
-import sqlalchemy as sa
 
 from mmstore.config import CollectionConfig, CollectionContext
 from mmstore.encoding.fields import (
@@ -27,13 +25,14 @@ from mmstore.hits import Hits
 from mmstore.index.collection import CollectionIndexes
 from mmstore.index.commit import Change, after_commit
 from mmstore.index.hitcache import HitCache
-from mmstore.ingest.ingestor import Ingestor, IngestReport, OnError, iter_ids
+from mmstore.ingest.ingestor import Ingestor
 from mmstore.ingest.reembed import Reembedder, ReembedReport
+from mmstore.ingest.report import IngestReport, OnError, iter_ids
 from mmstore.ingest.sources import DEFAULT_CHUNK
 from mmstore.plugin.events import RecordsDeleted
 from mmstore.search.searcher import Fusion, Searcher
-from mmstore.storage import embeddings, schema
-from mmstore.storage.filters import compile_filter
+from mmstore.storage import embeddings
+from mmstore.storage import records as record_rows
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -201,12 +200,8 @@ class Collection:
         """Records by id, in the order asked; raises NotFoundError naming missing ids."""
         self.store.check_open()
         wanted = list(iter_ids(ids))
-        t = schema.records
         with self.store.catalog.reading() as conn:
-            rows = conn.execute(
-                sa.select(t).where(t.c.collection == self.name, t.c.id.in_(wanted))
-            ).all()
-        found = {r.id: _record_dict(r) for r in rows}
+            found = record_rows.by_id(conn, self.name, wanted)
         missing = [i for i in wanted if i not in found]
         if missing:
             raise NotFoundError(
@@ -236,28 +231,13 @@ class Collection:
         """Delete the records named in ``mms_delete_ids`` and their vectors; return the
         (vid, field) pairs and the record ids that went."""
         gone = embeddings.delete_records(conn, self.name, "mms_delete_ids")
-        deleted = [
-            r[0]
-            for r in conn.exec_driver_sql(
-                "DELETE FROM mms_records WHERE collection = ? AND id IN "
-                "(SELECT id FROM mms_delete_ids) RETURNING id",
-                (self.name,),
-            ).fetchall()
-        ]
-        return gone, deleted
+        return gone, record_rows.delete_listed(conn, self.name, "mms_delete_ids")
 
     def count(self, where: Mapping[str, Any] | None = None) -> int:
         """How many records (matching ``where``, when given)."""
         self.store.check_open()
-        t = schema.records
         with self.store.catalog.reading() as conn:
-            return int(
-                conn.execute(
-                    sa.select(sa.func.count())
-                    .select_from(t)
-                    .where(t.c.collection == self.name, compile_filter(where, t))
-                ).scalar_one()
-            )
+            return record_rows.count(conn, self.name, where)
 
     def __len__(self) -> int:
         return self.count()
@@ -386,15 +366,3 @@ class Collection:
         """Save indexes that have changes not yet in their files."""
         if not self.store.read_only:
             self.indexes.save_all(self.active)
-
-
-def _record_dict(row: sa.Row) -> dict[str, Any]:
-    out: dict[str, Any] = {"id": row.id}
-    out.update({k: v for k, v in json.loads(row.sources).items() if v is not None})
-    if row.label is not None:
-        out["label"] = row.label
-    if row.ts is not None:
-        out["ts"] = row.ts
-    if row.meta is not None:
-        out["meta"] = json.loads(row.meta)
-    return out

@@ -7,89 +7,39 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pyarrow as pa
 from sqlalchemy.engine import Connection
 
 from mmstore.encoding.encode import checked_rows, encode_rows, load_values, unusable_value
 from mmstore.encoding.fields import Field
 from mmstore.encoding.fitted import ensure_fitted
 from mmstore.errors import (
-    InvalidInputError,
     RecordError,
-    StorageError,
 )
-from mmstore.index.commit import Change, after_commit
+from mmstore.index.commit import after_commit
 from mmstore.index.hitcache import RecordRow
 from mmstore.ingest import records as rec
-from mmstore.ingest import sources
+from mmstore.ingest import sources, writes
+from mmstore.ingest.changes import Stored, plan_vectors, without
+from mmstore.ingest.pending import Pending
+from mmstore.ingest.report import (
+    GivenVector,
+    IngestReport,
+    OnError,
+    Rejected,
+    check_run_options,
+    progress_bar,
+)
 from mmstore.plugin.events import BatchEncoded, IngestCommitted, IngestFinished
-from mmstore.storage import embeddings, schema
-from mmstore.storage import failures as storage
+from mmstore.storage import embeddings
 
 if TYPE_CHECKING:
     from mmstore.collection import Collection
 
 log = logging.getLogger(__name__)
-OnError = Literal["raise", "skip"]
-#: vectors kept in memory for the index after commit; past this the index re-reads them
-PENDING_LIMIT_BYTES = 512 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class Rejected:
-    """A record left out by ``on_error="skip"``, and why."""
-
-    id: str
-    field: str | None
-    reason: str
-
-
-@dataclass
-class IngestReport:
-    """What one ``ingest`` call did."""
-
-    run_id: int
-    received: int = 0
-    written: int = 0
-    unchanged: int = 0
-    encoded: int = 0
-    rejected: list[Rejected] = field(default_factory=list)
-    seconds: float = 0.0
-
-    def __str__(self) -> str:
-        return (
-            f"ingest run {self.run_id}: {self.received} received, {self.written} written, "
-            f"{self.unchanged} unchanged, {len(self.rejected)} rejected, "
-            f"{self.encoded} vectors encoded in {self.seconds:.2f}s"
-        )
-
-
-class GivenVector(NamedTuple):
-    """A vector computed elsewhere (a Ray worker) for one record's field: used instead of
-    calling the encoder only when the value's source hash and the encoder identity match
-    the field's, and checked like the encoder's own output."""
-
-    source_hash: str
-    encoder_key: str
-    vector: np.ndarray
-
-
-@dataclass
-class _Pending:
-    """Changes to mirror in the indexes and the hit cache once the transaction commits."""
-
-    added: dict[str, list[tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict)
-    removed: dict[str, list[np.ndarray]] = field(default_factory=dict)
-    rows: dict[str, RecordRow] = field(default_factory=dict)
-    owners: list[tuple[int, str]] = field(default_factory=list)
-    removed_owner_vids: list[int] = field(default_factory=list)
-    nbytes: int = 0
-    overflow: bool = False
 
 
 class Ingestor:
@@ -112,7 +62,7 @@ class Ingestor:
         )
         self.catalog = col.store.catalog
         self.hook = col.store.plugins.hook
-        self.pending = _Pending()
+        self.pending = Pending()
         self.seen: set[str] = set()
         #: fields whose encoder fitted its state in this call (forgotten if it fails)
         self.fitted: list[Field] = []
@@ -125,14 +75,14 @@ class Ingestor:
             self.col.check_current(name)
         for f in self.col.fields.values():  # loaded before, so the commit only appends
             self.col.indexes.get(f)
-        started = _now()
+        started = writes.now()
         with self.catalog.lock:  # held until the in-memory indexes agree with the commit
             try:
                 report = self._transaction(source, started)
             except BaseException as error:
                 for f in self.fitted:
                     f.encoder.load_state(None)
-                self._record_failure(started, error)
+                writes.record_failure(self.catalog, self.col.name, started, error)
                 raise
             self._after_commit()
         counts = (report.run_id, report.written, report.unchanged, len(report.rejected))
@@ -144,64 +94,17 @@ class Ingestor:
 
     def _transaction(self, source: Any, started: dt.datetime) -> IngestReport:
         """Everything the call writes, in one transaction: all of it commits, or none."""
-        runs = schema.ingest_runs
         action = f"ingest into collection {self.col.name!r}"
         with self.catalog.transaction(action) as conn, self.col.store.media.written_by_call():
-            report = IngestReport(self.catalog.next_ids(conn, "run", 1))
-            conn.execute(
-                runs.insert().values(
-                    id=report.run_id,
-                    collection=self.col.name,
-                    started_at=started,
-                    status="running",
-                    received=0,
-                    written=0,
-                    unchanged=0,
-                    rejected=0,
-                )
-            )
-            bar = _progress_bar(self.progress, self.col.name)
+            report = IngestReport(writes.start_run(self.catalog, conn, self.col.name, started))
+            bar = progress_bar(self.progress, f"ingest {self.col.name}")
             for chunk in sources.chunks(source, self.chunk_size):
                 self._chunk(conn, chunk, report)
                 bar.update(len(chunk))
             bar.close()
             self.col.store.media.sync()  # blobs on disk before the records naming them
-            conn.execute(
-                runs.update()
-                .where(runs.c.id == report.run_id)
-                .values(
-                    finished_at=_now(),
-                    status="committed",
-                    received=report.received,
-                    written=report.written,
-                    unchanged=report.unchanged,
-                    rejected=len(report.rejected),
-                )
-            )
+            writes.finish_run(conn, report)
         return report
-
-    def _record_failure(self, started: dt.datetime, error: BaseException) -> None:
-        """Leave a trace of a call that wrote nothing (never masking its error)."""
-        try:
-            with self.catalog.transaction() as conn:
-                conn.execute(
-                    schema.ingest_runs.insert().values(
-                        id=self.catalog.next_ids(conn, "run", 1),
-                        collection=self.col.name,
-                        started_at=started,
-                        finished_at=_now(),
-                        status=f"failed: {type(error).__name__}",
-                        received=0,
-                        written=0,
-                        unchanged=0,
-                        rejected=0,
-                    )
-                )
-        except Exception as e:
-            if storage.fault_errno(e) is None and not isinstance(e, StorageError):
-                log.exception("could not record the failed ingest run")
-            else:  # the disk that refused the ingest refuses its trace too
-                log.warning("could not record the failed ingest run: %s", e)
 
     # -- one chunk ----------------------------------------------------------------------
     def _chunk(self, conn: Connection, chunk: list[Any], report: IngestReport) -> None:
@@ -340,50 +243,13 @@ class Ingestor:
                 self._reject(report, e)
         return kept
 
-    def _existing(self, conn: Connection, ids: list[str]) -> dict[str, tuple[str, dict]]:
-        """For ids already stored: content hash, and per field its stored vectors (source
-        hash, encoder key, vid): normally one, more only if other spaces were left."""
-        out: dict[str, tuple[str, dict[str, list[tuple[str, str, int]]]]] = {}
-        ids_table = pa.table({"id": pa.array(ids, pa.string())})
-        with self.catalog.arrow("mms_chunk_ids", ids_table):
-            rows = conn.exec_driver_sql(
-                "SELECT r.id, r.content_hash FROM mms_records r JOIN mms_chunk_ids c "
-                "ON r.id = c.id WHERE r.collection = ?",
-                (self.col.name,),
-            ).fetchall()
-            if not rows:
-                return out
-            for rid, content_hash in rows:
-                out[rid] = (content_hash, {})
-            embs = embeddings.of_records(conn, self.col.name, "mms_chunk_ids")
-        for rid, fname, source_hash, key, vid in embs:
-            out[rid][1].setdefault(fname, []).append((source_hash, key, vid))
-        return out
+    def _existing(self, conn: Connection, ids: list[str]) -> Stored:
+        return writes.stored(self.catalog, conn, self.col.name, ids)
 
     def _plan(
-        self, changed: list[rec.Prepared], existing: dict[str, tuple[str, dict]]
+        self, changed: list[rec.Prepared], existing: Stored
     ) -> tuple[list[tuple[str, int]], dict[str, list[int]]]:
-        """Stored vectors to drop, and per field the positions of records to encode: one
-        vector of a field stays when its source and encoder are unchanged; every other
-        vector of the record is dropped."""
-        drop: list[tuple[str, int]] = []
-        todo: dict[str, list[int]] = {name: [] for name in self.col.fields}
-        for i, p in enumerate(changed):
-            stored = existing.get(p.id, (None, {}))[1]
-            for fname, rows in stored.items():
-                f = self.col.fields.get(fname)
-                kept = False
-                for source_hash, key, vid in rows:
-                    if f is None or kept or p.hashes.get(fname) != source_hash or key != f.key:
-                        drop.append((fname, vid))
-                    else:
-                        kept = True
-                if not kept and fname in p.values:
-                    todo[fname].append(i)
-            for fname in p.values:
-                if fname not in stored:
-                    todo[fname].append(i)
-        return drop, todo
+        return plan_vectors(self.col.fields, changed, existing)
 
     def _encode(
         self,
@@ -409,7 +275,7 @@ class Ingestor:
                     self._reject(report, unusable_value(f, changed[rows[j]].id))
         if not bad.any():
             return changed, todo, out
-        return _without(bad, changed, todo, out)
+        return without(bad, changed, todo, out)
 
     def _vectors(
         self, f: Field, owners: list[rec.Prepared], items: list[Any], report: IngestReport
@@ -472,13 +338,7 @@ class Ingestor:
         rewritten: list[str],
     ) -> None:
         if rewritten:  # their old rows go; new records have none to delete
-            table = pa.table({"id": pa.array(rewritten, pa.string())})
-            with self.catalog.arrow("mms_chunk_ids", table):
-                conn.exec_driver_sql(
-                    "DELETE FROM mms_records WHERE collection = ? AND id IN "
-                    "(SELECT id FROM mms_chunk_ids)",
-                    (self.col.name,),
-                )
+            writes.delete_records(self.catalog, conn, self.col.name, rewritten)
         if drop:
             embeddings.delete_vids(self.catalog, conn, [v for _, v in drop])
         rev0 = self.catalog.next_ids(conn, "rev", len(changed))
@@ -488,26 +348,10 @@ class Ingestor:
                 self._insert_vectors(
                     conn, self.col.fields[fname], [changed[i] for i in rows], vectors[fname]
                 )
-        self._remember(drop)
+        self.pending.remember(drop)
 
     def _insert_records(self, changed: list[rec.Prepared], rev0: int, run_id: int) -> None:
-        n, now = len(changed), _now()
-        table = pa.table(
-            {
-                "collection": pa.array([self.col.name] * n, pa.string()),
-                "id": pa.array([p.id for p in changed], pa.string()),
-                "rev": pa.array(np.arange(rev0, rev0 + n), pa.int64()),
-                "content_hash": pa.array([p.content_hash for p in changed], pa.string()),
-                "label": pa.array([p.label for p in changed], pa.string()),
-                "ts": pa.array([p.ts for p in changed], pa.timestamp("us")),
-                "meta": pa.array([p.meta for p in changed], pa.string()),
-                "sources": pa.array([p.sources_json for p in changed], pa.string()),
-                "run_id": pa.array([run_id] * n, pa.int64()),
-                "updated_at": pa.array([now] * n, pa.timestamp("us")),
-            }
-        )
-        with self.catalog.arrow("mms_new_records", table):
-            self.catalog.raw.execute("INSERT INTO mms_records SELECT * FROM mms_new_records")
+        writes.insert_records(self.catalog, self.col.name, changed, rev0, run_id)
         if self.col.cache.loaded:  # else the cache reads the catalog when first needed
             for p in changed:
                 self.pending.rows[p.id] = RecordRow(p.label, p.ts, p.meta, p.sources_json)
@@ -518,88 +362,11 @@ class Ingestor:
         rows = [(p.id, p.hashes[f.name]) for p in owners]
         vectors = np.ascontiguousarray(vectors, np.float32)
         vids = embeddings.insert(self.catalog, conn, self.col.name, f.name, f.key, rows, vectors)
-        self._hold(f.name, vids, vectors)
+        self.pending.hold(f.name, vids, vectors)
         if self.col.cache.loaded:
             self.pending.owners.extend(zip(vids.tolist(), (p.id for p in owners), strict=True))
 
-    def _hold(self, name: str, vids: np.ndarray, vectors: np.ndarray) -> None:
-        pending = self.pending
-        if pending.overflow:
-            return
-        pending.nbytes += vectors.nbytes
-        if pending.nbytes > PENDING_LIMIT_BYTES:
-            pending.overflow, pending.added = True, {}
-            return
-        pending.added.setdefault(name, []).append((vids, vectors))
-
-    def _remember(self, drop: list[tuple[str, int]]) -> None:
-        for fname, vid in drop:
-            self.pending.removed.setdefault(fname, []).append(np.array([vid], np.int64))
-            self.pending.removed_owner_vids.append(vid)
-
     # -- after the commit ---------------------------------------------------------------
     def _after_commit(self) -> None:
-        p, fields = self.pending, self.col.fields
-        change = Change(rows=p.rows, owners=p.owners, gone=p.removed_owner_vids, save=fields)
-        change.removed = {n: np.concatenate(vids) for n, vids in p.removed.items()}
-        if p.overflow:
-            change.reload = list(fields.values())
-        for name, added in p.added.items():
-            vids, vectors = (np.concatenate(parts) for parts in zip(*added, strict=True))
-            change.added.append((fields[name], vids, vectors))
+        change = self.pending.change(self.col.fields)
         after_commit(self.col.indexes, self.col.cache, change)
-
-
-def check_run_options(on_error: str, size_name: str, size: int) -> None:
-    """The options every batch job takes: how to treat bad records, and a batch size."""
-    if on_error not in ("raise", "skip"):
-        raise InvalidInputError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise InvalidInputError(f"{size_name} must be a positive int, got {size!r}")
-
-
-def _without(
-    bad: np.ndarray,
-    changed: list[rec.Prepared],
-    todo: dict[str, list[int]],
-    vectors: dict[str, np.ndarray],
-) -> tuple[list[rec.Prepared], dict[str, list[int]], dict[str, np.ndarray]]:
-    """The records, per-field positions and vectors with the ``bad`` records removed."""
-    new_pos = np.cumsum(~bad) - 1
-    kept_todo, kept_vectors = {}, {}
-    for name, rows in todo.items():
-        keep = [j for j, i in enumerate(rows) if not bad[i]]
-        kept_todo[name] = [int(new_pos[rows[j]]) for j in keep]
-        if name in vectors:
-            kept_vectors[name] = vectors[name][keep]
-    return [p for p, b in zip(changed, bad, strict=True) if not b], kept_todo, kept_vectors
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
-
-
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _progress_bar(enabled: bool, name: str) -> Any:
-    if not enabled:
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(desc=f"ingest {name}", unit="rec")
-
-
-def iter_ids(ids: Any) -> Iterator[str]:
-    """Ids given as one id or an iterable of them, as strings."""
-    if isinstance(ids, str | int):
-        ids = [ids]
-    for i in ids:
-        if isinstance(i, bool) or not isinstance(i, str | int):
-            raise InvalidInputError(f"ids are strings or ints, got {i!r}")
-        yield str(i)

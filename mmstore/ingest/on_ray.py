@@ -29,7 +29,8 @@ from mmstore.errors import (
 )
 from mmstore.ingest import records as rec
 from mmstore.ingest import sources
-from mmstore.ingest.ingestor import GivenVector, Ingestor, IngestReport, OnError, Rejected
+from mmstore.ingest.ingestor import Ingestor
+from mmstore.ingest.report import GivenVector, IngestReport, OnError, Rejected
 from mmstore.plugin.manager import PluginHost
 from mmstore.storage.media import MediaStore
 

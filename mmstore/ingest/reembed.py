@@ -22,7 +22,7 @@ from mmstore.encoding.fields import Field, build_field, record_identity
 from mmstore.encoding.fitted import ensure_fitted
 from mmstore.errors import InvalidInputError, RecordError, UnknownNameError
 from mmstore.index.commit import Change, after_commit
-from mmstore.ingest.ingestor import Rejected, check_run_options
+from mmstore.ingest.report import Rejected, check_run_options, progress_bar
 from mmstore.plugin.events import FieldSwitched, ReembedProgress
 from mmstore.storage import embeddings, schema
 
@@ -166,7 +166,9 @@ class Reembedder:
             reembed_on_ray(self, new, ids, hashes, report)
             return
         total = len(ids) + report.already
-        bar = _bar(self.progress, f"reembed {self.col.name}.{new.name}", total, report.already)
+        bar = progress_bar(
+            self.progress, f"reembed {self.col.name}.{new.name}", total, report.already
+        )
         for start in range(0, len(ids), self.batch_size):
             batch = ids[start : start + self.batch_size]
             self._batch(new, batch, hashes[start : start + self.batch_size], report)
@@ -316,19 +318,3 @@ class Reembedder:
             col.active = {**col.active, new.name: new}
             dropped = [(new.name, key) for key in sorted({k for _, k in gone})]
             after_commit(col.indexes, col.cache, Change(dropped=dropped, gone=[v for v, _ in gone]))
-
-
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _bar(enabled: bool, desc: str, total: int, initial: int) -> Any:
-    if not enabled:
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(desc=desc, total=total, initial=initial, unit="rec")

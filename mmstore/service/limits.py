@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from mmstore.errors import LimitExceededError
-from mmstore.ingest.ingestor import Rejected
+from mmstore.ingest.report import Rejected
 from mmstore.service.settings import Settings
 
 Probe = Callable[[Any, Settings], str | None]

@@ -1,0 +1,59 @@
+"""What an ingest call holds until its transaction commits, to mirror in the indexes and the
+hit cache then: the vectors added (up to a memory limit), the vids dropped, the new rows."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mmstore.encoding.fields import Field
+from mmstore.index.commit import Change
+from mmstore.index.hitcache import RecordRow
+
+#: vectors kept in memory for the index after commit; past this the index re-reads them
+PENDING_LIMIT_BYTES = 512 * 1024 * 1024
+
+
+@dataclass
+class Pending:
+    """Changes to mirror in the indexes and the hit cache once the transaction commits."""
+
+    added: dict[str, list[tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict)
+    removed: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    rows: dict[str, RecordRow] = field(default_factory=dict)
+    owners: list[tuple[int, str]] = field(default_factory=list)
+    removed_owner_vids: list[int] = field(default_factory=list)
+    nbytes: int = 0
+    overflow: bool = False
+
+    def hold(self, name: str, vids: np.ndarray, vectors: np.ndarray) -> None:
+        """Keep a field's new vectors for the index, unless the limit is passed (then the
+        index re-reads the catalog)."""
+        if self.overflow:
+            return
+        self.nbytes += vectors.nbytes
+        if self.nbytes > PENDING_LIMIT_BYTES:
+            self.overflow, self.added = True, {}
+            return
+        self.added.setdefault(name, []).append((vids, vectors))
+
+    def remember(self, drop: list[tuple[str, int]]) -> None:
+        """The (field, vid)s a chunk deleted."""
+        for fname, vid in drop:
+            self.removed.setdefault(fname, []).append(np.array([vid], np.int64))
+            self.removed_owner_vids.append(vid)
+
+    def change(self, fields: Mapping[str, Field]) -> Change:
+        """All of it as one :class:`Change` for :func:`mmstore.index.commit.after_commit`."""
+        change = Change(
+            rows=self.rows, owners=self.owners, gone=self.removed_owner_vids, save=fields
+        )
+        change.removed = {n: np.concatenate(vids) for n, vids in self.removed.items()}
+        if self.overflow:
+            change.reload = list(fields.values())
+        for name, added in self.added.items():
+            vids, vectors = (np.concatenate(parts) for parts in zip(*added, strict=True))
+            change.added.append((fields[name], vids, vectors))
+        return change

@@ -4,23 +4,13 @@ indexes and the catalog; it delegates and does not grow features of its own."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 
 from mmstore.config import CollectionConfig, CollectionContext
-from mmstore.encoding.fields import (
-    Field,
-    active_field,
-    build_field,
-    build_fields,
-    describe,
-    stored_keys,
-)
-from mmstore.encoding.fitted import load_states
-from mmstore.errors import EncoderChangedError, MMStoreError, NotFoundError
+from mmstore.encoding.fields import Field, describe
 from mmstore.hits import Hits
 from mmstore.index.collection import CollectionIndexes
 from mmstore.index.commit import Change, after_commit
@@ -31,6 +21,7 @@ from mmstore.ingest.report import IngestReport, OnError, iter_ids
 from mmstore.ingest.sources import DEFAULT_CHUNK
 from mmstore.plugin.events import RecordsDeleted
 from mmstore.search.searcher import Fusion, Searcher
+from mmstore.state import CollectionState, StoreHandles
 from mmstore.storage import embeddings
 from mmstore.storage import records as record_rows
 
@@ -46,63 +37,46 @@ class Collection:
     """Records with fields, their vectors and indexes. Get one from a :class:`Store`."""
 
     def __init__(self, store: Store, name: str, config: CollectionConfig) -> None:
-        self.store, self.name, self.config = store, name, config
-        self.fields = build_fields(config, store.plugins, store.media)
-        self.context = CollectionContext(
-            name,
-            MappingProxyType({n: f.modality.name for n, f in self.fields.items()}),
-            MappingProxyType(config.options),
+        self.store = store
+        handles = StoreHandles(
+            store.path, store.catalog, store.plugins, store.media, store.track, store.check_open
         )
-        self.indexes = CollectionIndexes(
-            store.catalog, store.path / "indexes" / name, name, config.index, store.track
-        )
-        self.cache = HitCache(store.catalog, name)
-        self.searcher = Searcher(self)
-        self.active: dict[str, Field] = {}
-        self.refresh_active()
+        self.state = CollectionState(handles, name, config)
+        self.searcher = Searcher(self.state)
 
-    def refresh_active(self) -> None:
-        """Read which encoder identity serves each field (the catalog's active key) and
-        load fitted encoder states; a field whose configured encoder differs keeps
-        serving its stored space until :meth:`reembed` switches it."""
-        plugins, media = self.store.plugins, self.store.media
-        with self.store.catalog.reading() as conn:
-            keys = stored_keys(conn, self.name)
-            self.active = {
-                n: active_field(conn, f, keys.get(n, f.key), plugins, media, self._serving(n, keys))
-                for n, f in self.fields.items()
-            }
-            load_states(conn, self.name, [*self.fields.values(), *self.active.values()])
+    @property
+    def name(self) -> str:
+        return self.state.name
 
-    def _serving(self, name: str, keys: dict[str, str]) -> Field | None:
-        """The field built from the configuration kept for its serving space, if any."""
-        spec = self.config.serving.get(name)
-        if spec is None or keys.get(name) == self.fields[name].key:
-            return None
-        try:
-            return build_field(
-                name, spec, self.store.plugins, self.store.media, self.config.options
-            )
-        except MMStoreError:  # its plugin changed too: rebuilt from the identity, or retired
-            return None
+    @property
+    def config(self) -> CollectionConfig:
+        return self.state.config
+
+    @property
+    def fields(self) -> Mapping[str, Field]:
+        """Each field as configured (the encoder a re-embedding fills)."""
+        return self.state.fields
+
+    @property
+    def active(self) -> Mapping[str, Field]:
+        """Each field as it serves searches (the encoder that wrote its stored vectors)."""
+        return self.state.active
+
+    @property
+    def context(self) -> CollectionContext:
+        return self.state.context
+
+    @property
+    def indexes(self) -> CollectionIndexes:
+        return self.state.indexes
+
+    @property
+    def cache(self) -> HitCache:
+        return self.state.cache
 
     def pending(self, name: str) -> bool:
         """Whether the field's configured encoder differs from the one serving it."""
-        return self.active[name].key != self.fields[name].key
-
-    def check_current(self, name: str) -> None:
-        """Refuse to write vectors of a new encoder identity beside the stored ones."""
-        if not self.pending(name):
-            return
-        new, old = self.fields[name].identity, self.active[name].identity
-        raise EncoderChangedError(
-            f"field {name!r} of collection {self.name!r} holds vectors of encoder "
-            f"{old.name!r} version {old.version} (identity {old.key}), but its configured "
-            f"encoder {new.name!r} (version {new.version}, plugin {new.plugin} "
-            f"{new.plugin_version}) gives identity {new.key}; run col.reembed({name!r}) "
-            f"(or `mmstore reembed STORE {self.name} {name}`) to fill the new space from the "
-            "stored sources; until it switches, searches use the stored space"
-        )
+        return self.state.pending(name)
 
     def __repr__(self) -> str:
         return f"<Collection {self.name!r} fields={sorted(self.fields)}>"
@@ -128,12 +102,12 @@ class Collection:
         """
         self.store.check_open()
         if engine == "local":
-            return Ingestor(self, on_error, progress, chunk_size).run(records)
+            return Ingestor(self.state, on_error, progress, chunk_size).run(records)
         from mmstore.ingest import on_ray as ray_ingest
 
         ray_ingest.check_engine(engine)
         return ray_ingest.ingest_on_ray(
-            self,
+            self.state,
             records,
             on_error=on_error,
             progress=progress,
@@ -199,17 +173,8 @@ class Collection:
     def get(self, ids: str | int | Iterable[str | int]) -> list[dict[str, Any]]:
         """Records by id, in the order asked; raises NotFoundError naming missing ids."""
         self.store.check_open()
-        wanted = list(iter_ids(ids))
         with self.store.catalog.reading() as conn:
-            found = record_rows.by_id(conn, self.name, wanted)
-        missing = [i for i in wanted if i not in found]
-        if missing:
-            raise NotFoundError(
-                f"collection {self.name!r} has no record with id "
-                f"{', '.join(map(repr, missing[:10]))}"
-                + (f" (and {len(missing) - 10} more)" if len(missing) > 10 else "")
-            )
-        return [found[i] for i in wanted]
+            return record_rows.require(conn, self.name, list(iter_ids(ids)))
 
     def delete(self, ids: str | int | Iterable[str | int]) -> int:
         """Delete records by id (absent ids are ignored); return how many were deleted."""
@@ -255,7 +220,7 @@ class Collection:
         ``where`` filters, ``ids`` restricts."""
         from mmstore.datasets.aligned import build_dataset  # torch loads only when asked for
 
-        return build_dataset(self, inputs, label, where, ids)
+        return build_dataset(self.state, inputs, label, where, ids)
 
     def spaces(self) -> list[dict[str, Any]]:
         """Per field: the encoder identity that serves searches, the configured one when a
@@ -295,7 +260,7 @@ class Collection:
         ``engine="ray"`` encodes on Ray encoder actors (docs/distributed.md).
         """
         self.store.check_writable()
-        job = Reembedder(self, batch_size, on_error, progress, engine, address)
+        job = Reembedder(self.state, batch_size, on_error, progress, engine, address)
         return job.run(field, encoder)
 
     def info(self) -> dict[str, Any]:
@@ -346,7 +311,7 @@ class Collection:
         given: dict[str, Any] = {k: v for k, v in named.items() if v is not None} | options
         if inputs is not None:
             given["inputs"] = list(inputs)
-        return heads.train_head(self, name, kind, **given)
+        return heads.train_head(self.state, name, kind, **given)
 
     def predict(self, name: str, records: Any) -> list[dict[str, Any]]:
         """Per record (stored ids, or new record dicts encoded without storing them): the
@@ -354,13 +319,13 @@ class Collection:
         self.store.check_open()
         from mmstore import heads
 
-        return heads.predict(self, name, records)
+        return heads.predict(self.state, name, records)
 
     def heads(self) -> list[dict[str, Any]]:
         """The collection's heads with their metrics, and whether each is stale."""
         from mmstore import heads
 
-        return heads.list_heads(self)
+        return heads.list_heads(self.state)
 
     def flush(self) -> None:
         """Save indexes that have changes not yet in their files."""

@@ -7,9 +7,9 @@ import datetime as dt
 import logging
 import shutil
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
 import sqlalchemy as sa
@@ -33,6 +33,9 @@ from mmstore.storage.atomic import recover_folders, sweep_temporaries
 from mmstore.storage.catalog import Catalog, OnDamagedLog
 from mmstore.storage.media import MediaStore
 from mmstore.storage.wal import set_aside_logs
+
+if TYPE_CHECKING:
+    from mmstore.datasets.aligned import AlignedDataset
 
 log = logging.getLogger(__name__)
 CATALOG_FILE = "catalog.duckdb"
@@ -219,7 +222,29 @@ class Store:
         its ``ts``, within ``tolerance`` (an as-of join; see :mod:`mmstore.datasets.asof`)."""
         from mmstore.datasets.asof import align
 
-        return align(self, left, right, by, on, tolerance, direction)
+        pair = self.collection(left).state, self.collection(right).state
+        return align(*pair, by, on, tolerance, direction)
+
+    def align_dataset(
+        self,
+        left: str,
+        right: str,
+        *,
+        by: str,
+        inputs: Mapping[str, Sequence[str]],
+        on: str = "ts",
+        tolerance: str | dt.timedelta | None = None,
+        direction: Literal["backward", "forward"] = "backward",
+        label: str | None = "label",
+    ) -> tuple[AlignedDataset, AlignedDataset]:
+        """Two datasets row-aligned to the ``left`` records by :meth:`align`, for training
+        on streams: ``inputs={"left": [...], "right": [...]}`` names each side's fields;
+        the right one's masks are False where no record matched
+        (:func:`mmstore.datasets.asof.align_dataset`)."""
+        from mmstore.datasets.asof import align_dataset
+
+        pair = self.collection(left).state, self.collection(right).state
+        return align_dataset(*pair, by, inputs, on, tolerance, direction, label)
 
     def collect_media(self, *, dry_run: bool = False) -> dict[str, int]:
         """Delete stored media (image and audio bytes) that no record refers to any more:

@@ -23,7 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import mmstore
-from mmstore.datasets.asof import align_dataset, parse_tolerance
+from mmstore.datasets.asof import parse_tolerance
 from mmstore.plugin.events import Event, ReembedProgress
 from mmstore.testing import FakePlugin
 
@@ -253,16 +253,15 @@ def test_bad_align_arguments_raise_typed_errors(
 def test_align_dataset_rows_follow_the_left_records(store: mmstore.Store) -> None:
     stream(store, "left", [("l2", "a", 100), ("l1", "b", 100), ("l3", "zz", 100)])
     stream(store, "right", [("r1", "a", 90), ("r2", "b", 10), ("r3", "a", 95)])
-    lds, rds = align_dataset(
-        store, "left", "right", "entity", {"left": ["emb"], "right": ["vector"]}, tolerance="50us"
-    )
+    inputs = {"left": ["emb"], "right": ["vector"]}
+    lds, rds = store.align_dataset("left", "right", by="entity", inputs=inputs, tolerance="50us")
     assert lds.ids == rds.ids == ["l1", "l2", "l3"] and rds.labels is None
     assert rds.masks["emb"].tolist() == [False, True, False]  # l1's match is out of tolerance
     right = store.collection("right").dataset(["emb"], ids=["r3"])
     assert rds.inputs["emb"][1].equal(right.inputs["emb"][0]) and not rds.inputs["emb"][0].any()
     assert rds.keys == right.keys
     with pytest.raises(mmstore.InvalidInputError, match="inputs"):
-        align_dataset(store, "left", "right", "entity", {"left": ["emb"]})
+        store.align_dataset("left", "right", by="entity", inputs={"left": ["emb"]})
 
 
 # -- col.dataset ----------------------------------------------------------------------------

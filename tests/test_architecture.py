@@ -28,6 +28,7 @@ LAYERS = [
     "plugin",
     "encoding",
     "index",
+    "state",
     "ingest",
     "datasets",
     "heads",
@@ -100,10 +101,11 @@ def _type_checking_nodes(tree: ast.Module) -> set[int]:
     return skip
 
 
-def imported_names(mod: Module) -> Iterator[tuple[str, int]]:
-    """Every module name a runtime import of ``mod`` names, with its line (absolute,
-    ``from a import b`` as ``a.b`` and ``a``; the caller keeps the ones that exist)."""
-    skip = _type_checking_nodes(mod.tree)
+def imported_names(mod: Module, hints: bool = False) -> Iterator[tuple[str, int]]:
+    """Every module name a runtime import of ``mod`` names (with ``hints``, its
+    ``TYPE_CHECKING`` imports too), with its line (absolute, ``from a import b`` as ``a.b``
+    and ``a``; the caller keeps the ones that exist)."""
+    skip = set() if hints else _type_checking_nodes(mod.tree)
     for node in ast.walk(mod.tree):
         if id(node) in skip:
             continue
@@ -134,11 +136,11 @@ def _resolve(name: str, known: set[str]) -> str | None:
     return None
 
 
-def import_graph(mods: dict[str, Module]) -> dict[str, set[str]]:
+def import_graph(mods: dict[str, Module], hints: bool = False) -> dict[str, set[str]]:
     known = set(mods)
     graph: dict[str, set[str]] = {m: set() for m in mods}
     for name, mod in mods.items():
-        for imported, _ in imported_names(mod):
+        for imported, _ in imported_names(mod, hints):
             target = _resolve(imported, known)
             if target is not None and target != name:
                 graph[name].add(target)
@@ -243,6 +245,14 @@ def test_no_import_cycle() -> None:
 
 def test_imports_go_down_the_layers() -> None:
     assert upward_imports(import_graph(core_modules())) == []
+
+
+def test_type_hints_go_down_the_layers_too() -> None:
+    """The services are typed with what they take (a CollectionState, not the Collection
+    facade above them), so even the ``TYPE_CHECKING`` imports point down."""
+    found = upward_imports(import_graph(core_modules(), hints=True))
+    # the one back-reference: a Collection keeps the Store that opened it, as ``col.store``
+    assert found == ["mmstore.collection (collection) imports mmstore.store (store)"]
 
 
 def test_no_module_over_400_lines() -> None:

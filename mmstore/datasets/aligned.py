@@ -31,8 +31,8 @@ from mmstore.storage.embeddings import blobs_to_matrix
 from mmstore.storage.filters import KEY_RE, compile_filter
 
 if TYPE_CHECKING:
-    from mmstore.collection import Collection
     from mmstore.encoding.fields import Field
+    from mmstore.state import CollectionState
 
 _IDS_TABLE = "mms_dataset_ids"
 
@@ -96,7 +96,7 @@ def _positions(index: Any, n: int) -> np.ndarray:
 
 
 def build_dataset(
-    col: Collection,
+    col: CollectionState,
     inputs: Sequence[str],
     label: str | None = "label",
     where: Any = None,
@@ -118,7 +118,7 @@ def build_dataset(
     return AlignedDataset(record_ids.to_pylist(), tensors, masks, labels, keys, watermark)
 
 
-def resolve_inputs(col: Collection, inputs: Sequence[str]) -> list[Field]:
+def resolve_inputs(col: CollectionState, inputs: Sequence[str]) -> list[Field]:
     """The active fields named by ``inputs`` (field names, or a modality that exactly one
     field has)."""
     if isinstance(inputs, str) or not inputs:
@@ -132,7 +132,7 @@ def resolve_inputs(col: Collection, inputs: Sequence[str]) -> list[Field]:
     return out
 
 
-def _resolve(col: Collection, name: str) -> Field:
+def _resolve(col: CollectionState, name: str) -> Field:
     if name in col.active:
         return col.active[name]
     same = [f for f in col.active.values() if f.modality.name == name]
@@ -144,7 +144,7 @@ def _resolve(col: Collection, name: str) -> Field:
 
 
 def _records(
-    col: Collection, label: str | None, where: Any, ids: Sequence[str | int] | None
+    col: CollectionState, label: str | None, where: Any, ids: Sequence[str | int] | None
 ) -> pa.Table:
     """Sorted record ids (and labels) of the rows, checking ``ids`` are all stored."""
     t = schema.records
@@ -183,7 +183,7 @@ def _label_expr(t: sa.Table, label: str | None) -> sa.ColumnElement[Any]:
 
 
 def _vectors(
-    col: Collection, field: Field, record_ids: pa.Array
+    col: CollectionState, field: Field, record_ids: pa.Array
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """The field's active-space vectors placed at the rows of ``record_ids``; the mask of
     rows that have one; the largest vid read."""

@@ -35,12 +35,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mmstore.errors import InvalidInputError, UnknownNameError
+from mmstore.errors import InvalidInputError
 from mmstore.storage.filters import KEY_RE
 
 if TYPE_CHECKING:
     from mmstore.datasets.aligned import AlignedDataset
-    from mmstore.store import Store
+    from mmstore.state import CollectionState
 
 Direction = Literal["backward", "forward"]
 #: ASOF inequality and lag for each direction (never from user input)
@@ -77,9 +77,8 @@ FROM m ORDER BY left_id
 
 
 def align(
-    store: Store,
-    left: str,
-    right: str,
+    left: CollectionState,
+    right: CollectionState,
     by: str,
     on: str = "ts",
     tolerance: str | dt.timedelta | None = None,
@@ -87,11 +86,7 @@ def align(
 ) -> pa.Table:
     """Each ``left`` record with the ``right`` record of the same entity at or before
     (``"backward"``) or at or after (``"forward"``) its ``ts`` (see the module doc)."""
-    store.check_open()
-    known = store.collections()
-    for name in (left, right):
-        if name not in known:
-            raise UnknownNameError("collection", str(name), known)
+    left.store.check_open()
     if on != "ts":
         raise InvalidInputError(f"records align on their 'ts' timestamp, got on={on!r}")
     if direction not in _DIRECTIONS:
@@ -100,16 +95,15 @@ def align(
     entity, entity_params = _entity_expr(by)
     cond, lag = _DIRECTIONS[direction]
     sql = _SQL.format(entity=entity, on=cond, lag=lag)
-    params = [*entity_params, left, *entity_params, right, bound, bound, bound]
-    table = store.catalog.query_arrow(sql, params)
+    params = [*entity_params, left.name, *entity_params, right.name, bound, bound, bound]
+    table = left.store.catalog.query_arrow(sql, params)
     lag_col = table.column("lag").cast(pa.int64()).cast(pa.duration("us"))
     return table.set_column(table.schema.get_field_index("lag"), "lag", lag_col)
 
 
 def align_dataset(
-    store: Store,
-    left: str,
-    right: str,
+    left: CollectionState,
+    right: CollectionState,
     by: str,
     inputs: Mapping[str, Sequence[str]],
     on: str = "ts",
@@ -127,12 +121,12 @@ def align_dataset(
 
     if not isinstance(inputs, Mapping) or set(inputs) != {"left", "right"}:
         raise InvalidInputError(f"inputs maps 'left' and 'right' to field names, got {inputs!r}")
-    table = align(store, left, right, by, on, tolerance, direction)
-    lds = build_dataset(store.collection(left), inputs["left"], label)
+    table = align(left, right, by, on, tolerance, direction)
+    lds = build_dataset(left, inputs["left"], label)
     if lds.ids != table.column("left_id").to_pylist():  # pragma: no cover - a changed store
-        raise InvalidInputError(f"collection {left!r} changed while it was being aligned")
+        raise InvalidInputError(f"collection {left.name!r} changed while it was being aligned")
     matched = pc.unique(table.column("right_id").drop_null())
-    rds = build_dataset(store.collection(right), inputs["right"], None, ids=matched.to_pylist())
+    rds = build_dataset(right, inputs["right"], None, ids=matched.to_pylist())
     pos = pc.index_in(table.column("right_id"), value_set=pa.array(rds.ids, pa.string()))
     where = pc.fill_null(pos, -1).to_numpy(zero_copy_only=False).astype(np.int64)
     rows, src = torch.from_numpy(np.flatnonzero(where >= 0)), torch.from_numpy(where[where >= 0])

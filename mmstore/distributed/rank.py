@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from mmstore.datasets.aligned import build_dataset
 from mmstore.heads import HeadReport, train_head
 from mmstore.heads.distributed import World, check_inputs, joined, parse_request
 from mmstore.heads.train import fit_classifier
@@ -22,13 +23,13 @@ def train_rank(
     report = None
     with joined(world), open_store(store, read_only=True) as st:
         col = st.collection(collection)
-        check_inputs(col, opts.inputs)
+        check_inputs(col.state, opts.inputs)
         # every rank trains (the collectives need them all); rank 0 also writes. If a rank
         # fails, the launcher stops the others.
         if world.rank == 0:
-            report = train_head(col, name, "classifier", **options)
+            report = train_head(col.state, name, "classifier", **options)
         else:
-            ds = col.dataset(inputs=opts.inputs, label=opts.label, where=opts.where)
+            ds = build_dataset(col.state, opts.inputs, label=opts.label, where=opts.where)
             fit_classifier(ds, opts)
         world.sum(0.0)  # the other ranks wait for rank 0's head to be in place
     return report

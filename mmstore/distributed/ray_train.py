@@ -80,7 +80,7 @@ def _check(
         )
     opts = parse_request(name, options, "Ray Train")
     with open_store(store, read_only=True) as st:
-        check_inputs(st.collection(collection), opts.inputs)
+        check_inputs(st.collection(collection).state, opts.inputs)
     return opts
 
 
@@ -161,7 +161,7 @@ def _report_from_disk(store: str | Path, collection: str, name: str) -> HeadRepo
     from mmstore.store import open as open_store
 
     with open_store(store, read_only=True) as st:
-        path = head_dir(st.collection(collection), name)
+        path = head_dir(st.collection(collection).state, name)
     meta = json.loads((path / "head.json").read_text())
     keys = ("classes", "metrics", "history", "best_epoch", "split_rows", "excluded")
     return HeadReport(

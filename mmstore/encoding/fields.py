@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,7 +96,7 @@ def identify(encoder: Encoder, plugins: PluginHost, field: str) -> EncoderIdenti
     )
 
 
-def record_fields(conn: Connection, collection: str, fields: dict[str, Field]) -> None:
+def record_fields(conn: Connection, collection: str, fields: Mapping[str, Field]) -> None:
     """Write the encoder identities and the field rows of a new collection."""
     for f in fields.values():
         record_identity(conn, f.identity)

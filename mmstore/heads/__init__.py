@@ -29,7 +29,7 @@ from mmstore.heads.predict import predict
 from mmstore.heads.train import Fitted, fit_classifier
 
 if TYPE_CHECKING:
-    from mmstore.collection import Collection
+    from mmstore.state import CollectionState
 
 KINDS = ("classifier", "retrieval")
 PLANNED: dict[str, str] = {}
@@ -89,7 +89,9 @@ class HeadReport:
         )
 
 
-def train_head(col: Collection, name: str, kind: str = "classifier", **options: Any) -> HeadReport:
+def train_head(
+    col: CollectionState, name: str, kind: str = "classifier", **options: Any
+) -> HeadReport:
     """Validate, read the aligned dataset, train, evaluate, and write the head atomically."""
     check_name("head", name)
     if kind in PLANNED:
@@ -102,8 +104,10 @@ def train_head(col: Collection, name: str, kind: str = "classifier", **options: 
     for f in opts.inputs:
         if f not in col.active:
             raise UnknownNameError("field", f, col.active, hint=f"collection {col.name!r}")
+    from mmstore.datasets.aligned import build_dataset
+
     sweep(col)
-    ds = col.dataset(inputs=opts.inputs, label=opts.label, where=opts.where)
+    ds = build_dataset(col, opts.inputs, label=opts.label, where=opts.where)
     fitted = fit_classifier(ds, opts)
     meta = _meta(col, name, kind, opts, fitted, ds.keys, ds.watermark)
     path = write_head(col, name, fitted.model.state_dict(), meta, lambda d: _plots(d, fitted))
@@ -122,7 +126,7 @@ def train_head(col: Collection, name: str, kind: str = "classifier", **options: 
 
 
 def _meta(
-    col: Collection,
+    col: CollectionState,
     name: str,
     kind: str,
     opts: ClassifierOptions,
@@ -150,10 +154,10 @@ def _meta(
     }
 
 
-def _train_retrieval(col: Collection, name: str, options: dict[str, Any]) -> HeadReport:
+def _train_retrieval(col: CollectionState, name: str, options: dict[str, Any]) -> HeadReport:
     """Train a retrieval head from ``query`` to ``target`` (field names, or a modality that
     exactly one field has) on the records that carry both."""
-    from mmstore.datasets.aligned import resolve_inputs
+    from mmstore.datasets.aligned import build_dataset, resolve_inputs
     from mmstore.heads import retrieval
     from mmstore.heads.train import pick_device
 
@@ -167,7 +171,7 @@ def _train_retrieval(col: Collection, name: str, options: dict[str, Any]) -> Hea
     opts = opts.model_copy(update={"query": qf.name, "target": tf.name})
     device = pick_device(opts.device)
     sweep(col)
-    ds = col.dataset(inputs=[qf.name, tf.name], label=None, where=opts.where)
+    ds = build_dataset(col, [qf.name, tf.name], label=None, where=opts.where)
     fitted = retrieval.fit_retrieval(ds, opts, device)
     from mmstore._version import __version__
 
@@ -222,7 +226,7 @@ def _plots(folder: Path, fitted: Fitted) -> dict[str, str]:
     return {k: p.name for k, p in out.items()}
 
 
-def list_heads(col: Collection) -> list[dict[str, Any]]:
+def list_heads(col: CollectionState) -> list[dict[str, Any]]:
     """Each head: name, kind, inputs, label (classifier) or query and target (retrieval),
     metrics, created_at, stale and the reason, path."""
     out = []

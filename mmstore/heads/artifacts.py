@@ -27,22 +27,22 @@ from mmstore.storage import failures as storage
 from mmstore.storage.atomic import recover_folders, swap_folder
 
 if TYPE_CHECKING:
-    from mmstore.collection import Collection
+    from mmstore.state import CollectionState
 
 META = "head.json"
 WEIGHTS = "weights.safetensors"
 FORMAT = 1
 
 
-def heads_root(col: Collection) -> Path:
+def heads_root(col: CollectionState) -> Path:
     return Path(col.store.path) / "heads" / col.name
 
 
-def head_dir(col: Collection, name: str) -> Path:
+def head_dir(col: CollectionState, name: str) -> Path:
     return heads_root(col) / name
 
 
-def head_names(col: Collection) -> list[str]:
+def head_names(col: CollectionState) -> list[str]:
     root = heads_root(col)
     if not root.is_dir():
         return []
@@ -51,7 +51,7 @@ def head_names(col: Collection) -> list[str]:
     )
 
 
-def read_meta(col: Collection, name: str) -> dict[str, Any]:
+def read_meta(col: CollectionState, name: str) -> dict[str, Any]:
     """A head's ``head.json``; an unknown name raises UnknownNameError listing the heads."""
     check_name("head", name)
     path = head_dir(col, name) / META
@@ -85,7 +85,7 @@ def meta_problem(meta: Any, name: str) -> str | None:
     return None
 
 
-def load_weights(col: Collection, name: str) -> dict[str, torch.Tensor]:
+def load_weights(col: CollectionState, name: str) -> dict[str, torch.Tensor]:
     """The head's tensors; a file that is not valid safetensors raises DamagedHeadError."""
     try:
         return load_file(head_dir(col, name) / WEIGHTS)
@@ -99,7 +99,11 @@ def ids_digest(ids: Sequence[str]) -> str:
 
 
 def lineage(
-    col: Collection, inputs: Sequence[str], keys: dict[str, str], watermark: int, ids: Sequence[str]
+    col: CollectionState,
+    inputs: Sequence[str],
+    keys: dict[str, str],
+    watermark: int,
+    ids: Sequence[str],
 ) -> dict[str, Any]:
     """Per input field the encoder identity its vectors came from; the catalog watermark;
     the record count and a digest of the ids the head was trained and evaluated on."""
@@ -124,7 +128,7 @@ def lineage(
     }
 
 
-def staleness(col: Collection, meta: dict[str, Any]) -> str | None:
+def staleness(col: CollectionState, meta: dict[str, Any]) -> str | None:
     """Why the head is stale (a field removed or re-embedded since), or None when current."""
     reasons = []
     for f, lin in meta["lineage"]["fields"].items():
@@ -143,7 +147,7 @@ def now_iso() -> str:
 
 
 def write_head(
-    col: Collection,
+    col: CollectionState,
     name: str,
     state: dict[str, torch.Tensor],
     meta: dict[str, Any],
@@ -184,12 +188,12 @@ def _fsync(path: Path) -> None:
         os.fsync(f.fileno())
 
 
-def sweep(col: Collection) -> None:
+def sweep(col: CollectionState) -> None:
     """Put back a head that a killed training was swapping, and remove the temporary
     folders it left (also done for every collection when the store opens)."""
     recover_folders(heads_root(col))
 
 
-def iter_metas(col: Collection) -> Iterator[dict[str, Any]]:
+def iter_metas(col: CollectionState) -> Iterator[dict[str, Any]]:
     for name in head_names(col):
         yield read_meta(col, name)

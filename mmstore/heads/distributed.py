@@ -45,8 +45,8 @@ from torch import distributed as dist
 from mmstore.errors import InvalidInputError
 
 if TYPE_CHECKING:
-    from mmstore.collection import Collection
     from mmstore.heads.options import ClassifierOptions
+    from mmstore.state import CollectionState
 
 SHARD_SALT = b"mmstore.shard"  # blake2b person: shard hashes independent of split hashes
 
@@ -203,7 +203,7 @@ def parse_request(name: str, options: dict[str, Any], engine: str) -> Classifier
     return opts
 
 
-def check_inputs(col: Collection, inputs: Sequence[str]) -> None:
+def check_inputs(col: CollectionState, inputs: Sequence[str]) -> None:
     """Every input is an active field of the collection (UnknownNameError otherwise)."""
     from mmstore.errors import UnknownNameError
 

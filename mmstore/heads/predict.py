@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from mmstore.datasets.aligned import build_dataset
 from mmstore.encoding.encode import encode_batch, load_values
 from mmstore.errors import (
     DamagedHeadError,
@@ -23,7 +24,7 @@ from mmstore.heads.models import FusionClassifier
 from mmstore.heads.options import ClassifierOptions
 
 if TYPE_CHECKING:
-    from mmstore.collection import Collection
+    from mmstore.state import CollectionState
 
 
 def input_order(meta: dict[str, Any]) -> list[str]:
@@ -46,7 +47,7 @@ def build_model(meta: dict[str, Any]) -> FusionClassifier:
     )
 
 
-def load_head(col: Collection, name: str) -> tuple[dict[str, Any], FusionClassifier]:
+def load_head(col: CollectionState, name: str) -> tuple[dict[str, Any], FusionClassifier]:
     """The head's metadata and its model in eval mode; a stale head raises."""
     meta = read_meta(col, name)
     reason = staleness(col, meta)
@@ -66,7 +67,7 @@ def load_head(col: Collection, name: str) -> tuple[dict[str, Any], FusionClassif
     return meta, model.eval()
 
 
-def _check_shapes(col: Collection, meta: dict[str, Any]) -> None:
+def _check_shapes(col: CollectionState, meta: dict[str, Any]) -> None:
     """Before a model is built from ``head.json``: its options are valid ones, its input
     dimensions are those of the fields, and it has at least two classes (so that nothing
     it claims can make the model large)."""
@@ -83,7 +84,7 @@ def _check_shapes(col: Collection, meta: dict[str, Any]) -> None:
         raise ValueError(f"head.json lists {classes!r} as its classes")
 
 
-def predict(col: Collection, name: str, records: Any) -> list[dict[str, Any]]:
+def predict(col: CollectionState, name: str, records: Any) -> list[dict[str, Any]]:
     """Per record, in order: ``{"id", "label", "probabilities": {class: p}}``."""
     meta, model = load_head(col, name)
     if isinstance(records, str | Mapping):
@@ -124,7 +125,7 @@ def _rid(item: Any, i: int) -> str | None:
 
 
 def _fill_stored(
-    col: Collection,
+    col: CollectionState,
     meta: dict[str, Any],
     items: list[Any],
     x: dict[str, np.ndarray],
@@ -134,7 +135,7 @@ def _fill_stored(
     if not rows:
         return
     wanted = [str(items[i]) for i in rows]
-    ds = col.dataset(inputs=list(x), label=meta["config"]["label"], ids=sorted(set(wanted)))
+    ds = build_dataset(col, list(x), label=meta["config"]["label"], ids=sorted(set(wanted)))
     pos = {rid: k for k, rid in enumerate(ds.ids)}
     missing = [rid for rid in wanted if rid not in pos]
     if missing:
@@ -148,7 +149,7 @@ def _fill_stored(
 
 
 def _fill_new(
-    col: Collection, items: list[Any], x: dict[str, np.ndarray], m: dict[str, np.ndarray]
+    col: CollectionState, items: list[Any], x: dict[str, np.ndarray], m: dict[str, np.ndarray]
 ) -> None:
     hook = col.store.plugins.hook
     for name in x:

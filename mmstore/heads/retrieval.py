@@ -35,9 +35,9 @@ from mmstore.heads.split import SPLIT_NAMES, TEST, TRAIN, VAL, assign_splits
 from mmstore.index.vectors import VectorIndex
 
 if TYPE_CHECKING:
-    from mmstore.collection import Collection
     from mmstore.datasets.aligned import AlignedDataset
     from mmstore.encoding.fields import Field
+    from mmstore.state import CollectionState
 
 #: fewest records carrying both fields that a retrieval head trains on
 MIN_PAIRS = 10
@@ -289,7 +289,7 @@ class Served:
         return _project(self.model.query, x)
 
 
-def read_head(col: Collection, name: str) -> tuple[dict[str, Any], str]:
+def read_head(col: CollectionState, name: str) -> tuple[dict[str, Any], str]:
     """A head's meta and a digest of its ``head.json`` (which changes on retraining)."""
     import json
 
@@ -305,7 +305,7 @@ def read_head(col: Collection, name: str) -> tuple[dict[str, Any], str]:
     return meta, hashlib.sha256(raw).hexdigest()
 
 
-def serve(col: Collection, name: str, cache: dict[str, Served]) -> Served:
+def serve(col: CollectionState, name: str, cache: dict[str, Served]) -> Served:
     """The retrieval head ``name`` ready to search, from ``cache`` when nothing changed.
     Unknown heads raise UnknownNameError, stale heads StaleHeadError, other kinds
     InvalidInputError."""
@@ -332,7 +332,7 @@ def serve(col: Collection, name: str, cache: dict[str, Served]) -> Served:
     return served
 
 
-def _projected_index(col: Collection, tgt: Field, model: TwoTower) -> VectorIndex:
+def _projected_index(col: CollectionState, tgt: Field, model: TwoTower) -> VectorIndex:
     """Every live vector of the target field's index, projected by the target tower,
     under the same vids (so filters and hit hydration work as for the field itself)."""
     tindex = col.indexes.get(tgt)

@@ -220,7 +220,7 @@ class CollectionIndexes:
             if entry is not None and entry.unsaved >= SAVE_EVERY:
                 self.save_or_warn(f)
 
-    def save_all(self, fields: dict[str, Field]) -> None:
+    def save_all(self, fields: Mapping[str, Field]) -> None:
         """Optimize where it is due, then save every index of ``fields`` (the active
         spaces) with unsaved changes."""
         for f in fields.values():

@@ -37,7 +37,7 @@ from mmstore.plugin.events import BatchEncoded, IngestCommitted, IngestFinished
 from mmstore.storage import embeddings
 
 if TYPE_CHECKING:
-    from mmstore.collection import Collection
+    from mmstore.state import CollectionState
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class Ingestor:
 
     def __init__(
         self,
-        col: Collection,
+        col: CollectionState,
         on_error: OnError,
         progress: bool,
         chunk_size: int,

@@ -35,8 +35,8 @@ from mmstore.plugin.manager import PluginHost
 from mmstore.storage.media import MediaStore
 
 if TYPE_CHECKING:
-    from mmstore.collection import Collection
     from mmstore.ingest.reembed import Reembedder, ReembedReport
+    from mmstore.state import CollectionState
 
 #: where ingest and re-embedding encode: in this process, or on Ray encoder actors
 ENGINES = ("local", "ray")
@@ -115,7 +115,7 @@ def _vector_column(vectors: np.ndarray, rows: list[int], n: int, f: Field) -> pa
 
 # -- running actors -----------------------------------------------------------------------
 def _encoded(
-    ray: Any, col: Collection, names: list[str], tables: list[pa.Table], progress: bool
+    ray: Any, col: CollectionState, names: list[str], tables: list[pa.Table], progress: bool
 ) -> Iterator[pa.Table]:
     """Stream the encoded batches of ``tables`` (an ``id`` column and a JSON source column
     per field in ``names``) back from encoder actors."""
@@ -199,7 +199,7 @@ class RayIngest:
 
     def __init__(
         self,
-        col: Collection,
+        col: CollectionState,
         on_error: OnError,
         progress: bool,
         chunk_size: int,
@@ -298,7 +298,7 @@ class RayIngest:
 
 
 def ingest_on_ray(
-    col: Collection,
+    col: CollectionState,
     source: Any,
     *,
     on_error: OnError,
@@ -310,7 +310,7 @@ def ingest_on_ray(
     return RayIngest(col, on_error, progress, chunk_size, address).run(source)
 
 
-def _chunks(col: Collection, source: Any, size: int) -> Iterator[list[dict[str, Any]]]:
+def _chunks(col: CollectionState, source: Any, size: int) -> Iterator[list[dict[str, Any]]]:
     """Record chunks from what local ingest takes, a Ray Dataset, or a path (a .jsonl,
     .csv or .parquet file, or a folder of media files)."""
     if type(source).__module__.startswith("ray.data") and hasattr(source, "iter_batches"):

@@ -27,7 +27,7 @@ from mmstore.plugin.events import FieldSwitched, ReembedProgress
 from mmstore.storage import embeddings, schema
 
 if TYPE_CHECKING:
-    from mmstore.collection import Collection
+    from mmstore.state import CollectionState
 
 #: where re-embedding encodes: in this process, or on Ray encoder actors
 ENGINES = ("local", "ray")
@@ -61,7 +61,7 @@ class Reembedder:
 
     def __init__(
         self,
-        col: Collection,
+        col: CollectionState,
         batch_size: int,
         on_error: str,
         progress: bool,

@@ -27,10 +27,11 @@ from mmstore.errors import (
 )
 from mmstore.hits import Hit, Hits
 from mmstore.storage import embeddings, schema
+from mmstore.storage import records as record_rows
 from mmstore.storage.filters import compile_filter
 
 if TYPE_CHECKING:
-    from mmstore.collection import Collection
+    from mmstore.state import CollectionState
 
 MAX_K = 10_000
 #: queries in one call of search_many
@@ -55,7 +56,7 @@ class Query:
 class Searcher:
     """Runs searches for one collection."""
 
-    def __init__(self, col: Collection) -> None:
+    def __init__(self, col: CollectionState) -> None:
         self.col = col
         self._vid_maps: dict[str, dict[str, int]] = {}
         self._derived: dict[tuple[str, str, str], Field] = {}
@@ -327,7 +328,7 @@ class Searcher:
             pos = pos[~index.dead[pos]]
             if len(pos):
                 return Query(f, index.vectors_at(pos[-1:])[0], weight)
-        self.col.get([rid])  # raises NotFoundError when the record does not exist
+        self._require(rid)
         for _, name in owned:
             if name in self.col.active and name not in {f.name for f in candidates}:
                 _check_space(self.col.active[name], tgt)
@@ -335,6 +336,11 @@ class Searcher:
             f"record {rid!r} has no vector in field {tgt.name!r} or a field of "
             "its space; search with another target"
         )
+
+    def _require(self, rid: str) -> None:
+        """Raise NotFoundError when the record does not exist."""
+        with self.col.store.catalog.reading() as conn:
+            record_rows.require(conn, self.col.name, [rid])
 
     def _owned(self, rid: str) -> list[tuple[int, str]]:
         return embeddings.of_record(self.col.store.catalog, self.col.name, rid)
@@ -397,7 +403,7 @@ class Searcher:
         if len(pos):
             vector: np.ndarray = index.vectors_at(pos[-1:])[0]
             return vector
-        self.col.get([rid])  # raises NotFoundError when the record does not exist
+        self._require(rid)
         raise NotFoundError(
             f"record {rid!r} has no vector in field {f.name!r}, the query field of head "
             f"{head!r}; search with {f.name}=<value>"

@@ -10,6 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from mmstore.errors import NotFoundError
 from mmstore.storage import schema
 from mmstore.storage.filters import compile_filter
 
@@ -19,6 +20,19 @@ def by_id(conn: Connection, collection: str, ids: list[str]) -> dict[str, dict[s
     t = schema.records
     rows = conn.execute(sa.select(t).where(t.c.collection == collection, t.c.id.in_(ids))).all()
     return {r.id: record_dict(r) for r in rows}
+
+
+def require(conn: Connection, collection: str, ids: list[str]) -> list[dict[str, Any]]:
+    """The records ``ids``, in the order asked; raises NotFoundError naming missing ids."""
+    found = by_id(conn, collection, ids)
+    missing = [i for i in ids if i not in found]
+    if missing:
+        raise NotFoundError(
+            f"collection {collection!r} has no record with id "
+            f"{', '.join(map(repr, missing[:10]))}"
+            + (f" (and {len(missing) - 10} more)" if len(missing) > 10 else "")
+        )
+    return [found[i] for i in ids]
 
 
 def count(conn: Connection, collection: str, where: Mapping[str, Any] | None) -> int:

@@ -3,15 +3,17 @@
 The user API: :func:`open` a :class:`Store`, get a :class:`Collection`, ingest (an
 :class:`IngestReport`, with :class:`Rejected` records), re-embed (a :class:`ReembedReport`),
 search (:class:`Hits` of :class:`Hit`), and the same calls over HTTP through
-:class:`Client`. Every error mmstore raises on purpose is a :class:`MMStoreError`, each
-class exported here. Plugin authors import :mod:`mmstore.plugin`; its contracts are also
-exported here, as plugins written against earlier releases import them.
+:class:`Client` (both collections satisfy :class:`CollectionAPI`). Every error mmstore
+raises on purpose is a :class:`MMStoreError`, each class exported here. Plugin authors
+import :mod:`mmstore.plugin`; its contracts are also exported here, as plugins written
+against earlier releases import them.
 """
 
 # ruff: noqa: I001, RUF022  (the imports and __all__ are grouped by audience, not sorted)
 
 # the store, its collections, their reports and results
 from mmstore._version import __version__
+from mmstore.api import CollectionAPI
 from mmstore.client import Client
 from mmstore.collection import Collection
 from mmstore.hits import Hit, Hits
@@ -63,6 +65,7 @@ __all__ = [
     "open",
     "Store",
     "Collection",
+    "CollectionAPI",
     "IngestReport",
     "Rejected",
     "ReembedReport",

@@ -16,10 +16,14 @@ import datetime as dt
 import io
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mmstore import errors
 from mmstore.hits import Hit, Hits
+
+if TYPE_CHECKING:
+    from mmstore.api import CollectionAPI
+    from mmstore.collection import Collection
 
 
 class Client:
@@ -236,3 +240,8 @@ def _error(response: Any) -> errors.MMStoreError:
             setattr(error, attr, detail[key])
     error.status = response.status_code  # type: ignore[attr-defined]
     return error
+
+
+def _same_api(embedded: Collection, remote: RemoteCollection) -> list[CollectionAPI]:
+    """Never called: mypy checks here that both collections satisfy :class:`CollectionAPI`."""
+    return [embedded, remote]

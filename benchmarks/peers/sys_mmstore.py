@@ -77,7 +77,7 @@ class MMStore(System):
             return [str(v) for v in index.search(q[None, :], K).vids[0]]
 
         def lookup(q: np.ndarray) -> list[str]:
-            self.col.searcher._allowed.clear()  # the first search with this filter
+            self.col.searcher.allowed_vids.forget()  # the first search with this filter
             self.col.searcher.allowed_vids(field, where)
             return []
 

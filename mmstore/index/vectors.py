@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -19,8 +18,8 @@ from mmstore.config import IndexOptions
 from mmstore.errors import BeyondGpuError
 from mmstore.index import gpu
 from mmstore.index.backend import faiss, swig_ptr
+from mmstore.index.topk import SearchResult, top_k, tune_width
 
-EF_CANDIDATES = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 #: a filtered search scans the matching rows exactly when there are at most this many
 EXACT_SUBSET = 20_000
 TUNE_QUERIES = 200
@@ -28,14 +27,6 @@ TUNE_QUERIES = 200
 GPU_TIE_SLACK = 16
 _ptr = swig_ptr
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class SearchResult:
-    """Scores and vids, ``(m, k)`` each; missing hits have vid -1 and score -inf."""
-
-    scores: np.ndarray
-    vids: np.ndarray
 
 
 class VectorIndex:
@@ -235,45 +226,7 @@ class VectorIndex:
             scores[:, self.dead] = -np.inf
         else:
             scores = queries @ self.vectors_at(positions).T
-        return self._top(scores, positions, k)
-
-    def _top(self, scores: np.ndarray, positions: np.ndarray, k: int) -> SearchResult:
-        m, n = scores.shape
-        kk = min(k, n)
-        out_s = np.full((m, k), -np.inf, np.float32)
-        out_v = np.full((m, k), -1, np.int64)
-        if kk:
-            part = (
-                np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
-                if kk < n
-                else np.tile(np.arange(n), (m, 1))
-            )
-            top = np.take_along_axis(scores, part, 1)
-            part = self._ties_by_vid(scores, positions, part, top)
-            top = np.take_along_axis(scores, part, 1)
-            order = np.lexsort((self.vids[positions[part]], -top), axis=1)  # ties by vid
-            idx = np.take_along_axis(part, order, 1)
-            out_s[:, :kk] = np.take_along_axis(top, order, 1)
-            out_v[:, :kk] = self.vids[positions[idx]]
-            out_v[~np.isfinite(out_s)] = -1
-        return SearchResult(out_s, out_v)
-
-    def _ties_by_vid(
-        self, scores: np.ndarray, positions: np.ndarray, part: np.ndarray, top: np.ndarray
-    ) -> np.ndarray:
-        """``part`` with the rows whose k-th score is tied beyond it re-chosen so that the
-        smallest vids among the tied make it (``argpartition`` picks among them at random;
-        the GPU search and the graph's callers expect the order by vid)."""
-        kth = top.min(axis=1, keepdims=True)
-        tied = np.isfinite(kth[:, 0]) & ((scores == kth).sum(axis=1) > (top == kth).sum(axis=1))
-        if not tied.any():
-            return part
-        part = part.copy()
-        vids = self.vids[positions]
-        for r in np.flatnonzero(tied):
-            order = np.lexsort((vids, -scores[r]))
-            part[r] = order[: part.shape[1]]
-        return part
+        return top_k(scores, positions, self.vids, k)
 
     def _ann(self, queries: np.ndarray, k: int, positions: np.ndarray | None) -> SearchResult:
         base_pos = positions[positions < self.n_base] if positions is not None else None
@@ -373,22 +326,10 @@ class VectorIndex:
         self.add(vids, vectors)
 
     def tune(self, queries: np.ndarray) -> None:
-        """Pick the smallest HNSW width whose recall@10 on ``queries`` (vectors not in the
-        graph) misses at most half as often as the target allows, against an exact search
-        of the graph's vectors. Held-out data points find near-duplicates of themselves in
-        the graph more often than outside queries do; the halved miss rate covers that (on
-        100,000 docstring embeddings, held-out 0.957 at width 32 was 0.924 for new text)."""
-        k = min(10, self.n_base)
-        goal = 1.0 - (1.0 - self.options.target_recall) / 2
-        truth = _exact_ids(queries, self._base_view(), k)
-        for ef in EF_CANDIDATES:
-            params = faiss.SearchParametersHNSW()
-            params.efSearch = ef
-            _, labels = self.hnsw.search(queries, k, params=params)
-            recall = _recall(truth, labels)
-            if recall >= goal or ef == EF_CANDIDATES[-1]:
-                self.ef_search, self.tuned_recall = ef, recall
-                return
+        """Pick the graph's search width on ``queries``, vectors not in the graph
+        (:func:`mmstore.index.topk.tune_width`)."""
+        goal = self.options.target_recall
+        self.ef_search, self.tuned_recall = tune_width(self.hnsw, queries, self._base_view(), goal)
 
     def params(self) -> dict[str, Any]:
         """What the manifest records about how this index was built."""
@@ -403,16 +344,3 @@ class VectorIndex:
                 "search": "graph" if self.serves_graph else "exact (tuning missed the target)",
             }
         return out
-
-
-def _exact_ids(queries: np.ndarray, base: np.ndarray, k: int) -> np.ndarray:
-    out = np.empty((len(queries), k), np.int64)
-    for start in range(0, len(queries), 64):  # bounded memory for large bases
-        scores = queries[start : start + 64] @ base.T
-        out[start : start + 64] = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    return out
-
-
-def _recall(truth: np.ndarray, labels: np.ndarray) -> float:
-    hits = sum(len(set(t.tolist()) & set(g.tolist())) for t, g in zip(truth, labels, strict=True))
-    return hits / truth.size

@@ -4,16 +4,11 @@ and fuse several queries by reciprocal rank or weighted scores."""
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import math
-from collections import OrderedDict, defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import sqlalchemy as sa
 
 from mmstore.encoding.encode import check_vectors, checked_rows, encode_batch, load_values
 from mmstore.encoding.fields import Field, RetiredEncoder, build_modality
@@ -25,32 +20,19 @@ from mmstore.errors import (
     UnknownNameError,
     UnusableVectorsError,
 )
-from mmstore.hits import Hit, Hits
-from mmstore.storage import embeddings, schema
-from mmstore.storage import records as record_rows
-from mmstore.storage.filters import compile_filter
+from mmstore.hits import Hits
+from mmstore.search import stored
+from mmstore.search.allowed import AllowedVids
+from mmstore.search.fusion import Fusion, Query, check_k, check_space, fuse
+from mmstore.search.through_head import HeadSearch
 
 if TYPE_CHECKING:
     from mmstore.state import CollectionState
 
-MAX_K = 10_000
 #: queries in one call of search_many
 MAX_BATCH = 100_000
 #: scores an exact scan of search_many computes at once (64 MB)
 SCORES_PER_CALL = 1 << 24
-#: filters whose matching vids are kept between writes
-FILTERS_KEPT = 32
-RRF_K = 60
-Fusion = Literal["rrf", "weighted"]
-
-
-@dataclass(frozen=True)
-class Query:
-    """One query vector and the field whose space it lives in."""
-
-    field: Field
-    vector: np.ndarray
-    weight: float = 1.0
 
 
 class Searcher:
@@ -58,12 +40,9 @@ class Searcher:
 
     def __init__(self, col: CollectionState) -> None:
         self.col = col
-        self._vid_maps: dict[str, dict[str, int]] = {}
+        self.allowed_vids = AllowedVids(col)
         self._derived: dict[tuple[str, str, str], Field] = {}
-        self._heads: dict[str, Any] = {}  # retrieval head name -> heads.retrieval.Served
-        #: (field, encoder key, filter as JSON) -> allowed vids, least recently used first
-        self._allowed: OrderedDict[tuple[str, str, str], np.ndarray] = OrderedDict()
-        self._generation = -1  # of the hit cache, when the two caches above were filled
+        self.through_head = HeadSearch(col, self.allowed_vids, self._encode_value)
 
     def search(
         self,
@@ -78,15 +57,15 @@ class Searcher:
         values: dict[str, Any],
         head: str | None = None,
     ) -> Hits:
-        _check_k(k)
+        check_k(k)
         if fusion not in ("rrf", "weighted"):
             raise InvalidInputError(f"fusion must be 'rrf' or 'weighted', got {fusion!r}")
         if head is not None:
-            return self._head_search(head, target, k, where, vector, record, values)
+            return self.through_head(head, target, k, where, vector, record, values)
         tgt = self._target(target, values, record is not None or vector is not None)
         queries = self._queries(tgt, values, vector, record, weights or {})
         for q in queries:
-            _check_space(q.field, tgt)
+            check_space(q.field, tgt)
         allowed = self.allowed_vids(tgt, where) if where else None
         exclude = str(record) if record is not None else None
         per_query = k if len(queries) == 1 else max(k * 4, 50)
@@ -108,7 +87,7 @@ class Searcher:
     ) -> list[Hits]:
         """Hits for each of a batch of queries: one index call for the whole batch and, for
         values, one call of the encoder."""
-        _check_k(k)
+        check_k(k)
         if (vectors is not None) + len(values) != 1:
             raise InvalidInputError(
                 "give one batch of queries: vectors= (an array of shape (queries, dim)) or "
@@ -167,7 +146,7 @@ class Searcher:
         if len(batch) > MAX_BATCH:
             raise InvalidInputError(f"{name}= has {len(batch):,} values; at most {MAX_BATCH:,}")
         f = self._query_field(name, tgt)
-        _check_space(f, tgt)
+        check_space(f, tgt)
         if not batch:
             return np.empty((0, tgt.identity.dim), np.float32)
         return self._encode_values(f, name, list(batch), many=True)
@@ -320,136 +299,19 @@ class Searcher:
             for f in self.col.active.values()
             if f is not tgt and f.identity.space == tgt.identity.space
         ]
-        owned = self._owned(rid)
+        owned = stored.owned(self.col, rid)
         for f in candidates:
-            index = self.col.indexes.get(f)
-            vids = [vid for vid, name in owned if name == f.name]
-            pos = index.positions(np.asarray(vids, np.int64))
-            pos = pos[~index.dead[pos]]
-            if len(pos):
-                return Query(f, index.vectors_at(pos[-1:])[0], weight)
-        self._require(rid)
+            vector = stored.latest(self.col, f, owned)
+            if vector is not None:
+                return Query(f, vector, weight)
+        stored.require(self.col, rid)
         for _, name in owned:
             if name in self.col.active and name not in {f.name for f in candidates}:
-                _check_space(self.col.active[name], tgt)
+                check_space(self.col.active[name], tgt)
         raise NotFoundError(
             f"record {rid!r} has no vector in field {tgt.name!r} or a field of "
             "its space; search with another target"
         )
-
-    def _require(self, rid: str) -> None:
-        """Raise NotFoundError when the record does not exist."""
-        with self.col.store.catalog.reading() as conn:
-            record_rows.require(conn, self.col.name, [rid])
-
-    def _owned(self, rid: str) -> list[tuple[int, str]]:
-        return embeddings.of_record(self.col.store.catalog, self.col.name, rid)
-
-    # -- retrieval heads ----------------------------------------------------------------
-    def _head_search(
-        self,
-        head: str,
-        target: str | None,
-        k: int,
-        where: Mapping[str, Any] | None,
-        vector: Any,
-        record: str | int | None,
-        values: dict[str, Any],
-    ) -> Hits:
-        """Search through a retrieval head: the query value encoded by the head's query
-        field (or the record's stored vector of that field), projected by its query tower,
-        against the index of the target field's vectors projected by its target tower.
-        With ``record=``, the record itself is not left out: its own target is a match."""
-        from mmstore.heads import retrieval  # torch loads only when asked for
-
-        served = retrieval.serve(self.col, head, self._heads)
-        names = f"query field {served.query!r} and target field {served.target!r}"
-        if target is not None and target != served.target:
-            if target not in self.col.active:
-                raise UnknownNameError("field", target, self.col.active)
-            raise InvalidInputError(
-                f"head {head!r} has {names}; search it with target={served.target!r}, "
-                f"not {target!r}"
-            )
-        if vector is not None:
-            raise InvalidInputError(
-                f"vector= is not taken with head=; head {head!r} has {names}: give "
-                f"{served.query}=<value> or record=<id>"
-            )
-        if len(values) + (record is not None) != 1:
-            raise InvalidInputError(
-                f"head {head!r} has {names}: give one query, {served.query}=<value> or record=<id>"
-            )
-        qf = self.col.active[served.query]
-        if record is not None:
-            vec = self._stored_vector(str(record), qf, head)
-        else:
-            ((name, value),) = values.items()
-            retrieval.check_query_name(served, name, self.col.active, head)
-            vec = self._encode_value(qf, name, value, 1.0).vector
-        tgt = self.col.active[served.target]
-        allowed = self.allowed_vids(tgt, where) if where else None
-        result = served.index.search(served.project_query(vec), k, allowed)
-        return self.col.cache.hits(
-            tgt.name, tgt.modality.name, result.scores[0], result.vids[0], k, None
-        )
-
-    def _stored_vector(self, rid: str, f: Field, head: str) -> np.ndarray:
-        """The record's stored vector of field ``f`` (its latest live one)."""
-        index = self.col.indexes.get(f)
-        vids = [vid for vid, name in self._owned(rid) if name == f.name]
-        pos = index.positions(np.asarray(vids, np.int64))
-        pos = np.sort(pos[~index.dead[pos]])
-        if len(pos):
-            vector: np.ndarray = index.vectors_at(pos[-1:])[0]
-            return vector
-        self._require(rid)
-        raise NotFoundError(
-            f"record {rid!r} has no vector in field {f.name!r}, the query field of head "
-            f"{head!r}; search with {f.name}=<value>"
-        )
-
-    # -- execution ----------------------------------------------------------------------
-    def allowed_vids(self, tgt: Field, where: Mapping[str, Any]) -> np.ndarray:
-        """Vids of the target field whose records match the filter: the catalog lists the
-        matching record ids (bound parameters), a map held in memory turns them into vids.
-        The answer is kept until the next committed write, so that a filter used again
-        (a category, a tenant) costs no catalog query."""
-        self._forget_if_written()
-        key = _filter_key(tgt, where)
-        if key is not None and key in self._allowed:
-            self._allowed.move_to_end(key)
-            return self._allowed[key]
-        r = schema.records
-        stmt = sa.select(r.c.id).where(r.c.collection == self.col.name, compile_filter(where, r))
-        ids = self.col.store.catalog.select_arrow(stmt).column("id").to_pylist()
-        vid_of = self._vid_map(tgt)
-        vids = [v for v in map(vid_of.get, ids) if v is not None]
-        allowed = np.sort(np.fromiter(vids, np.int64, len(vids)))
-        allowed.flags.writeable = False  # shared by later searches with the same filter
-        if key is not None:
-            self._allowed[key] = allowed
-            while len(self._allowed) > FILTERS_KEPT:
-                self._allowed.popitem(last=False)
-        return allowed
-
-    def _vid_map(self, tgt: Field) -> dict[str, int]:
-        """The target field's vid of each record id; rebuilt after a write."""
-        self._forget_if_written()
-        cached = self._vid_maps.get(tgt.name)
-        if cached is None:
-            catalog = self.col.store.catalog
-            cached = embeddings.vid_by_record(catalog, self.col.name, tgt.name, tgt.key)
-            self._vid_maps[tgt.name] = cached
-        return cached
-
-    def _forget_if_written(self) -> None:
-        """Drop the vid maps and filter results once a write committed since they were
-        read (the hit cache counts commits)."""
-        if self._generation != self.col.cache.generation:
-            self._vid_maps.clear()
-            self._allowed.clear()
-            self._generation = self.col.cache.generation
 
     def _one(
         self, tgt: Field, q: Query, k: int, allowed: np.ndarray | None, exclude: str | None
@@ -458,53 +320,4 @@ class Searcher:
         result = index.search(q.vector[None, :], k, allowed)
         return self.col.cache.hits(
             tgt.name, tgt.modality.name, result.scores[0], result.vids[0], k, exclude
-        )
-
-
-def fuse(results: list[Hits], queries: list[Query], fusion: Fusion, k: int) -> Hits:
-    """Reciprocal-rank fusion (sum of 1/(60 + rank)) or a weighted sum of scores."""
-    scores: dict[str, float] = defaultdict(float)
-    first: dict[str, Hit] = {}
-    for hits, q in zip(results, queries, strict=True):
-        for rank, hit in enumerate(hits, start=1):
-            contribution = 1.0 / (RRF_K + rank) if fusion == "rrf" else hit.score
-            scores[hit.id] += q.weight * contribution
-            first.setdefault(hit.id, hit)
-    best = sorted(scores, key=lambda i: (-scores[i], i))[:k]
-    out = Hits()
-    for rid in best:
-        h = first[rid]
-        out.append(Hit(rid, scores[rid], h.field, h.modality, h.label, h.ts, h.meta, h.values))
-    return out
-
-
-def _filter_key(tgt: Field, where: Mapping[str, Any]) -> tuple[str, str, str] | None:
-    """A filter as canonical JSON (values tagged with their type, so that ``1``, ``1.0``
-    and ``True`` differ), or None when it does not serialize (it is then not kept)."""
-    try:
-        text = json.dumps(where, sort_keys=True, default=_tagged)
-    except (TypeError, ValueError):
-        return None
-    return tgt.name, tgt.key, text
-
-
-def _tagged(value: Any) -> str:
-    if isinstance(value, dt.datetime | dt.date):
-        return f"{type(value).__name__}:{value.isoformat()}"
-    raise TypeError(f"not kept: {type(value).__name__}")
-
-
-def _check_k(k: Any) -> None:
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
-        raise InvalidInputError(f"k must be an int from 1 to {MAX_K}, got {k!r}")
-
-
-def _check_space(query: Field, target: Field) -> None:
-    if query.identity.space != target.identity.space:
-        raise SpaceMismatchError(
-            f"field {query.name!r} ({query.identity.name}) and field {target.name!r} "
-            f"({target.identity.name}) are in different embedding spaces; no retrieval head "
-            f"bridges them yet: train one with col.train_head('{query.name}2{target.name}', "
-            f"kind='retrieval', query='{query.name}', target='{target.name}') and search "
-            "with head=..."
         )

@@ -1,0 +1,98 @@
+"""The k best of a score matrix, ties broken by vid so that every path (exact scan, graph,
+GPU) orders equal scores alike; and the tuning of a graph's search width to a recall
+target against such an exact top-k."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mmstore.index.backend import faiss
+
+EF_CANDIDATES = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """Scores and vids, ``(m, k)`` each; missing hits have vid -1 and score -inf."""
+
+    scores: np.ndarray
+    vids: np.ndarray
+
+
+def top_k(scores: np.ndarray, positions: np.ndarray, vids: np.ndarray, k: int) -> SearchResult:
+    """The ``k`` best columns of ``scores`` (columns are ``positions``, whose vids are
+    ``vids[positions]``), best first, equal scores by vid."""
+    m, n = scores.shape
+    kk = min(k, n)
+    out_s = np.full((m, k), -np.inf, np.float32)
+    out_v = np.full((m, k), -1, np.int64)
+    if kk:
+        part = (
+            np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
+            if kk < n
+            else np.tile(np.arange(n), (m, 1))
+        )
+        top = np.take_along_axis(scores, part, 1)
+        part = _ties_by_vid(scores, vids[positions], part, top)
+        top = np.take_along_axis(scores, part, 1)
+        order = np.lexsort((vids[positions[part]], -top), axis=1)  # ties by vid
+        idx = np.take_along_axis(part, order, 1)
+        out_s[:, :kk] = np.take_along_axis(top, order, 1)
+        out_v[:, :kk] = vids[positions[idx]]
+        out_v[~np.isfinite(out_s)] = -1
+    return SearchResult(out_s, out_v)
+
+
+def _ties_by_vid(
+    scores: np.ndarray, vids: np.ndarray, part: np.ndarray, top: np.ndarray
+) -> np.ndarray:
+    """``part`` with the rows whose k-th score is tied beyond it re-chosen so that the
+    smallest vids among the tied make it (``argpartition`` picks among them at random;
+    the GPU search and the graph's callers expect the order by vid)."""
+    kth = top.min(axis=1, keepdims=True)
+    tied = np.isfinite(kth[:, 0]) & ((scores == kth).sum(axis=1) > (top == kth).sum(axis=1))
+    if not tied.any():
+        return part
+    part = part.copy()
+    for r in np.flatnonzero(tied):
+        order = np.lexsort((vids, -scores[r]))
+        part[r] = order[: part.shape[1]]
+    return part
+
+
+def tune_width(
+    hnsw: Any, queries: np.ndarray, base: np.ndarray, target_recall: float
+) -> tuple[int, float]:
+    """The smallest HNSW width whose recall@10 on ``queries`` (vectors not in the graph)
+    misses at most half as often as the target allows, against an exact search of the
+    graph's vectors ``base``, and that recall. Held-out data points find near-duplicates
+    of themselves in the graph more often than outside queries do; the halved miss rate
+    covers that (on 100,000 docstring embeddings, held-out 0.957 at width 32 was 0.924 for
+    new text)."""
+    k = min(10, len(base))
+    goal = 1.0 - (1.0 - target_recall) / 2
+    truth = _exact_ids(queries, base, k)
+    for ef in EF_CANDIDATES:
+        params = faiss.SearchParametersHNSW()
+        params.efSearch = ef
+        _, labels = hnsw.search(queries, k, params=params)
+        recall = _recall(truth, labels)
+        if recall >= goal or ef == EF_CANDIDATES[-1]:
+            return ef, recall
+    raise AssertionError("unreachable: the last width is always taken")  # pragma: no cover
+
+
+def _exact_ids(queries: np.ndarray, base: np.ndarray, k: int) -> np.ndarray:
+    out = np.empty((len(queries), k), np.int64)
+    for start in range(0, len(queries), 64):  # bounded memory for large bases
+        scores = queries[start : start + 64] @ base.T
+        out[start : start + 64] = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    return out
+
+
+def _recall(truth: np.ndarray, labels: np.ndarray) -> float:
+    hits = sum(len(set(t.tolist()) & set(g.tolist())) for t, g in zip(truth, labels, strict=True))
+    return hits / truth.size

@@ -100,7 +100,7 @@ class Collection:
         already initialized) and commits chunk by chunk; it also takes a Ray Dataset or a
         file or folder path (docs/distributed.md).
         """
-        self.store.check_open()
+        self.store.check_writable()
         if engine == "local":
             return Ingestor(self.state, on_error, progress, chunk_size).run(records)
         from mmstore.ingest import on_ray as ray_ingest
@@ -178,7 +178,7 @@ class Collection:
 
     def delete(self, ids: str | int | Iterable[str | int]) -> int:
         """Delete records by id (absent ids are ignored); return how many were deleted."""
-        self.store.check_open()
+        self.store.check_writable()
         wanted = pa.table({"id": pa.array(list(iter_ids(ids)), pa.string())})
         catalog = self.store.catalog
         action = f"delete from collection {self.name!r}"

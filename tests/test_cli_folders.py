@@ -122,6 +122,8 @@ def test_folder_argument_errors(store: Path, folder: Path) -> None:
     (folder / "red.jpg").unlink()
     two = ingest(str(store), "two", str(folder))
     assert two.exit_code == 1 and "choose one with --field" in two.output
+    # the suffix of the folder's own files, not the first one the modality claims
+    assert "ends in .png" in two.output and ".jpg" not in two.output, two.output
     chosen = ingest(str(store), "two", str(folder), "--field", "b", "--json")
     assert chosen.exit_code == 0, chosen.output
     assert json.loads(chosen.output)["written"] == 3  # the PNGs; the audio files ignored

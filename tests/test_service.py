@@ -331,7 +331,8 @@ def test_train_head_job_then_predict(http: httpx.Client, vecs: str) -> None:
         },
     )
     assert r.status_code == 202, r.text
-    status = finished_job(http, r.json()["job"])
+    job = r.json()["job"]
+    status = finished_job(http, job)
     assert status["status"] == "done", status
     assert status["report"]["metrics"]["accuracy"] > 0.9
     assert status["report"]["classes"] == ["k0", "k1", "k2"]
@@ -346,6 +347,9 @@ def test_train_head_job_then_predict(http: httpx.Client, vecs: str) -> None:
     r = http.post("/collections/vecs/heads/nope/predict", json={"records": ["r0"]})
     assert r.status_code == 404
     assert http.get("/jobs/nope").status_code == 404
+    wrong = http.get(f"/jobs/{job.split('-')[0]}-x").json()  # issue 17, bug 5: id, no hash
+    assert wrong["error"] == "NotFoundError" and "holds 1 job(s)" in wrong["message"]
+    assert "available: (none)" not in wrong["message"]
     # a job that fails says why
     r = http.post("/collections/vecs/heads", json={"name": "bad", "inputs": ["nofield"]})
     assert r.status_code == 202

@@ -37,21 +37,17 @@ class FolderScan:
     ignored: int = 0
 
 
-def suffix_fields(fields: Mapping[str, Field], only: str | None = None) -> dict[str, str]:
-    """Suffix -> the field whose modality claims it; ``only`` restricts to one field."""
+def suffix_fields(fields: Mapping[str, Field], only: str | None = None) -> dict[str, list[str]]:
+    """Suffix -> the fields whose modalities claim it; ``only`` restricts to one field. A
+    suffix claimed by two fields is refused when a file of the folder has it (:func:`scan`)."""
     if only is not None:
         if only not in fields:
             raise ConfigError(f"--field {only!r}: no such field; fields: {sorted(fields)}")
         fields = {only: fields[only]}
-    owner: dict[str, str] = {}
+    owner: dict[str, list[str]] = {}
     for name, f in fields.items():
         for suffix in f.modality.suffixes:
-            if suffix in owner:
-                raise ConfigError(
-                    f"files ending in {suffix} fit fields {owner[suffix]!r} and {name!r}; "
-                    "choose one with --field"
-                )
-            owner[suffix] = name
+            owner.setdefault(suffix, []).append(name)
     if not owner:
         raise ConfigError(
             f"no field of {sorted(fields)} takes files (their modalities claim no suffixes)"
@@ -59,17 +55,23 @@ def suffix_fields(fields: Mapping[str, Field], only: str | None = None) -> dict[
     return owner
 
 
-def scan(folder: Path, owner: Mapping[str, str], problems: list[str] | None) -> FolderScan:
+def scan(folder: Path, owner: Mapping[str, list[str]], problems: list[str] | None) -> FolderScan:
     """Every file under ``folder`` (sorted, recursively) that a field takes."""
     out = FolderScan()
     for path in sorted(folder.rglob("*")):
         relative = path.relative_to(folder)
         if any(part.startswith(".") for part in relative.parts) or not path.is_file():
             continue
-        name = owner.get(path.suffix.lower())
-        if name is None:
+        names = owner.get(path.suffix.lower())
+        if names is None:
             out.ignored += 1
             continue
+        if len(names) > 1:
+            raise ConfigError(
+                f"{relative} ends in {path.suffix}, which fields "
+                f"{' and '.join(map(repr, names))} both take; choose one with --field"
+            )
+        name = names[0]
         rid = relative.with_suffix("").as_posix()
         if rid in out.files:
             _problem(

@@ -95,6 +95,8 @@ class PluginHost:
         self._rebuild()
 
     def _register(self, plugin: Any, name: str | None, source: str) -> str:
+        if name is None and source == "runtime":
+            name = _readable_name(self.pm, plugin)
         registered = self.pm.register(plugin, name)
         if registered is None:
             raise PluginError(str(name), "is blocked and was not registered")
@@ -115,6 +117,8 @@ class PluginHost:
                 name = getattr(cls, "name", None)
                 if not isinstance(name, str) or not name:
                     raise PluginError(impl.plugin_name, f"{kind} class {cls!r} has no `name`")
+                if kind == "encoder":
+                    _check_encoder_class(impl.plugin_name, cls)
                 if name in found and found[name][1] is not cls:
                     raise DuplicateNameError(kind, name, found[name][0], impl.plugin_name)
                 found[name] = (impl.plugin_name, cls)
@@ -159,6 +163,36 @@ class PluginHost:
                 source = "entrypoint"
             out.append(PluginInfo(name, self.version_of(name), source, hooks))
         return out
+
+
+def _readable_name(pm: pluggy.PluginManager, plugin: Any) -> str | None:
+    """A runtime plugin's name for messages: its module, or its class's dotted name (None,
+    pluggy's numeric default, when that name is taken already)."""
+    if inspect.ismodule(plugin):
+        name = plugin.__name__
+    else:
+        cls = plugin if inspect.isclass(plugin) else type(plugin)
+        name = f"{cls.__module__}.{cls.__qualname__}"
+    return None if pm.has_plugin(name) or pm.is_blocked(name) else name
+
+
+def _check_encoder_class(plugin: str, cls: type) -> None:
+    """An encoder class declares the modalities it encodes, as a tuple of names."""
+    declared = getattr(cls, "modalities", None)
+    ok = (
+        isinstance(declared, tuple | list)
+        and declared
+        and all(isinstance(m, str) for m in declared)
+    )
+    if not ok:
+        misspelt = [a for a in vars(cls) if a.lower().startswith("modalit") and a != "modalities"]
+        hint = f" (it has {misspelt[0]!r}: rename it `modalities`)" if misspelt else ""
+        raise PluginError(
+            plugin,
+            f"encoder class {cls.__name__} ({getattr(cls, 'name', '?')!r}) declares no "
+            f"`modalities`, the tuple of modality names it encodes, such as "
+            f"modalities = ('text',){hint}",
+        )
 
 
 def _call_register(impl: pluggy.HookImpl, kind: str) -> list[Any]:

@@ -5,6 +5,7 @@ reciprocal rank or weighted scores."""
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -48,6 +49,20 @@ def fuse(results: list[Hits], queries: list[Query], fusion: Fusion, k: int) -> H
 def check_k(k: Any) -> None:
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
         raise InvalidInputError(f"k must be an int from 1 to {MAX_K}, got {k!r}")
+
+
+def check_weights(
+    weights: Mapping[str, float] | None, values: Mapping[str, Any], vector: Any, record: Any
+) -> None:
+    """Every weight names a query of the search: a value's name, ``vector`` or ``record``."""
+    queries = [*values, *(["vector"] if vector is not None else [])]
+    queries += ["record"] if record is not None else []
+    unknown = sorted(set(weights or {}) - set(queries))
+    if unknown:
+        raise InvalidInputError(
+            f"weights= names {unknown}, which {'is' if len(unknown) == 1 else 'are'} not a "
+            f"query of this search; the queries are {queries}"
+        )
 
 
 def check_space(query: Field, target: Field) -> None:

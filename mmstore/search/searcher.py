@@ -23,7 +23,7 @@ from mmstore.errors import (
 from mmstore.hits import Hits
 from mmstore.search import stored
 from mmstore.search.allowed import AllowedVids
-from mmstore.search.fusion import Fusion, Query, check_k, check_space, fuse
+from mmstore.search.fusion import Fusion, Query, check_k, check_space, check_weights, fuse
 from mmstore.search.through_head import HeadSearch
 
 if TYPE_CHECKING:
@@ -62,10 +62,14 @@ class Searcher:
             raise InvalidInputError(f"fusion must be 'rrf' or 'weighted', got {fusion!r}")
         if head is not None:
             return self.through_head(head, target, k, where, vector, record, values)
-        tgt = self._target(target, values, record is not None or vector is not None)
+        check_weights(weights, values, vector, record)
+        if target is None and record is not None and not values and vector is None:
+            tgt = self._record_target(str(record))
+        else:
+            tgt = self._target(target, values, record is not None or vector is not None)
         queries = self._queries(tgt, values, vector, record, weights or {})
         for q in queries:
-            check_space(q.field, tgt)
+            self._check_space(q.field, tgt)
         allowed = self.allowed_vids(tgt, where) if where else None
         exclude = str(record) if record is not None else None
         per_query = k if len(queries) == 1 else max(k * 4, 50)
@@ -146,7 +150,7 @@ class Searcher:
         if len(batch) > MAX_BATCH:
             raise InvalidInputError(f"{name}= has {len(batch):,} values; at most {MAX_BATCH:,}")
         f = self._query_field(name, tgt)
-        check_space(f, tgt)
+        self._check_space(f, tgt)
         if not batch:
             return np.empty((0, tgt.identity.dim), np.float32)
         return self._encode_values(f, name, list(batch), many=True)
@@ -168,6 +172,52 @@ class Searcher:
             if len(same) == 1:
                 return same[0]
         raise InvalidInputError(f"say which field to search: target= one of {sorted(fields)}")
+
+    def _check_space(self, query: Field, target: Field) -> None:
+        """Query and target share a space; else the error names the retrieval heads that
+        bridge them, when there are some, or the one to train."""
+        try:
+            check_space(query, target)
+        except SpaceMismatchError as e:
+            heads = self._bridges(query.name, target.name)
+            if not heads:
+                raise
+            raise SpaceMismatchError(
+                f"field {query.name!r} ({query.identity.name}) and field {target.name!r} "
+                f"({target.identity.name}) are in different embedding spaces; retrieval "
+                f"head{'s' if len(heads) > 1 else ''} {', '.join(map(repr, heads))} "
+                f"bridge{'' if len(heads) > 1 else 's'} them: search with head={heads[0]!r}"
+            ) from e
+
+    def _bridges(self, query: str, target: str) -> list[str]:
+        """The retrieval heads from field ``query`` to field ``target``."""
+        if not (self.col.store.path / "heads" / self.col.name).is_dir():
+            return []  # no head at all (and torch stays unloaded)
+        from mmstore.heads.artifacts import iter_metas
+
+        return sorted(
+            m["name"]
+            for m in iter_metas(self.col)
+            if m.get("kind") == "retrieval"
+            and (m["config"].get("query"), m["config"].get("target")) == (query, target)
+        )
+
+    def _record_target(self, rid: str) -> Field:
+        """The field searched by ``record=`` alone: the collection's one field, or the
+        one field in which the record has a vector; else an error that says which."""
+        fields = self.col.active
+        if len(fields) == 1:
+            return next(iter(fields.values()))
+        has = sorted({name for _, name in stored.owned(self.col, rid) if name in fields})
+        if len(has) == 1:
+            return fields[has[0]]
+        stored.require(self.col, rid)
+        if not has:
+            raise NotFoundError(f"record {rid!r} has no stored vector to search with")
+        raise InvalidInputError(
+            f"record {rid!r} has vectors in fields {has}; say which to search: "
+            f"target={has[0]!r} finds records like it by its {has[0]}"
+        )
 
     def _queries(
         self,
@@ -307,7 +357,7 @@ class Searcher:
         stored.require(self.col, rid)
         for _, name in owned:
             if name in self.col.active and name not in {f.name for f in candidates}:
-                check_space(self.col.active[name], tgt)
+                self._check_space(self.col.active[name], tgt)
         raise NotFoundError(
             f"record {rid!r} has no vector in field {tgt.name!r} or a field of "
             "its space; search with another target"

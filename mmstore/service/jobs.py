@@ -75,6 +75,10 @@ class JobTable:
         finally:
             job.finished = dt.datetime.now(dt.UTC)
 
+    def count(self) -> int:
+        with self._lock:
+            return len(self._jobs)
+
     def get(self, job_id: str) -> Job | None:
         with self._lock:
             return self._jobs.get(job_id)

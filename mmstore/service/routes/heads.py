@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from mmstore.errors import UnknownNameError
+from mmstore.errors import NotFoundError
 from mmstore.service import limits
 from mmstore.service.context import SERVICE, Service, need
 from mmstore.service.models import ERRORS, JobOut, PredictBody, TrainBody
@@ -45,7 +45,11 @@ def train_head(c: str, body: TrainBody, s: Service = SERVICE) -> dict[str, str]:
 def job_status(id: str, s: Service = SERVICE) -> Any:
     job = s.jobs.get(id)
     if job is None:
-        raise UnknownNameError("job", id, [])
+        raise NotFoundError(
+            f"no job {id!r} on this service, which holds {s.jobs.count()} job(s); a job id "
+            "is the whole string POST /collections/{c}/heads returned (such as "
+            "'2-3f9ac01d5e7b'), and jobs are kept in memory until the service restarts"
+        )
     return job.to_dict()
 
 

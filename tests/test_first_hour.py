@@ -1,0 +1,128 @@
+"""Issue 17's bugs and schema friction, each reproduced as the user met it: a test that
+failed before its fix (the search through an existing head, the suffix of a folder's own
+files, a read-only ingest, weights naming no query, an unknown job id, a misspelt
+``modalities``, ``record=`` without a target)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import mmstore
+from mmstore import (
+    InvalidInputError,
+    NotFoundError,
+    PluginError,
+    ReadOnlyError,
+    SpaceMismatchError,
+)
+from mmstore.plugin import Encoder, hookimpl
+from mmstore.testing import FakePlugin, HashTextEncoder
+
+TWO = {
+    "text": {"encoder": "hash_text", "dim": 16},
+    "emb": {"encoder": "precomputed", "modality": "vector", "dim": 4},
+}
+
+
+@pytest.fixture
+def two(store: mmstore.Store) -> mmstore.Collection:
+    """Two fields in different spaces; sku-1 has both, sku-2 only text, sku-3 only emb."""
+    col = store.create_collection("products", encoders=TWO)
+    col.ingest(
+        [
+            {"id": "sku-1", "text": "red shoe", "emb": [1, 0, 0, 0]},
+            {"id": "sku-2", "text": "red running shoe"},
+            {"id": "sku-3", "emb": [0.9, 0.1, 0, 0]},
+            {"id": "sku-4", "text": "blue hat", "emb": [0, 1, 0, 0]},
+        ]
+    )
+    return col
+
+
+# -- bug 7 and schema item 3: record= without target ----------------------------------------
+def test_record_alone_searches_the_one_field_the_record_has(two: mmstore.Collection) -> None:
+    hits = two.search(record="sku-2", k=2)  # before: "say which field to search"
+    assert hits[0].id == "sku-1" and hits[0].field == "text"
+    assert two.search(record="sku-3", k=1)[0].field == "emb"
+
+
+def test_record_alone_with_vectors_in_two_fields_says_which(two: mmstore.Collection) -> None:
+    with pytest.raises(InvalidInputError, match=r"vectors in fields \['emb', 'text'\]"):
+        two.search(record="sku-1", k=2)
+    assert [h.id for h in two.search(record="sku-1", target="text", k=1)] == ["sku-2"]
+
+
+def test_an_unknown_record_without_target_is_not_found(two: mmstore.Collection) -> None:
+    with pytest.raises(NotFoundError, match="no record with id 'ghost'"):
+        two.search(record="ghost")
+
+
+# -- bug 4: weights that name no query ---------------------------------------------------------
+def test_weights_naming_no_query_are_refused(two: mmstore.Collection) -> None:
+    with pytest.raises(InvalidInputError, match=r"weights= names \['txt'\].*\['text'\]"):
+        two.search(text="red", target="text", fusion="weighted", weights={"txt": 1.0})
+    ok = two.search(text="red", record="sku-4", target="text", weights={"record": 0.5})
+    assert ok  # names of the queries given are taken
+
+
+# -- bug 3: ingest into a read-only store --------------------------------------------------
+def test_ingest_on_a_read_only_store_raises_quietly(
+    store_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with mmstore.open(store_path, plugins=[FakePlugin()]) as s:
+        s.create_collection("c", encoders={"text": {"encoder": "hash_text", "dim": 8}})
+    caplog.set_level(logging.DEBUG)
+    with mmstore.open(store_path, read_only=True, plugins=[FakePlugin()]) as s:
+        col = s.collection("c")
+        with pytest.raises(ReadOnlyError, match="read-only"):
+            col.ingest({"id": "a", "text": "x"})
+        with pytest.raises(ReadOnlyError):
+            col.delete(["a"])
+    assert "could not record" not in caplog.text
+    assert "Traceback" not in capsys.readouterr().err
+
+
+# -- bug 6: an encoder class that misspells `modalities` -------------------------------------
+class Misspelt(Encoder):
+    name = "misspelt"
+    modality = ("text",)  # the user's typo: `modalities`
+
+    @property
+    def dim(self) -> int:
+        return 4
+
+    def encode(self, items: Any, modality: str) -> Any:  # pragma: no cover - never built
+        raise AssertionError
+
+
+class MisspeltPlugin:
+    @hookimpl
+    def mmstore_register_encoders(self) -> list[type[Encoder]]:
+        return [Misspelt, HashTextEncoder]
+
+
+def test_an_encoder_without_modalities_names_its_plugin(tmp_path: Path) -> None:
+    plugin = MisspeltPlugin()
+    with pytest.raises(PluginError, match=r"MisspeltPlugin.*Misspelt.*'modality'.*modalities"):
+        mmstore.open(tmp_path / "s", plugins=[plugin])
+
+
+# -- bug 1: a head that bridges the spaces exists ----------------------------------------------
+def test_a_cross_space_search_names_the_head_that_bridges_it(store: mmstore.Store) -> None:
+    spec = {
+        "q": {"encoder": "precomputed", "modality": "vector", "dim": 4, "space": "sound"},
+        "t": {"encoder": "precomputed", "modality": "vector", "dim": 4, "space": "picture"},
+    }
+    col = store.create_collection("pairs", encoders=spec)
+    rows = [[float(i % 4 == j) + 0.01 * i for j in range(4)] for i in range(40)]
+    col.ingest([{"id": f"p{i}", "q": r, "t": r[::-1]} for i, r in enumerate(rows)])
+    with pytest.raises(SpaceMismatchError, match=r"train one with col.train_head\('q2t'"):
+        col.search(q=rows[0], target="t")
+    col.train_head("speech2image", kind="retrieval", query="q", target="t", epochs=2)
+    with pytest.raises(SpaceMismatchError, match=r"'speech2image' bridges them.*head='speech"):
+        col.search(q=rows[0], target="t")
+    assert col.search(q=rows[0], target="t", head="speech2image", k=3)

@@ -5,6 +5,7 @@ files, a read-only ingest, weights naming no query, an unknown job id, a misspel
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -126,3 +127,46 @@ def test_a_cross_space_search_names_the_head_that_bridges_it(store: mmstore.Stor
     with pytest.raises(SpaceMismatchError, match=r"'speech2image' bridges them.*head='speech"):
         col.search(q=rows[0], target="t")
     assert col.search(q=rows[0], target="t", head="speech2image", k=3)
+
+
+# -- schema that explains itself ---------------------------------------------------------------
+def test_a_field_named_after_no_modality_gets_the_fix(store: mmstore.Store) -> None:
+    with pytest.raises(mmstore.UnknownNameError) as err:
+        store.create_collection("c", encoders={"caption": "hash_text"})
+    assert '{"encoder": "hash_text", "modality": "text"}' in str(err.value)
+    col = store.create_collection(
+        "c", encoders={"caption": {"encoder": "hash_text", "modality": "text"}}
+    )
+    assert col.fields["caption"].modality.name == "text"
+
+
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        ({"rots": ["/x"]}, r"unknown option 'rots'.*roots=\[\]"),
+        ({"max_pixels": 0}, r"option 'max_pixels': Input should be greater"),
+    ],
+)
+def test_a_wrong_modality_option_lists_the_options(
+    store: mmstore.Store, options: dict[str, Any], says: str
+) -> None:
+    spec = {"image": {"encoder": "precomputed", "modality": "vector", "dim": 4}}
+    spec["photo"] = {"encoder": "tinyimg", "modality": "image"}  # any encoder: options first
+    with pytest.raises(mmstore.ConfigError, match=says) as err:
+        store.create_collection("c", encoders=spec, options={"image": options})
+    assert "extra_forbidden" not in str(err.value)
+    assert store.collections() == []  # nothing written
+
+
+def test_mmstore_modalities_lists_options_with_defaults() -> None:
+    from click.testing import CliRunner
+
+    from mmstore.cli.main import cli
+
+    out = CliRunner().invoke(cli, ["modalities", "--json"])
+    assert out.exit_code == 0, out.output
+    rows = {r["name"]: r for r in json.loads(out.output)}
+    assert rows["image"]["options"]["roots"] == [] and ".png" in rows["image"]["suffixes"]
+    assert rows["audio"]["options"]["max_seconds"] == 600.0 and rows["text"]["options"] == {}
+    text = CliRunner().invoke(cli, ["modalities"])
+    assert text.exit_code == 0 and "keep='copy'" in text.output

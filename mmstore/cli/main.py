@@ -1,10 +1,10 @@
 """The command line: ``mmstore demo``, ``init``, ``verify``, ``plugins``, ``encoders``,
-``migrate``, ``collections``, ``info``, ``reembed``, ``spaces``, ``gc``, and the verbs of
-:mod:`mmstore.cli.records` (``ingest``, ``search``), :mod:`mmstore.cli.heads` (``train``,
-``predict``, ``heads``),
-:mod:`mmstore.cli.keys` (``keys``) and :mod:`mmstore.cli.serve` (``serve``). Errors
-print as one line with exit code 1 (``--traceback`` shows the traceback); a store held by
-a service names the service's address."""
+``modalities``, ``migrate``, ``collections``, ``info``, ``reembed``, ``spaces``, ``gc``,
+and the verbs of :mod:`mmstore.cli.records` (``ingest``, ``search``),
+:mod:`mmstore.cli.heads` (``train``, ``predict``, ``heads``), :mod:`mmstore.cli.keys`
+(``keys``) and :mod:`mmstore.cli.serve` (``serve``). Errors print as one line with exit
+code 1 (``--traceback`` shows the traceback); a store held by a service names the
+service's address."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from mmstore.cli import records as cli_records
 from mmstore.cli import serve as cli_service
 from mmstore.cli.common import errors, json_arg
 from mmstore.plugin.manager import PluginHost
+from mmstore.plugin.modality import option_defaults
 from mmstore.storage import migrations as migrate
 from mmstore.storage.catalog import Catalog
 from mmstore.store import CATALOG_FILE
@@ -154,6 +155,33 @@ def encoders(as_json: bool) -> None:
         params = ", ".join(f"{k}={v}" for k, v in r["params"].items())
         click.echo(f"{r['name']:<22} v{r['version']:<4} {'/'.join(r['modalities']):<18} {params}")
         click.echo(f"{'':<22} from {r['plugin']}{' (fitted)' if r['fitted'] else ''}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@errors
+def modalities(as_json: bool) -> None:
+    """List the modalities: plugin, the file suffixes they take, and their options (set per
+    collection as options={"<modality>": {...}}) with their defaults."""
+    host = PluginHost()
+    rows = [_modality_row(host, name) for name in sorted(host.modalities)]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    for r in rows:
+        options = ", ".join(f"{k}={v!r}" for k, v in r["options"].items()) or "(no options)"
+        click.echo(f"{r['name']:<12} {' '.join(r['suffixes']) or '-':<28} {options}")
+        click.echo(f"{'':<12} from {r['plugin']}")
+
+
+def _modality_row(host: PluginHost, name: str) -> dict[str, Any]:
+    cls = host.modalities[name]
+    return {
+        "name": name,
+        "plugin": host.owner("modality", name),
+        "suffixes": list(cls.suffixes),
+        "options": option_defaults(cls.Options),
+    }
 
 
 def _encoder_row(host: PluginHost, name: str) -> dict[str, Any]:

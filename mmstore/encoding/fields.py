@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from mmstore.config import CollectionConfig, FieldSpec
-from mmstore.errors import ConfigError, EncoderChangedError, MMStoreError
+from mmstore.errors import ConfigError, EncoderChangedError, MMStoreError, UnknownNameError
 from mmstore.plugin.encoder import Encoder, EncoderIdentity, EncoderParams, Metric, canonical_json
 from mmstore.plugin.manager import PluginHost
 from mmstore.plugin.modality import Modality
@@ -54,6 +54,10 @@ def build_field(
     options: dict[str, dict[str, Any]],
 ) -> Field:
     """One field: its modality (with the collection's and the field's options) and encoder."""
+    if spec.modality not in plugins.modalities and spec.modality == name:
+        raise UnknownNameError(
+            "modality", name, plugins.modalities, _modality_hint(name, spec, plugins)
+        )
     modality = build_modality(spec.modality, plugins, media, options, spec.modality_options)
     encoder_cls = plugins.encoder_class(spec.encoder)
     if spec.modality not in encoder_cls.modalities:
@@ -63,6 +67,17 @@ def build_field(
         )
     encoder = encoder_cls(**spec.params)
     return Field(name, modality, encoder, identify(encoder, plugins, name))
+
+
+def _modality_hint(name: str, spec: FieldSpec, plugins: PluginHost) -> str:
+    """A field whose modality came from its name: say how to give one."""
+    takes = plugins.encoders.get(spec.encoder)
+    choices = list(takes.modalities) if takes is not None else sorted(plugins.modalities)
+    return (
+        f"Field {name!r} takes its modality from its name unless one is given: write "
+        f'{{"encoder": "{spec.encoder}", "modality": "{choices[0]}"}}'
+        + (f" (encoder {spec.encoder!r} encodes {choices})" if takes is not None else "")
+    )
 
 
 def build_modality(

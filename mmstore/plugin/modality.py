@@ -46,7 +46,12 @@ class Modality:
         try:
             self.options = self.Options(**options)
         except ValidationError as e:
-            raise ConfigError(f"modality {self.name!r}: invalid options: {e}") from e
+            problems = "; ".join(_problem(err) for err in e.errors())
+            known = ", ".join(f"{k}={v!r}" for k, v in option_defaults(self.Options).items())
+            raise ConfigError(
+                f"modality {self.name!r}: {problems}. Its options (with their defaults): "
+                f"{known or 'none'} (`mmstore modalities` lists them for every modality)"
+            ) from e
         self.media = media
 
     def validate(self, value: Any, record_id: object, field: str) -> Any:
@@ -75,3 +80,18 @@ class Modality:
     def fingerprint(self, value: Any) -> str | bytes:
         """Stable text or bytes of the validated value, hashed to detect unchanged content."""
         return repr(self.to_source(value))
+
+
+def option_defaults(options: type[ModalityOptions]) -> dict[str, Any]:
+    """A modality's options, each with its default (``"required"`` when it has none)."""
+    return {
+        k: "required" if f.is_required() else f.get_default(call_default_factory=True)
+        for k, f in options.model_fields.items()
+    }
+
+
+def _problem(error: Any) -> str:
+    name = ".".join(str(p) for p in error["loc"]) or "options"
+    if error["type"] == "extra_forbidden":
+        return f"unknown option {name!r}"
+    return f"option {name!r}: {error['msg']}"

@@ -313,13 +313,17 @@ class Collection:
             given["inputs"] = list(inputs)
         return heads.train_head(self.state, name, kind, **given)
 
-    def predict(self, name: str, records: Any) -> list[dict[str, Any]]:
+    def predict(
+        self, name: str, records: Any, *, on_error: OnError = "raise"
+    ) -> list[dict[str, Any]]:
         """Per record (stored ids, or new record dicts encoded without storing them): the
-        head's label and class probabilities, ``{"id", "label", "probabilities"}``."""
+        head's label and class probabilities, ``{"id", "label", "probabilities"}``. With
+        ``on_error="skip"`` a record that cannot be predicted gets ``label`` None and an
+        ``error`` saying why, and the others are predicted."""
         self.store.check_open()
         from mmstore import heads
 
-        return heads.predict(self.state, name, records)
+        return heads.predict(self.state, name, records, on_error)
 
     def heads(self) -> list[dict[str, Any]]:
         """The collection's heads with their metrics, and whether each is stale."""

@@ -1,7 +1,9 @@
-"""Issue 17's bugs and schema friction, each reproduced as the user met it: a test that
-failed before its fix (the search through an existing head, the suffix of a folder's own
-files, a read-only ingest, weights naming no query, an unknown job id, a misspelt
-``modalities``, ``record=`` without a target)."""
+"""Issue 17's bugs and schema friction, each reproduced as the user met it, in a test that
+failed before its fix: ``record=`` without a target, weights naming no query, a read-only
+ingest, a misspelt ``modalities``, the search that did not name an existing head, a field
+named after no modality, raw pydantic text for a wrong option; and the CLI's hit preview,
+``search --head`` and head metrics. (The folder suffix and the job id are tested in
+test_cli_folders and test_service, ``predict --skip-bad`` in test_cli_heads.)"""
 
 from __future__ import annotations
 
@@ -170,3 +172,44 @@ def test_mmstore_modalities_lists_options_with_defaults() -> None:
     assert rows["audio"]["options"]["max_seconds"] == 600.0 and rows["text"]["options"] == {}
     text = CliRunner().invoke(cli, ["modalities"])
     assert text.exit_code == 0 and "keep='copy'" in text.output
+
+
+# -- the CLI: hit previews, --head, head metrics ------------------------------------------------
+def test_a_hit_preview_shows_text_and_media_as_what_they_are() -> None:
+    from mmstore.cli.preview import preview
+    from mmstore.hits import Hit
+
+    audio = {"format": "WAV", "seconds": 1.764, "frames": 28242, "media": "sha256:ab"}
+    hit = Hit("r1", 0.9, "audio", "audio", None, None, {}, {"audio": audio, "note": "a\nbell"})
+    assert preview(hit) == "a bell"  # the text, though the audio field was searched
+    assert preview(hit, show="audio") == "[audio WAV 1.8 s]"
+    image = {"format": "PNG", "width": 64, "height": 48, "media": "sha256:cd"}
+    assert preview(Hit("r2", 0.5, "image", "image", None, None, {}, {"image": image})) == (
+        "[image PNG 64x48]"
+    )
+    with pytest.raises(mmstore.UnknownNameError, match="field to show 'nope'"):
+        preview(hit, show="nope")
+
+
+def test_cli_search_through_a_head_and_the_heads_metrics(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from mmstore.cli.main import cli
+
+    path = tmp_path / "s"
+    spec = {
+        "q": {"encoder": "precomputed", "modality": "vector", "dim": 4, "space": "sound"},
+        "t": {"encoder": "precomputed", "modality": "vector", "dim": 4, "space": "picture"},
+    }
+    rows = [[float(i % 4 == j) + 0.01 * i for j in range(4)] for i in range(40)]
+    with mmstore.open(path) as s:
+        col = s.create_collection("pairs", encoders=spec)
+        col.ingest([{"id": f"p{i}", "q": r, "t": r[::-1]} for i, r in enumerate(rows)])
+        col.train_head("q2t", kind="retrieval", query="q", target="t", epochs=2)
+    run = CliRunner().invoke
+    out = run(cli, ["search", str(path), "pairs", "--record", "p1", "--head", "q2t", "-k", "3"])
+    assert out.exit_code == 0, out.output
+    assert len(out.output.splitlines()) == 3
+    listed = run(cli, ["heads", str(path), "pairs"])
+    assert listed.exit_code == 0 and "q->t R@1/5/10 " in listed.output, listed.output
+    assert "t->q R@1/5/10 " in listed.output and "test rows" in listed.output

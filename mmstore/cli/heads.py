@@ -71,29 +71,53 @@ def train(
     type=click.Path(path_type=Path, exists=True, dir_okay=False),
     help="New records (.jsonl, .csv or .parquet), encoded without being stored.",
 )
+@click.option(
+    "--skip-bad",
+    is_flag=True,
+    help="Predict the records that can be; list the others with why (exit code 0).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @errors
 def predict(
-    path: Path, collection: str, name: str, ids: str | None, file: Path | None, as_json: bool
+    path: Path,
+    collection: str,
+    name: str,
+    ids: str | None,
+    file: Path | None,
+    skip_bad: bool,
+    as_json: bool,
 ) -> None:
     """Predict with head NAME for stored records (--ids) or new ones (--file)."""
-    if (ids is None) == (file is None):
-        raise InvalidInputError("give either --ids or --file")
-    if ids is not None:
-        records: list[Any] = [s.strip() for s in ids.split(",") if s.strip()]
-    else:
-        from mmstore.ingest.files import read_records
-
-        assert file is not None
-        records = list(read_records(file))
+    bad_lines: list[str] | None = [] if skip_bad else None
+    records = _predict_inputs(ids, file, bad_lines)
+    for line in bad_lines or []:
+        click.echo(f"skipped: {line}", err=True)
     with open_store(path, read_only=True) as store:
-        out = store.collection(collection).predict(name, records)
+        out = store.collection(collection).predict(
+            name, records, on_error="skip" if skip_bad else "raise"
+        )
     if as_json:
         click.echo(json.dumps(out, default=str))
         return
     for row in out:
+        if row.get("error"):
+            click.echo(f"{row['id']}\tskipped: {row['error']}")
+            continue
         best = max(row["probabilities"].values()) if row.get("probabilities") else None
         click.echo(f"{row['id']}\t{row['label']}\t{best:.4f}" if best else f"{row['id']}")
+
+
+def _predict_inputs(ids: str | None, file: Path | None, bad_lines: list[str] | None) -> list[Any]:
+    """Stored ids from ``--ids``, or the records of ``--file`` (unreadable JSON lines
+    listed in ``bad_lines`` when it is given, else the first one raises)."""
+    if (ids is None) == (file is None):
+        raise InvalidInputError("give either --ids or --file")
+    if ids is not None:
+        return [s.strip() for s in ids.split(",") if s.strip()]
+    from mmstore.ingest.files import read_records
+
+    assert file is not None
+    return list(read_records(file, bad_lines))
 
 
 @click.command()
@@ -110,9 +134,31 @@ def heads(path: Path, collection: str, as_json: bool) -> None:
         return
     for h in rows:
         state = f"STALE ({h.get('reason')})" if h.get("stale") else "current"
-        metrics = h.get("metrics") or {}
-        shown = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if isinstance(v, int | float))
-        click.echo(f"{h['name']:<20} {h['kind']:<11} {state:<10} {shown}")
+        click.echo(f"{h['name']:<20} {h['kind']:<11} {state:<10} {head_metrics(h)}")
+
+
+def head_metrics(head: dict[str, Any]) -> str:
+    """The test metrics that matter for the head's kind, in one line: a classifier's
+    accuracy, macro-F1 and ROC-AUC; a retrieval head's recall@1/5/10 each way; with the
+    test rows as a count."""
+    m = head.get("metrics") or {}
+    rows = f"{int(m['rows'])} test rows" if isinstance(m.get("rows"), int | float) else ""
+    if head.get("kind") == "retrieval":
+        ways = (("query_to_target", f"{head.get('query')}->{head.get('target')}"),
+                ("target_to_query", f"{head.get('target')}->{head.get('query')}"))  # fmt: skip
+        parts = [f"{label} R@1/5/10 {_recalls(m.get(way) or {})}" for way, label in ways]
+    else:
+        keys = ("accuracy", "macro_f1", "roc_auc")
+        parts = [f"{k} {_number(m.get(k))}" for k in keys]
+    return ", ".join([*parts, rows] if rows else parts)
+
+
+def _recalls(way: dict[str, Any]) -> str:
+    return "/".join(_number(way.get(f"recall@{k}")) for k in (1, 5, 10))
+
+
+def _number(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, int | float) else "-"
 
 
 #: the commands this module adds to the ``mmstore`` group

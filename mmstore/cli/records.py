@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from mmstore.cli.common import errors, json_arg
+from mmstore.cli.preview import preview
 from mmstore.errors import InvalidInputError, RecordError
 from mmstore.store import open as open_store
 
@@ -116,6 +117,8 @@ def ingest(
 )
 @click.option("--record", "record_id", help="Search with a stored record (itself excluded).")
 @click.option("--target", help="The field to search.")
+@click.option("--head", help="A retrieval head to search through (query field -> target).")
+@click.option("--show", help="The field whose value each hit line shows (default: the text).")
 @click.option("-k", default=10, show_default=True)
 @click.option("--where", default=None, help='JSON filter, e.g. \'{"label": "x"}\'.')
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -128,6 +131,8 @@ def search(
     audio: Path | None,
     record_id: str | None,
     target: str | None,
+    head: str | None,
+    show: str | None,
     k: int,
     where: str | None,
     as_json: bool,
@@ -145,14 +150,14 @@ def search(
             k=k,
             record=record_id,
             where=json_arg("--where", where) if where else None,
+            head=head,
             **values,
         )
     if as_json:
         click.echo(json.dumps([asdict(h) for h in hits], default=str))
         return
     for h in hits:
-        shown = next(iter(h.values.values()), "") if h.values else ""
-        click.echo(f"{h.score:.4f}  {h.id}  {str(shown)[:80]}")
+        click.echo(f"{h.score:.4f}  {h.id}  {preview(h, show)}")
 
 
 #: the commands this module adds to the ``mmstore`` group

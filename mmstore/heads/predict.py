@@ -84,40 +84,65 @@ def _check_shapes(col: CollectionState, meta: dict[str, Any]) -> None:
         raise ValueError(f"head.json lists {classes!r} as its classes")
 
 
-def predict(col: CollectionState, name: str, records: Any) -> list[dict[str, Any]]:
-    """Per record, in order: ``{"id", "label", "probabilities": {class: p}}``."""
+def predict(
+    col: CollectionState, name: str, records: Any, on_error: str = "raise"
+) -> list[dict[str, Any]]:
+    """Per record, in order: ``{"id", "label", "probabilities": {class: p}}``. With
+    ``on_error="skip"`` a record that cannot be predicted (an unknown id, a bad value, none
+    of the head's inputs) gets ``{"id", "label": None, "probabilities": None, "error"}``
+    instead of failing the call."""
+    if on_error not in ("raise", "skip"):
+        raise InvalidInputError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     meta, model = load_head(col, name)
-    if isinstance(records, str | Mapping):
-        items: list[Any] = [records]
-    elif isinstance(records, Iterable):
-        items = list(records)
-    else:
-        raise InvalidInputError(
-            f"records are stored ids or record dicts (one, or an iterable), got {records!r}"
-        )
+    items = _items(records)
     inputs, dims = input_order(meta), meta["dims"]
     x = {f: np.zeros((len(items), int(dims[f])), np.float32) for f in inputs}
     m = {f: np.zeros(len(items), bool) for f in inputs}
-    _fill_stored(col, meta, items, x, m)
-    _fill_new(col, items, x, m)
+    failed: dict[int, str] | None = {} if on_error == "skip" else None
+    _fill_stored(col, meta, items, x, m, failed)
+    _fill_new(col, items, x, m, failed)
     present = np.stack([m[f] for f in inputs], 1).any(1)
-    if not present.all():
-        bad = [_rid(items[i], i) for i in np.flatnonzero(~present)[:10]]
+    lacking = [i for i in np.flatnonzero(~present).tolist() if i not in (failed or {})]
+    if lacking and failed is None:
+        bad = [_rid(items[i], i) for i in lacking[:10]]
         raise InvalidInputError(f"records {bad} have none of the head's inputs {inputs}")
+    if failed is not None:
+        failed |= {i: f"has none of the head's inputs {inputs}" for i in lacking}
     with torch.no_grad():
         logits = model(
             {f: torch.from_numpy(x[f]) for f in inputs}, {f: torch.from_numpy(m[f]) for f in inputs}
         )
         probs = torch.softmax(logits, 1).numpy()
-    classes = meta["classes"]
-    return [
-        {
-            "id": _rid(item, i),
-            "label": classes[int(p.argmax())],
-            "probabilities": {c: float(v) for c, v in zip(classes, p, strict=True)},
-        }
-        for i, (item, p) in enumerate(zip(items, probs, strict=True))
-    ]
+    return _rows(items, probs, meta["classes"], failed or {})
+
+
+def _items(records: Any) -> list[Any]:
+    if isinstance(records, str | Mapping):
+        return [records]
+    if isinstance(records, Iterable):
+        return list(records)
+    raise InvalidInputError(
+        f"records are stored ids or record dicts (one, or an iterable), got {records!r}"
+    )
+
+
+def _rows(
+    items: list[Any], probs: np.ndarray, classes: list[str], failed: dict[int, str]
+) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for i, (item, p) in enumerate(zip(items, probs, strict=True)):
+        if i in failed:
+            out.append({"id": _rid(item, i), "label": None, "probabilities": None})
+            out[-1]["error"] = failed[i]
+            continue
+        out.append(
+            {
+                "id": _rid(item, i),
+                "label": classes[int(p.argmax())],
+                "probabilities": {c: float(v) for c, v in zip(classes, p, strict=True)},
+            }
+        )
+    return out
 
 
 def _rid(item: Any, i: int) -> str | None:
@@ -130,6 +155,7 @@ def _fill_stored(
     items: list[Any],
     x: dict[str, np.ndarray],
     m: dict[str, np.ndarray],
+    failed: dict[int, str] | None,
 ) -> None:
     rows = [i for i, r in enumerate(items) if not isinstance(r, Mapping)]
     if not rows:
@@ -138,18 +164,29 @@ def _fill_stored(
     ds = build_dataset(col, list(x), label=meta["config"]["label"], ids=sorted(set(wanted)))
     pos = {rid: k for k, rid in enumerate(ds.ids)}
     missing = [rid for rid in wanted if rid not in pos]
-    if missing:
+    if missing and failed is None:
         raise NotFoundError(
             f"collection {col.name!r} has no record with id {', '.join(map(repr, missing[:10]))}"
         )
-    src = np.array([pos[rid] for rid in wanted])
+    for i, rid in zip(rows, wanted, strict=True):
+        if rid not in pos:
+            failed[i] = f"collection {col.name!r} has no record with this id"  # type: ignore[index]
+    rows, wanted = (
+        [i for i, r in zip(rows, wanted, strict=True) if r in pos],
+        [r for r in wanted if r in pos],
+    )
+    src = np.array([pos[rid] for rid in wanted], np.int64)
     for f in x:
         x[f][rows] = ds.inputs[f].cpu().numpy()[src]
         m[f][rows] = ds.masks[f].cpu().numpy()[src]
 
 
 def _fill_new(
-    col: CollectionState, items: list[Any], x: dict[str, np.ndarray], m: dict[str, np.ndarray]
+    col: CollectionState,
+    items: list[Any],
+    x: dict[str, np.ndarray],
+    m: dict[str, np.ndarray],
+    failed: dict[int, str] | None,
 ) -> None:
     hook = col.store.plugins.hook
     for name in x:
@@ -161,8 +198,12 @@ def _fill_new(
         f = col.active[name]
         ids = [str(items[i].get("id", f"<record {i}>")) for i in rows]
         loaded = load_values(hook, f, [items[i][name] for i in rows], ids, name)
-        for item in loaded:
+        for i, item in zip(rows, loaded, strict=True):
             if isinstance(item, RecordError):
-                raise InvalidInputError(str(item)) from item
-        x[name][rows] = encode_batch(hook, f, list(loaded))
-        m[name][rows] = True
+                if failed is None:
+                    raise InvalidInputError(str(item)) from item
+                failed[i] = str(item)
+        good = [(i, v) for i, v in zip(rows, loaded, strict=True) if i not in (failed or {})]
+        if good:
+            x[name][[i for i, _ in good]] = encode_batch(hook, f, [v for _, v in good])
+            m[name][[i for i, _ in good]] = True

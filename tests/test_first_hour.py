@@ -213,3 +213,38 @@ def test_cli_search_through_a_head_and_the_heads_metrics(tmp_path: Path) -> None
     listed = run(cli, ["heads", str(path), "pairs"])
     assert listed.exit_code == 0 and "q->t R@1/5/10 " in listed.output, listed.output
     assert "t->q R@1/5/10 " in listed.output and "test rows" in listed.output
+
+
+# -- CSV files carry metadata and vectors ------------------------------------------------------
+def test_a_csv_file_carries_meta_columns_and_json_vectors(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from mmstore.cli.main import cli
+
+    path = tmp_path / "s"
+    with mmstore.open(path) as s:
+        s.create_collection(
+            "c", encoders={"emb": {"encoder": "precomputed", "modality": "vector", "dim": 3}}
+        )
+    csv = tmp_path / "r.csv"
+    csv.write_text(
+        "id,emb,meta.color,meta.size,meta\n"
+        'a,"[1, 0, 0]",red,3,"{""shop"": ""x""}"\n'
+        'b,"[0, 1, 0]",,4,\n'
+        'c,"[0, 1",blue,5,\n'
+    )
+    run = CliRunner().invoke
+    strict = run(cli, ["ingest", str(path), "c", str(csv)])
+    assert strict.exit_code == 1 and "r.csv row 3: column 'emb' holds no JSON" in strict.output
+    with mmstore.open(path, read_only=True) as s:
+        assert len(s.collection("c")) == 0  # nothing written
+    out = run(cli, ["ingest", str(path), "c", str(csv), "--skip-bad", "--json"])
+    assert out.exit_code == 0, out.output
+    with mmstore.open(path, read_only=True) as s:
+        a, b = s.collection("c").get(["a", "b"])
+        assert a["meta"] == {"shop": "x", "color": "red", "size": 3} and b["meta"] == {"size": 4}
+        hits = s.collection("c").search(vector=[0.0, 1.0, 0.0], k=1)
+        assert hits[0].id == "b"
+        assert s.collection("c").count(where={"color": "red"}) == 1
+        assert len(s.collection("c")) == 2
+    assert "r.csv row 3" in out.output  # the skipped row is listed

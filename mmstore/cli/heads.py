@@ -89,13 +89,13 @@ def predict(
 ) -> None:
     """Predict with head NAME for stored records (--ids) or new ones (--file)."""
     bad_lines: list[str] | None = [] if skip_bad else None
-    records = _predict_inputs(ids, file, bad_lines)
-    for line in bad_lines or []:
-        click.echo(f"skipped: {line}", err=True)
     with open_store(path, read_only=True) as store:
-        out = store.collection(collection).predict(
-            name, records, on_error="skip" if skip_bad else "raise"
-        )
+        col = store.collection(collection)
+        modalities = {n: f.modality.name for n, f in col.fields.items()}
+        records = _predict_inputs(ids, file, bad_lines, modalities)
+        for line in bad_lines or []:
+            click.echo(f"skipped: {line}", err=True)
+        out = col.predict(name, records, on_error="skip" if skip_bad else "raise")
     if as_json:
         click.echo(json.dumps(out, default=str))
         return
@@ -107,7 +107,9 @@ def predict(
         click.echo(f"{row['id']}\t{row['label']}\t{best:.4f}" if best else f"{row['id']}")
 
 
-def _predict_inputs(ids: str | None, file: Path | None, bad_lines: list[str] | None) -> list[Any]:
+def _predict_inputs(
+    ids: str | None, file: Path | None, bad_lines: list[str] | None, modalities: dict[str, str]
+) -> list[Any]:
     """Stored ids from ``--ids``, or the records of ``--file`` (unreadable JSON lines
     listed in ``bad_lines`` when it is given, else the first one raises)."""
     if (ids is None) == (file is None):
@@ -117,7 +119,7 @@ def _predict_inputs(ids: str | None, file: Path | None, bad_lines: list[str] | N
     from mmstore.ingest.files import read_records
 
     assert file is not None
-    return list(read_records(file, bad_lines))
+    return list(read_records(file, bad_lines, None, modalities))
 
 
 @click.command()

@@ -78,7 +78,8 @@ def ingest(
         elif field or sidecar:
             raise InvalidInputError("--field and --sidecar go with a folder of files")
         else:
-            records = read_records(source, problems, lines)
+            modalities = {n: f.modality.name for n, f in col.fields.items()}
+            records = read_records(source, problems, lines, modalities)
         try:
             report = col.ingest(
                 records,

@@ -8,7 +8,8 @@ import bisect
 import json
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ import pyarrow as pa
 from mmstore.errors import InvalidInputError
 
 BATCH_ROWS = 4096
+#: modalities whose values a CSV cell holds as JSON text
+JSON_MODALITIES = ("vector", "tabular")
 
 
 class LineNumbers:
@@ -47,11 +50,17 @@ class LineNumbers:
 
 
 def read_records(
-    path: Path, bad_lines: list[str] | None = None, lines: LineNumbers | None = None
+    path: Path,
+    bad_lines: list[str] | None = None,
+    lines: LineNumbers | None = None,
+    modalities: Mapping[str, str] | None = None,
 ) -> Any:
-    """Records from ``path`` by its suffix. With ``bad_lines`` given, JSON lines that do not
-    parse are listed there and skipped; without it the first one raises. ``lines`` learns
-    the line of each record of a JSON Lines file."""
+    """Records from ``path`` by its suffix. With ``bad_lines`` given, JSON lines (and CSV
+    cells) that do not parse are listed there and skipped; without it the first one
+    raises. ``lines`` learns the line of each record of a JSON Lines file. In a CSV file,
+    ``meta.<key>`` columns go into ``meta``, and a ``meta`` column and the columns of the
+    fields whose modality (``modalities``: field -> modality) is ``vector`` or ``tabular``
+    hold JSON (``[0.1, 0.2]``, ``{"price": 3}``)."""
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".ndjson", ".json"):
         return _json_lines(path, bad_lines, lines or LineNumbers(path))
@@ -66,8 +75,58 @@ def read_records(
 
         ids = pcsv.ConvertOptions(column_types={"id": pa.string()})  # "007" stays "007"
         csv = pcsv.open_csv(path, convert_options=ids)
+        shaped = CsvShape.of(csv.schema.names, modalities or {})
+        if shaped.json or shaped.meta:
+            return shaped.records(path.name, csv, bad_lines)
         return pa.RecordBatchReader.from_batches(csv.schema, csv)
     raise InvalidInputError(f"{path}: unknown file type {suffix!r}; use .jsonl, .csv or .parquet")
+
+
+@dataclass(frozen=True)
+class CsvShape:
+    """Which CSV columns hold JSON text, and which are ``meta.<key>`` columns."""
+
+    json: tuple[str, ...]
+    meta: tuple[str, ...]
+
+    @classmethod
+    def of(cls, names: list[str], modalities: Mapping[str, str]) -> CsvShape:
+        json_columns = [n for n in names if n == "meta" or modalities.get(n) in JSON_MODALITIES]
+        return cls(tuple(json_columns), tuple(n for n in names if n.startswith("meta.")))
+
+    def records(
+        self, name: str, batches: Iterable[pa.RecordBatch], bad_lines: list[str] | None
+    ) -> Iterator[dict[str, Any]]:
+        row_number = 0
+        for batch in batches:
+            for row in batch.to_pylist():
+                row_number += 1
+                try:
+                    yield self.record(row)
+                except ValueError as e:
+                    problem = f"{name} row {row_number}: {e}"
+                    if bad_lines is None:
+                        raise InvalidInputError(problem + "; fix the row or use --skip-bad") from e
+                    bad_lines.append(problem)
+
+    def record(self, row: dict[str, Any]) -> dict[str, Any]:
+        for column in self.json:
+            value = row.get(column)
+            if isinstance(value, str) and value.strip():
+                try:
+                    row[column] = json.loads(value)
+                except ValueError as e:
+                    raise ValueError(f"column {column!r} holds no JSON ({_why(e)})") from e
+            elif value == "":
+                row[column] = None
+        meta = {c.removeprefix("meta."): row.pop(c) for c in self.meta}
+        meta = {k: v for k, v in meta.items() if v is not None and v != ""}
+        if meta:
+            base = row.get("meta") or {}
+            if not isinstance(base, dict):
+                raise ValueError("column 'meta' holds JSON that is not an object")
+            row["meta"] = base | meta
+        return row
 
 
 def _json_lines(

@@ -91,7 +91,8 @@ def sidecar_rows(
     if sidecar is None:
         return {}
     rows: dict[str, dict[str, Any]] = {}
-    for number, row in enumerate(_rows(read_records(sidecar, problems)), start=1):
+    modalities = {n: f.modality.name for n, f in fields.items()}
+    for number, row in enumerate(_rows(read_records(sidecar, problems, None, modalities)), 1):
         rid = row.get("id")
         if rid is None or rid == "":
             _problem(problems, f"{sidecar.name}: row {number} has no id")

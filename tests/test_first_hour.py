@@ -248,3 +248,23 @@ def test_a_csv_file_carries_meta_columns_and_json_vectors(tmp_path: Path) -> Non
         assert s.collection("c").count(where={"color": "red"}) == 1
         assert len(s.collection("c")) == 2
     assert "r.csv row 3" in out.output  # the skipped row is listed
+
+
+def test_predict_skips_what_it_cannot_predict_and_says_why(store: mmstore.Store) -> None:
+    col = store.create_collection(
+        "v", encoders={"q": {"encoder": "precomputed", "modality": "vector", "dim": 4}}
+    )
+    rows = [[float(i % 2 == j) + 0.01 * i for j in range(4)] for i in range(40)]
+    col.ingest([{"id": f"p{i}", "q": r, "label": f"k{i % 2}"} for i, r in enumerate(rows)])
+    col.train_head("clf", inputs=["q"], epochs=2)
+    asked = ["p1", "ghost", {"id": "n", "q": [1.0, 2.0]}, {"id": "e"}, {"id": "ok", "q": rows[0]}]
+    with pytest.raises(NotFoundError, match="ghost"):
+        col.predict("clf", asked)
+    out = col.predict("clf", asked, on_error="skip")
+    assert [r["id"] for r in out] == ["p1", "ghost", "n", "e", "ok"]
+    assert out[0]["label"] in ("k0", "k1") and out[4]["label"] in ("k0", "k1")
+    assert "no record with this id" in out[1]["error"] and out[1]["label"] is None
+    assert "4" in out[2]["error"]  # the dimension the field takes
+    assert "none of the head's inputs" in out[3]["error"]
+    with pytest.raises(InvalidInputError, match="on_error"):
+        col.predict("clf", ["p1"], on_error="ignore")  # type: ignore[arg-type]

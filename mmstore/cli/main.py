@@ -187,10 +187,7 @@ def _modality_row(host: PluginHost, name: str) -> dict[str, Any]:
 def _encoder_row(host: PluginHost, name: str) -> dict[str, Any]:
     """One encoder's description: parameters as ``name -> default`` (``required`` if none)."""
     cls = host.encoders[name]
-    params = {
-        k: "required" if f.is_required() else f.get_default(call_default_factory=True)
-        for k, f in cls.Params.model_fields.items()
-    }
+    params = option_defaults(cls.Params)
     return {
         "name": name,
         "plugin": host.owner("encoder", name),

@@ -22,6 +22,7 @@ from mmstore.errors import (
 from mmstore.heads.artifacts import load_weights, read_meta, staleness
 from mmstore.heads.models import FusionClassifier
 from mmstore.heads.options import ClassifierOptions
+from mmstore.storage import records as record_rows
 
 if TYPE_CHECKING:
     from mmstore.state import CollectionState
@@ -161,20 +162,22 @@ def _fill_stored(
     if not rows:
         return
     wanted = [str(items[i]) for i in rows]
+    if failed is not None:  # unknown ids are reported, not raised (build_dataset would)
+        with col.store.catalog.reading() as conn:
+            known = record_rows.by_id(conn, col.name, sorted(set(wanted)))
+        unknown = f"collection {col.name!r} has no record with this id"
+        failed |= {i: unknown for i, rid in zip(rows, wanted, strict=True) if rid not in known}
+        kept = [(i, rid) for i, rid in zip(rows, wanted, strict=True) if rid in known]
+        rows, wanted = [i for i, _ in kept], [rid for _, rid in kept]
+        if not rows:
+            return
     ds = build_dataset(col, list(x), label=meta["config"]["label"], ids=sorted(set(wanted)))
     pos = {rid: k for k, rid in enumerate(ds.ids)}
     missing = [rid for rid in wanted if rid not in pos]
-    if missing and failed is None:
+    if missing:
         raise NotFoundError(
             f"collection {col.name!r} has no record with id {', '.join(map(repr, missing[:10]))}"
         )
-    for i, rid in zip(rows, wanted, strict=True):
-        if rid not in pos:
-            failed[i] = f"collection {col.name!r} has no record with this id"  # type: ignore[index]
-    rows, wanted = (
-        [i for i, r in zip(rows, wanted, strict=True) if r in pos],
-        [r for r in wanted if r in pos],
-    )
     src = np.array([pos[rid] for rid in wanted], np.int64)
     for f in x:
         x[f][rows] = ds.inputs[f].cpu().numpy()[src]

@@ -82,8 +82,9 @@ class Modality:
         return repr(self.to_source(value))
 
 
-def option_defaults(options: type[ModalityOptions]) -> dict[str, Any]:
-    """A modality's options, each with its default (``"required"`` when it has none)."""
+def option_defaults(options: type[BaseModel]) -> dict[str, Any]:
+    """A modality's options (or an encoder's parameters), each with its default
+    (``"required"`` when it has none)."""
     return {
         k: "required" if f.is_required() else f.get_default(call_default_factory=True)
         for k, f in options.model_fields.items()

@@ -36,6 +36,7 @@ from mmstore.storage.wal import set_aside_logs
 
 if TYPE_CHECKING:
     from mmstore.datasets.aligned import AlignedDataset
+    from mmstore.state import CollectionState
 
 log = logging.getLogger(__name__)
 CATALOG_FILE = "catalog.duckdb"
@@ -222,8 +223,7 @@ class Store:
         its ``ts``, within ``tolerance`` (an as-of join; see :mod:`mmstore.datasets.asof`)."""
         from mmstore.datasets.asof import align
 
-        pair = self.collection(left).state, self.collection(right).state
-        return align(*pair, by, on, tolerance, direction)
+        return align(*self._states(left, right), by, on, tolerance, direction)
 
     def align_dataset(
         self,
@@ -243,8 +243,12 @@ class Store:
         (:func:`mmstore.datasets.asof.align_dataset`)."""
         from mmstore.datasets.asof import align_dataset
 
-        pair = self.collection(left).state, self.collection(right).state
-        return align_dataset(*pair, by, inputs, on, tolerance, direction, label)
+        return align_dataset(
+            *self._states(left, right), by, inputs, on, tolerance, direction, label
+        )
+
+    def _states(self, left: str, right: str) -> tuple[CollectionState, CollectionState]:
+        return self.collection(left).state, self.collection(right).state
 
     def collect_media(self, *, dry_run: bool = False) -> dict[str, int]:
         """Delete stored media (image and audio bytes) that no record refers to any more:

@@ -63,11 +63,12 @@ class Searcher:
         if head is not None:
             return self.through_head(head, target, k, where, vector, record, values)
         check_weights(weights, values, vector, record)
+        owned = stored.owned(self.col, str(record)) if record is not None else []
         if target is None and record is not None and not values and vector is None:
-            tgt = self._record_target(str(record))
+            tgt = self._record_target(str(record), owned)
         else:
             tgt = self._target(target, values, record is not None or vector is not None)
-        queries = self._queries(tgt, values, vector, record, weights or {})
+        queries = self._queries(tgt, values, vector, record, weights or {}, owned)
         for q in queries:
             self._check_space(q.field, tgt)
         allowed = self.allowed_vids(tgt, where) if where else None
@@ -192,7 +193,7 @@ class Searcher:
     def _bridges(self, query: str, target: str) -> list[str]:
         """The retrieval heads from field ``query`` to field ``target``."""
         if not (self.col.store.path / "heads" / self.col.name).is_dir():
-            return []  # no head at all (and torch stays unloaded)
+            return []  # no head at all: mmstore.heads (and torch with it) stays unloaded
         from mmstore.heads.artifacts import iter_metas
 
         return sorted(
@@ -202,13 +203,14 @@ class Searcher:
             and (m["config"].get("query"), m["config"].get("target")) == (query, target)
         )
 
-    def _record_target(self, rid: str) -> Field:
+    def _record_target(self, rid: str, owned: list[tuple[int, str]]) -> Field:
         """The field searched by ``record=`` alone: the collection's one field, or the
-        one field in which the record has a vector; else an error that says which."""
+        one field in which the record has a vector (``owned``: its vids and fields); else
+        an error that says which."""
         fields = self.col.active
         if len(fields) == 1:
             return next(iter(fields.values()))
-        has = sorted({name for _, name in stored.owned(self.col, rid) if name in fields})
+        has = sorted({name for _, name in owned if name in fields})
         if len(has) == 1:
             return fields[has[0]]
         stored.require(self.col, rid)
@@ -226,6 +228,7 @@ class Searcher:
         vector: Any,
         record: str | int | None,
         weights: Mapping[str, float],
+        owned: list[tuple[int, str]],
     ) -> list[Query]:
         given = len(values) + (vector is not None) + (record is not None)
         if given == 0:
@@ -239,7 +242,7 @@ class Searcher:
         if vector is not None:
             out.append(Query(tgt, self._raw_vector(vector, tgt), weights.get("vector", 1.0)))
         if record is not None:
-            out.append(self._record_query(str(record), tgt, weights.get("record", 1.0)))
+            out.append(self._record_query(str(record), tgt, weights.get("record", 1.0), owned))
         return out
 
     def _query_field(self, name: str, tgt: Field) -> Field:
@@ -342,14 +345,16 @@ class Searcher:
         except Exception as e:
             raise InvalidInputError(f"vector= cannot be used: {e}") from e
 
-    def _record_query(self, rid: str, tgt: Field, weight: float) -> Query:
-        """The record's stored vector in the target field, or in a field of its space."""
+    def _record_query(
+        self, rid: str, tgt: Field, weight: float, owned: list[tuple[int, str]]
+    ) -> Query:
+        """The record's stored vector (of ``owned``, its vids and fields) in the target
+        field, or in a field of its space."""
         candidates = [tgt] + [
             f
             for f in self.col.active.values()
             if f is not tgt and f.identity.space == tgt.identity.space
         ]
-        owned = stored.owned(self.col, rid)
         for f in candidates:
             vector = stored.latest(self.col, f, owned)
             if vector is not None:

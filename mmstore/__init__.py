@@ -13,7 +13,7 @@ against earlier releases import them.
 
 # the store, its collections, their reports and results
 from mmstore._version import __version__
-from mmstore.api import CollectionAPI
+from mmstore.api import CollectionAPI, HeadReport
 from mmstore.client import Client
 from mmstore.collection import Collection
 from mmstore.hits import Hit, Hits
@@ -44,6 +44,7 @@ from mmstore.errors import (
     ReadOnlyError,
     RecordError,
     SchemaError,
+    ServiceUnavailableError,
     SpaceMismatchError,
     StaleHeadError,
     StorageError,
@@ -67,6 +68,7 @@ __all__ = [
     "Collection",
     "CollectionAPI",
     "IngestReport",
+    "HeadReport",
     "Rejected",
     "ReembedReport",
     "Hit",
@@ -95,6 +97,7 @@ __all__ = [
     "ReadOnlyError",
     "RecordError",
     "SchemaError",
+    "ServiceUnavailableError",
     "SpaceMismatchError",
     "StaleHeadError",
     "StorageError",

@@ -288,6 +288,19 @@ class UnusableVectorsError(EncoderError):
         )
 
 
+class ServiceUnavailableError(MMStoreError, ConnectionError):
+    """The client could not reach the service (refused, timed out, or cut off)."""
+
+    http_status = 503
+
+    def __init__(self, url: str, cause: BaseException) -> None:
+        self.url = url
+        super().__init__(
+            f"no answer from the mmstore service at {url} ({type(cause).__name__}: {cause}); "
+            "is `mmstore serve` running there?"
+        )
+
+
 class BeyondGpuError(MMStoreError, RuntimeError):
     """A search FAISS's GPU indexes cannot answer (k past ``GPU_MAX_K``): the caller
     answers it on the CPU."""
@@ -300,3 +313,16 @@ class GpuMemoryError(MMStoreError, RuntimeError):
     the CPU from then on."""
 
     http_status = 503
+
+
+def named(name: str, fallback: str | None = None) -> type[MMStoreError]:
+    """The error class called ``name``, mmstore's own or a loaded plugin's; else the one
+    called ``fallback``; else :class:`MMStoreError`: how the client raises the error a
+    service answered with."""
+    classes: dict[str, type[MMStoreError]] = {}
+    todo: list[type[MMStoreError]] = [MMStoreError]
+    while todo:
+        cls = todo.pop()
+        classes.setdefault(cls.__name__, cls)
+        todo.extend(cls.__subclasses__())
+    return classes.get(name) or classes.get(fallback or "") or MMStoreError

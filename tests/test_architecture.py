@@ -23,6 +23,7 @@ LAYERS = [
     "errors",
     "_version",
     "hits",
+    "wire",
     "api",
     "config",
     "storage",

@@ -42,7 +42,8 @@ def test_client_mirrors_the_embedded_api(served: dict[str, Any], tmp_path: Path)
     with mmstore.Client(served["url"], served["admin"]) as client:
         remote = client.create_collection("vecs", encoders=VEC)
         report = remote.ingest(records)
-        assert report["written"] == len(records) and len(remote) == len(records)
+        assert isinstance(report, mmstore.IngestReport)
+        assert report.written == len(records) and len(remote) == len(records)
         with mmstore.open(tmp_path / "local") as local_store:
             local = local_store.create_collection("vecs", encoders=VEC)
             local.ingest(records)
@@ -58,8 +59,8 @@ def test_client_mirrors_the_embedded_api(served: dict[str, Any], tmp_path: Path)
                 assert got[0].label == want[0].label and got[0].meta == want[0].meta
         assert remote.get(["r3"])[0]["id"] == "r3"
         assert remote.delete(["r3", "nope"]) == 1 and len(remote) == len(records) - 1
-        job = remote.train_head("clf", inputs=["emb"], epochs=30, patience=5)
-        assert job["status"] == "done"
+        trained = remote.train_head("clf", inputs=["emb"], epochs=30, patience=5)
+        assert isinstance(trained, mmstore.HeadReport) and trained.metrics["accuracy"] > 0.5
         assert [h["name"] for h in remote.heads()] == ["clf"]
         assert remote.predict("clf", ["r0"])[0]["label"] == "k0"
         assert client.collections() == ["vecs"]

@@ -9,10 +9,10 @@ joint space, symmetric contrastive loss, served by ``col.search(..., head=name)`
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mmstore.api import HeadReport
 from mmstore.config import check_name
 from mmstore.errors import InvalidInputError, StaleHeadError, UnknownNameError
 from mmstore.heads.artifacts import (
@@ -44,49 +44,6 @@ __all__ = [
     "predict",
     "train_head",
 ]
-
-
-@dataclass
-class HeadReport:
-    """What a training returns: the test-split metrics, the history and the files written."""
-
-    name: str
-    kind: str
-    path: Path
-    classes: list[str]
-    metrics: dict[str, Any]
-    history: list[dict[str, Any]] = field(repr=False)
-    best_epoch: int
-    split_rows: dict[str, int]
-    excluded: dict[str, int]
-    files: dict[str, Path] = field(repr=False)
-
-    @property
-    def accuracy(self) -> float | None:
-        acc: float | None = self.metrics.get("accuracy")
-        return acc
-
-    def __str__(self) -> str:
-        m = self.metrics
-        if self.kind == "retrieval":
-            base = m.get("baseline", {})
-            parts = [
-                f"{d.replace('_', ' ')}: R@1/5/10 "
-                + "/".join(f"{m[d][f'recall@{k}']:.3f}" for k in (1, 5, 10))
-                + f" (untrained {base[d]['recall@10']:.3f} at 10), median rank "
-                + f"{m[d]['median_rank']}"
-                for d in ("query_to_target", "target_to_query")
-            ]
-            return (
-                f"head {self.name!r} (retrieval) on {m.get('rows')} test pairs: "
-                f"{'; '.join(parts)}; best epoch {self.best_epoch}; rows {self.split_rows}; "
-                f"left out {self.excluded}"
-            )
-        return (
-            f"head {self.name!r} ({self.kind}): accuracy {m.get('accuracy')}, macro-F1 "
-            f"{m.get('macro_f1')}, ROC-AUC {m.get('roc_auc')} on {m.get('rows')} test rows; "
-            f"best epoch {self.best_epoch}; rows {self.split_rows}; left out {self.excluded}"
-        )
 
 
 def train_head(

@@ -4,43 +4,15 @@ the options every batch job checks."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
+from mmstore.api import IngestReport, Rejected
 from mmstore.errors import InvalidInputError
 
 OnError = Literal["raise", "skip"]
-
-
-@dataclass(frozen=True)
-class Rejected:
-    """A record left out by ``on_error="skip"``, and why."""
-
-    id: str
-    field: str | None
-    reason: str
-
-
-@dataclass
-class IngestReport:
-    """What one ``ingest`` call did."""
-
-    run_id: int
-    received: int = 0
-    written: int = 0
-    unchanged: int = 0
-    encoded: int = 0
-    rejected: list[Rejected] = field(default_factory=list)
-    seconds: float = 0.0
-
-    def __str__(self) -> str:
-        return (
-            f"ingest run {self.run_id}: {self.received} received, {self.written} written, "
-            f"{self.unchanged} unchanged, {len(self.rejected)} rejected, "
-            f"{self.encoded} vectors encoded in {self.seconds:.2f}s"
-        )
+__all__ = ["GivenVector", "IngestReport", "OnError", "Rejected", "check_run_options"]
 
 
 class GivenVector(NamedTuple):

@@ -16,6 +16,8 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
+
 from mmstore.errors import LimitExceededError
 from mmstore.ingest.report import Rejected
 from mmstore.service.settings import Settings
@@ -33,6 +35,8 @@ def _text(value: Any, settings: Settings) -> str | None:
 
 
 def _image(value: Any, settings: Settings) -> str | None:
+    if isinstance(value, np.ndarray) and value.ndim >= 2:
+        return _too_many_pixels(value.shape[1], value.shape[0], settings)
     if not isinstance(value, bytes | bytearray):
         return None
     from PIL import Image
@@ -46,6 +50,10 @@ def _image(value: Any, settings: Settings) -> str | None:
         return f"{e}; over the service limit max_image_pixels={settings.max_image_pixels:,}"
     except Exception:  # not an image Pillow can read: the modality will say why
         return None
+    return _too_many_pixels(width, height, settings)
+
+
+def _too_many_pixels(width: int, height: int, settings: Settings) -> str | None:
     if width * height > settings.max_image_pixels:
         return (
             f"image is {width}x{height} = {width * height:,} pixels, over the service limit "
@@ -55,20 +63,31 @@ def _image(value: Any, settings: Settings) -> str | None:
 
 
 def _audio(value: Any, settings: Settings) -> str | None:
-    if not isinstance(value, bytes | bytearray):
-        return None
-    import soundfile
+    seconds = _array_seconds(value) if isinstance(value, tuple | dict) else None
+    if isinstance(value, bytes | bytearray):
+        import soundfile
 
-    try:
-        seconds = soundfile.info(io.BytesIO(value)).duration  # reads the header only
-    except Exception:  # not audio libsndfile can read: the modality will say why
-        return None
-    if seconds > settings.max_audio_seconds:
+        try:
+            seconds = soundfile.info(io.BytesIO(value)).duration  # reads the header only
+        except Exception:  # not audio libsndfile can read: the modality will say why
+            return None
+    if seconds is not None and seconds > settings.max_audio_seconds:
         return (
             f"audio lasts {seconds:.1f} s, over the service limit "
             f"max_audio_seconds={settings.max_audio_seconds:g}; cut it into shorter clips"
         )
     return None
+
+
+def _array_seconds(value: tuple[Any, ...] | dict[str, Any]) -> float | None:
+    """The length of ``(samples, sample_rate)`` (or its dict form), if it is one."""
+    pair = (value.get("array"), value.get("sample_rate")) if isinstance(value, dict) else value
+    if len(pair) != 2 or not isinstance(pair[0], np.ndarray):
+        return None
+    samples, rate = pair
+    if isinstance(rate, bool) or not isinstance(rate, int | float) or rate <= 0:
+        return None
+    return float(samples.shape[0] if samples.ndim else 0) / float(rate)
 
 
 PROBES: dict[str, Probe] = {"text": _text, "image": _image, "audio": _audio}

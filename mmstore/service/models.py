@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mmstore import wire
+
 #: collection and field names (as :func:`mmstore.config.check_name` checks them)
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
 
@@ -18,6 +20,19 @@ class CreateCollection(BaseModel):
     options: dict[str, Any] | None = None
     index: dict[str, Any] | None = None
     exist_ok: bool = False
+
+
+class WireArray(BaseModel):
+    """A numpy array in the wire form of :mod:`mmstore.wire`: its little-endian bytes in
+    base64, its dtype and its shape (a vector is a third of the size of a JSON list)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    data: str = Field(alias="$array")
+    dtype: str
+    shape: list[int]
+
+    def value(self) -> Any:
+        return wire.array(self.model_dump(by_alias=True))
 
 
 class IngestBody(BaseModel):
@@ -37,7 +52,7 @@ class SearchBody(BaseModel):
     target: str | None = None
     k: int = Field(10, ge=1)
     where: dict[str, Any] | None = None
-    vector: list[float] | None = None
+    vector: list[float] | WireArray | None = None
     record: str | int | None = None
     fusion: Literal["rrf", "weighted"] = "rrf"
     weights: dict[str, float] | None = None
@@ -49,7 +64,7 @@ class SearchManyBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     values: dict[str, list[Any]] = Field(default_factory=dict)
-    vectors: list[list[float]] | None = None
+    vectors: list[list[float]] | WireArray | None = None
     target: str | None = None
     k: int = Field(10, ge=1)
     where: dict[str, Any] | None = None

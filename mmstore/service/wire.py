@@ -1,11 +1,11 @@
-"""JSON on the wire: plain values out (datetimes as ISO strings, bytes as ``{"$base64"}``,
-arrays as lists, non-finite floats as null), ``{"$base64"}`` back to bytes in, and the
-error body every failure is answered with."""
+"""JSON out of the service: plain values (datetimes as ISO strings, bytes as
+``{"$base64"}``, arrays as lists, non-finite floats as null), and the error body every
+failure is answered with. What comes in is decoded by :func:`mmstore.wire.decode`, the
+codec the client encodes with; this module re-exports it as ``decode_values``."""
 
 from __future__ import annotations
 
 import base64
-import binascii
 import datetime as dt
 import math
 from dataclasses import asdict, is_dataclass
@@ -15,7 +15,10 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
-from mmstore.errors import InvalidInputError, RecordError
+from mmstore.errors import MMStoreError, RecordError
+from mmstore.wire import decode as decode_values
+
+__all__ = ["decode_values", "error_body", "jsonable"]
 
 
 def jsonable(obj: Any) -> Any:
@@ -45,24 +48,17 @@ def jsonable(obj: Any) -> Any:
     return str(obj)
 
 
-def decode_values(obj: Any) -> Any:
-    """``{"$base64": "..."}`` anywhere in a JSON value becomes bytes; the rest as given."""
-    if isinstance(obj, dict):
-        if set(obj) == {"$base64"}:
-            try:
-                return base64.b64decode(obj["$base64"], validate=True)
-            except (binascii.Error, TypeError, ValueError) as e:
-                raise InvalidInputError(f"invalid $base64 value: {e}") from None
-        return {k: decode_values(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [decode_values(v) for v in obj]
-    return obj
-
-
 def error_body(e: BaseException) -> dict[str, Any]:
+    """``{"error": ClassName, "message"}``, with ``kind``, the nearest class of
+    :mod:`mmstore.errors`, for a plugin's own error (a client without the plugin raises
+    that one), and ``record``, ``field`` and ``problem`` for a record's error."""
     body: dict[str, Any] = {"error": type(e).__name__, "message": str(e)}
+    known = next((c for c in type(e).__mro__ if c.__module__ == "mmstore.errors"), None)
+    if isinstance(e, MMStoreError) and known is not None and known is not type(e):
+        body["kind"] = known.__name__
     if isinstance(e, RecordError):
         body["record"] = jsonable(e.record_id)
         if e.field:
             body["field"] = e.field
+        body["problem"] = e.problem
     return body

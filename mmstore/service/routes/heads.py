@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from fastapi import APIRouter
@@ -18,24 +19,13 @@ router = APIRouter(tags=["heads"], responses=ERRORS)
 @router.post("/collections/{c}/heads", status_code=202, dependencies=[need("write")])
 def train_head(c: str, body: TrainBody, s: Service = SERVICE) -> dict[str, str]:
     """Start training a head as a background job; poll ``GET /jobs/{id}``."""
-    options = dict(body.model_extra or {})
+    options = decode_values(dict(body.model_extra or {}))
     s.call(lambda: s.col(c))  # an unknown collection is a 404 now, not a failed job
 
     def run() -> dict[str, Any]:
         with s.lock:
-            r = s.col(c).train_head(body.name, body.kind, **options)
-        return jsonable(
-            {
-                "name": r.name,
-                "kind": r.kind,
-                "path": r.path,
-                "classes": r.classes,
-                "metrics": r.metrics,
-                "best_epoch": r.best_epoch,
-                "split_rows": r.split_rows,
-                "excluded": r.excluded,
-            }
-        )
+            report = s.col(c).train_head(body.name, body.kind, **options)
+        return jsonable(asdict(report))  # the client rebuilds the HeadReport from it
 
     job = s.jobs.submit("train_head", run)
     return {"job": job.id}

@@ -10,7 +10,14 @@ from fastapi import APIRouter
 
 from mmstore.service import limits
 from mmstore.service.context import SERVICE, Service, need, validation
-from mmstore.service.models import ERRORS, HitsOut, ManyHitsOut, SearchBody, SearchManyBody
+from mmstore.service.models import (
+    ERRORS,
+    HitsOut,
+    ManyHitsOut,
+    SearchBody,
+    SearchManyBody,
+    WireArray,
+)
 from mmstore.service.wire import decode_values, jsonable
 
 router = APIRouter(tags=["search"], responses=ERRORS, dependencies=[need("read")])
@@ -28,12 +35,12 @@ def search(c: str, body: SearchBody, s: Service = SERVICE) -> Any:
         raise validation("values", f"{sorted(clash)} are search arguments, not fields")
     values = decode_values(body.values)
     limits.check_query(values, s.modalities(c), s.settings)
-    vector = None if body.vector is None else np.asarray(body.vector, np.float32)
+    vector = None if body.vector is None else _vector(body.vector)
     hits = s.call(
         lambda: s.col(c).search(
             target=body.target,
             k=body.k,
-            where=body.where,
+            where=decode_values(body.where),
             vector=vector,
             record=body.record,
             fusion=body.fusion,
@@ -50,14 +57,27 @@ def search_many(c: str, body: SearchManyBody, s: Service = SERVICE) -> Any:
     """``Collection.search_many``: ``vectors`` (a list of rows) or one field's list of
     ``values``, at most ``max_batch`` queries; hits for each query, in order."""
     s.check_k(body.k)
-    s.too_many("queries", len(body.vectors or []) + sum(map(len, body.values.values())))
+    vectors = body.vectors.value() if isinstance(body.vectors, WireArray) else body.vectors
+    s.too_many("queries", _rows(vectors) + sum(map(len, body.values.values())))
     values = decode_values(body.values)
     for name, batch in values.items():
         for value in batch:
             limits.check_query({name: value}, s.modalities(c), s.settings)
     batches = s.call(
         lambda: s.col(c).search_many(
-            body.vectors, target=body.target, k=body.k, where=body.where, **values
+            vectors, target=body.target, k=body.k, where=decode_values(body.where), **values
         )
     )
     return {"results": [{"hits": [jsonable(asdict(h)) for h in hits]} for hits in batches]}
+
+
+def _vector(given: list[float] | WireArray) -> np.ndarray:
+    """A body's ``vector`` (a JSON list or an ``$array``) as float32."""
+    with np.errstate(over="ignore"):  # past float32's range is infinite: refused as such
+        return np.asarray(given.value() if isinstance(given, WireArray) else given, np.float32)
+
+
+def _rows(vectors: list[list[float]] | np.ndarray | None) -> int:
+    if isinstance(vectors, np.ndarray):
+        return len(vectors) if vectors.ndim else 1
+    return len(vectors or [])

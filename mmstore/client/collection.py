@@ -182,7 +182,8 @@ def _vector_form(vectors: Any) -> Any:
     import numpy as np
 
     try:
-        return np.asarray(vectors, dtype=np.float32)
+        with np.errstate(over="ignore"):  # past float32's range: the service refuses inf
+            return np.asarray(vectors, dtype=np.float32)
     except (TypeError, ValueError):  # the service says what is wrong with it
         return vectors
 

@@ -129,7 +129,9 @@ class CollectionAPI(Protocol):
 
     def heads(self) -> list[dict[str, Any]]: ...
 
-    def predict(self, name: str, records: Any) -> list[dict[str, Any]]: ...
+    def predict(
+        self, name: str, records: Any, *, on_error: Literal["raise", "skip"] = "raise"
+    ) -> list[dict[str, Any]]: ...
 
     def ingest(
         self, records: Any, *, on_error: Literal["raise", "skip"] = "raise"

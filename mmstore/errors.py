@@ -137,9 +137,9 @@ class StoreLockedError(MMStoreError, RuntimeError):
     def __init__(self, path: str, holder: str) -> None:
         self.path, self.holder = path, holder
         super().__init__(
-            f"store {path!r} is locked for writing by {holder}; close that process, "
-            "open read-only (mmstore.open(path, read_only=True)), or send writes to the "
-            "service that holds it"
+            f"store {path!r} is locked for writing by {holder}; DuckDB lets no other "
+            "process in while one writes (read-only opens included): close that process, "
+            "or go through the service that holds it (the CLI does so by itself)"
         )
 
 

@@ -172,8 +172,9 @@ def test_info_and_gc(tmp_path: Path) -> None:
 
 
 def test_a_store_held_by_a_service_is_named(tmp_path: Path) -> None:
-    """Another process holds the store for writing and says so in service.json: every verb
-    that opens it names the service's address (one line, exit code 1)."""
+    """Another process holds the store for writing and service.json names a service that
+    does not answer: every verb that opens it names the service's address (one line, exit
+    code 1); the read verbs tried that service first."""
     from mmstore.service.serve import SERVICE_FILE
 
     with mmstore.open(tmp_path / "s") as store:
@@ -190,8 +191,9 @@ def test_a_store_held_by_a_service_is_named(tmp_path: Path) -> None:
 
 def test_serve_holds_the_store_and_says_so(tmp_path: Path) -> None:
     """``mmstore serve`` in its own process: service.json names it while it runs, the CLI
-    names it to a second process, writes go through HTTP, and on SIGINT the service closes
-    the store and removes service.json."""
+        names it to a second process for a verb of the store itself (read verbs go through the
+    service: tests/test_cli_service.py), writes go through HTTP, and on SIGINT the service closes
+        the store and removes service.json."""
     import signal
     import time
 
@@ -215,8 +217,10 @@ def test_serve_holds_the_store_and_says_so(tmp_path: Path) -> None:
                 assert proc.poll() is None and time.monotonic() < deadline
                 time.sleep(0.2)
         assert json.loads((path / "service.json").read_text())["url"] == url
-        held = run("collections", str(path))
+        held = run("verify", str(path))  # a verb of the store itself, not of the service
         assert held.returncode == 1 and f"the mmstore service at {url} holds it" in held.stderr
+        through = run("collections", str(path))  # a read verb: through the service
+        assert through.returncode == 0 and through.stdout == "\n", through.stderr
         vec = {"e": {"encoder": "precomputed", "modality": "vector", "dim": 2}}
         r = httpx.post(f"{url}/collections", json={"name": "c", "encoders": vec})
         assert r.status_code == 201, r.text

@@ -10,8 +10,9 @@ from typing import Any
 import click
 
 from mmstore.cli.common import errors, json_arg
+from mmstore.cli.target import collection as find_collection
+from mmstore.cli.target import modalities, service_options
 from mmstore.errors import InvalidInputError
-from mmstore.store import open as open_store
 
 
 @click.command()
@@ -26,6 +27,7 @@ from mmstore.store import open as open_store
 @click.option("--target", default=None, help="Retrieval: the target field.")
 @click.option("--options", default="{}", help="JSON: more options, e.g. '{\"epochs\": 50}'.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@service_options
 @errors
 def train(
     path: Path,
@@ -39,6 +41,8 @@ def train(
     target: str | None,
     options: str,
     as_json: bool,
+    url: str | None,
+    key: str | None,
 ) -> None:
     """Train head NAME on COLLECTION's stored embeddings and save it in the store."""
     extra = json_arg("--options", options)
@@ -50,8 +54,8 @@ def train(
             extra["inputs"] = [s.strip() for s in inputs.split(",") if s.strip()]
     else:
         extra |= {k: v for k, v in (("query", query), ("target", target)) if v is not None}
-    with open_store(path) as store:
-        report = store.collection(collection).train_head(name, kind, **extra)
+    with find_collection(path, collection, write=True, url=url, key=key) as col:
+        report = col.train_head(name, kind, **extra)
     if as_json:
         click.echo(json.dumps({"name": report.name, "kind": report.kind,
                                "path": str(report.path), "metrics": report.metrics},
@@ -77,6 +81,7 @@ def train(
     help="Predict the records that can be; list the others with why (exit code 0).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@service_options
 @errors
 def predict(
     path: Path,
@@ -86,13 +91,13 @@ def predict(
     file: Path | None,
     skip_bad: bool,
     as_json: bool,
+    url: str | None,
+    key: str | None,
 ) -> None:
     """Predict with head NAME for stored records (--ids) or new ones (--file)."""
     bad_lines: list[str] | None = [] if skip_bad else None
-    with open_store(path, read_only=True) as store:
-        col = store.collection(collection)
-        modalities = {n: f.modality.name for n, f in col.fields.items()}
-        records = _predict_inputs(ids, file, bad_lines, modalities)
+    with find_collection(path, collection, write=False, url=url, key=key) as col:
+        records = _predict_inputs(ids, file, bad_lines, modalities(col))
         for line in bad_lines or []:
             click.echo(f"skipped: {line}", err=True)
         out = col.predict(name, records, on_error="skip" if skip_bad else "raise")
@@ -126,11 +131,12 @@ def _predict_inputs(
 @click.argument("path", type=click.Path(path_type=Path))
 @click.argument("collection")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@service_options
 @errors
-def heads(path: Path, collection: str, as_json: bool) -> None:
+def heads(path: Path, collection: str, as_json: bool, url: str | None, key: str | None) -> None:
     """List COLLECTION's heads with their metrics, and whether each is stale."""
-    with open_store(path, read_only=True) as store:
-        rows = store.collection(collection).heads()
+    with find_collection(path, collection, write=False, url=url, key=key) as col:
+        rows = col.heads()
     if as_json:
         click.echo(json.dumps(rows, default=str, indent=2))
         return

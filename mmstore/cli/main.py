@@ -22,6 +22,8 @@ from mmstore.cli import keys as cli_keys
 from mmstore.cli import records as cli_records
 from mmstore.cli import serve as cli_service
 from mmstore.cli.common import errors, json_arg
+from mmstore.cli.target import collection as find_collection
+from mmstore.cli.target import service_options, where
 from mmstore.plugin.manager import PluginHost
 from mmstore.plugin.modality import option_defaults
 from mmstore.storage import migrations as migrate
@@ -221,11 +223,12 @@ def migrate_cmd(path: Path) -> None:
 @cli.command()
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@service_options
 @errors
-def collections(path: Path, as_json: bool) -> None:
+def collections(path: Path, as_json: bool, url: str | None, key: str | None) -> None:
     """List the collections of the store at PATH."""
-    with open_store(path, read_only=True) as store:
-        names = store.collections()
+    with where(path, write=False, url=url, key=key) as found:
+        names = found.collections()
     click.echo(json.dumps(names) if as_json else "\n".join(names))
 
 
@@ -233,11 +236,12 @@ def collections(path: Path, as_json: bool) -> None:
 @click.argument("path", type=click.Path(path_type=Path))
 @click.argument("collection")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@service_options
 @errors
-def info(path: Path, collection: str, as_json: bool) -> None:
+def info(path: Path, collection: str, as_json: bool, url: str | None, key: str | None) -> None:
     """Counts, fields, encoders, spaces, index kinds and index file sizes of a collection."""
-    with open_store(path, read_only=True) as store:
-        data = store.collection(collection).info()
+    with find_collection(path, collection, write=False, url=url, key=key) as col:
+        data = col.info()
     if as_json:
         click.echo(json.dumps(data, indent=2, default=str))
         return

@@ -11,10 +11,14 @@ from typing import Any
 
 import click
 
+from mmstore.api import CollectionAPI
 from mmstore.cli.common import errors, json_arg
 from mmstore.cli.preview import preview
+from mmstore.cli.target import collection as find_collection
+from mmstore.cli.target import modalities, service_options
+from mmstore.collection import Collection
 from mmstore.errors import InvalidInputError, RecordError
-from mmstore.store import open as open_store
+from mmstore.ingest.report import OnError
 
 
 @click.command()
@@ -44,6 +48,7 @@ from mmstore.store import open as open_store
 )
 @click.option("--address", default=None, help="Ray: the cluster to join [a new local one].")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@service_options
 @errors
 def ingest(
     path: Path,
@@ -57,6 +62,8 @@ def ingest(
     engine: str,
     address: str | None,
     as_json: bool,
+    url: str | None,
+    key: str | None,
 ) -> None:
     """Ingest SOURCE into COLLECTION: a .jsonl, .csv or .parquet file of records, or a
     folder of image or audio files (one record per file, its id the relative path without
@@ -68,27 +75,30 @@ def ingest(
     problems: list[str] | None = [] if skip_bad else None
     lines = LineNumbers(source)  # names records by line (JSON Lines only)
     ignored = 0
-    with open_store(path) as store:
-        col = store.collection(collection)
+    with find_collection(path, collection, write=True, url=url, key=key) as col:
         if source.is_dir():
             scan, records = folder_records(
-                source, col.fields, only=field, sidecar=sidecar, problems=problems
-            )
+                source, _local(col, "a folder").fields, only=field, sidecar=sidecar,
+                problems=problems,
+            )  # fmt: skip
             ignored, chunk_size = scan.ignored, chunk_size or 256
         elif field or sidecar:
             raise InvalidInputError("--field and --sidecar go with a folder of files")
         else:
-            modalities = {n: f.modality.name for n, f in col.fields.items()}
-            records = read_records(source, problems, lines, modalities)
+            records = read_records(source, problems, lines, modalities(col))
+        on_error: OnError = "skip" if skip_bad else "raise"
         try:
-            report = col.ingest(
-                records,
-                on_error="skip" if skip_bad else "raise",
-                progress=progress,
-                chunk_size=chunk_size or 4096,
-                engine=engine,
-                address=address,
-            )
+            if engine != "local" or isinstance(col, Collection):
+                report = _local(col, f"--engine {engine}").ingest(
+                    records,
+                    on_error=on_error,
+                    progress=progress,
+                    chunk_size=chunk_size or 4096,
+                    engine=engine,
+                    address=address,
+                )
+            else:
+                report = col.ingest(records, on_error=on_error)
         except RecordError as e:
             where = lines.where(e.record_id, e.field)
             if where == e.record_id:
@@ -123,6 +133,7 @@ def ingest(
 @click.option("-k", default=10, show_default=True)
 @click.option("--where", default=None, help='JSON filter, e.g. \'{"label": "x"}\'.')
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@service_options
 @errors
 def search(
     path: Path,
@@ -137,6 +148,8 @@ def search(
     k: int,
     where: str | None,
     as_json: bool,
+    url: str | None,
+    key: str | None,
 ) -> None:
     """Search COLLECTION with text, an image or audio file, or a stored record; several
     at once fuse by reciprocal rank."""
@@ -145,8 +158,8 @@ def search(
         values["image"] = image.read_bytes()
     if audio is not None:
         values["audio"] = audio.read_bytes()
-    with open_store(path, read_only=True) as store:
-        hits = store.collection(collection).search(
+    with find_collection(path, collection, write=False, url=url, key=key) as col:
+        hits = col.search(
             target=target,
             k=k,
             record=record_id,
@@ -159,6 +172,16 @@ def search(
         return
     for h in hits:
         click.echo(f"{h.score:.4f}  {h.id}  {preview(h, show)}")
+
+
+def _local(col: CollectionAPI, what: str) -> Collection:
+    """The collection itself, for what only runs beside the store (not over HTTP)."""
+    if not isinstance(col, Collection):
+        raise InvalidInputError(
+            f"{what} is ingested beside the store, not through the service that holds it; "
+            "stop the service, or ingest a .jsonl, .csv or .parquet file of records"
+        )
+    return col
 
 
 #: the commands this module adds to the ``mmstore`` group

@@ -162,9 +162,11 @@ class RemoteCollection:
         job: str = self.client.request("POST", f"{self._path}/heads", json=body)["job"]
         return job
 
-    def predict(self, name: str, records: Any) -> list[dict[str, Any]]:
+    def predict(
+        self, name: str, records: Any, *, on_error: Literal["raise", "skip"] = "raise"
+    ) -> list[dict[str, Any]]:
         items = [records] if isinstance(records, str | int | Mapping) else list(records)
-        body = wire.encode({"records": items})
+        body = wire.encode({"records": items, "on_error": on_error})
         rows: list[dict[str, Any]] = self.client.request(
             "POST", f"{self._path}/heads/{name}/predict", json=body
         )["predictions"]

@@ -81,6 +81,7 @@ class TrainBody(BaseModel):
 class PredictBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     records: list[str | int | dict[str, Any]]
+    on_error: Literal["raise", "skip"] = "raise"
 
 
 class IngestReportOut(BaseModel):

@@ -54,4 +54,5 @@ def predict(c: str, name: str, body: PredictBody, s: Service = SERVICE) -> dict[
     records = decode_values(body.records)
     news = [r for r in records if isinstance(r, dict)]
     limits.check_records(news, s.modalities(c), s.settings, skip=False)
-    return {"predictions": jsonable(s.call(lambda: s.col(c).predict(name, records)))}
+    out = s.call(lambda: s.col(c).predict(name, records, on_error=body.on_error))
+    return {"predictions": jsonable(out)}

@@ -265,13 +265,15 @@ class Collection:
 
     def info(self) -> dict[str, Any]:
         """Counts, fields (encoder, space), and each field's index kind, parameters and file
-        size."""
+        size; ``missing``: the fields whose plugin is not installed here, and what to
+        install."""
         out: dict[str, Any] = {"name": self.name, "records": len(self), "fields": []}
         for f in self.active.values():
             index = self.indexes.get(f)
             sizes = {"index_file_bytes": self.indexes.file_bytes(f)}
             row = describe(f) | {"vectors": index.live, "index": index.params() | sizes}
             out["fields"].append(row)
+        out["missing"] = [m.describe() for m in self.state.missing.values()]
         return out
 
     def verify(self) -> list[dict[str, Any]]:

@@ -288,6 +288,20 @@ class UnusableVectorsError(EncoderError):
         )
 
 
+class MissingPluginError(MMStoreError, LookupError):
+    """A field's encoder or modality comes from a plugin not installed here: the collection
+    opens with its other fields, and this one is refused by name until it is installed."""
+
+    http_status = 503
+
+    def __init__(self, collection: str, field: str, install: str) -> None:
+        self.collection, self.field, self.install = collection, field, install
+        super().__init__(
+            f"field {field!r} of collection {collection!r} cannot be used here: {install}; "
+            "its stored vectors and sources are kept, and the other fields work meanwhile"
+        )
+
+
 class ServiceUnavailableError(MMStoreError, ConnectionError):
     """The client could not reach the service (refused, timed out, or cut off)."""
 

@@ -4,17 +4,19 @@ and the handles of the store that holds it. The services take this, not the Coll
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
 from mmstore.config import CollectionConfig, CollectionContext
-from mmstore.encoding.fields import Field, active_field, build_field, build_fields, stored_keys
+from mmstore.encoding.fields import Field, active_field, build_field, stored_identity, stored_keys
 from mmstore.encoding.fitted import load_states
-from mmstore.errors import EncoderChangedError, MMStoreError
+from mmstore.encoding.missing import MissingField
+from mmstore.errors import EncoderChangedError, MMStoreError, UnknownNameError
 from mmstore.index.collection import CollectionIndexes
 from mmstore.index.hitcache import HitCache
+from mmstore.plugin.encoder import EncoderIdentity
 from mmstore.plugin.events import Event
 from mmstore.plugin.manager import PluginHost
 from mmstore.storage.catalog import Catalog
@@ -38,7 +40,7 @@ class CollectionState:
 
     def __init__(self, store: StoreHandles, name: str, config: CollectionConfig) -> None:
         self.store, self.name, self.config = store, name, config
-        self.fields = build_fields(config, store.plugins, store.media)
+        self.fields, self.missing = self._build(config)
         self.context = CollectionContext(
             name,
             MappingProxyType({n: f.modality.name for n, f in self.fields.items()}),
@@ -53,6 +55,39 @@ class CollectionState:
 
     def __repr__(self) -> str:
         return f"<CollectionState {self.name!r} fields={sorted(self.fields)}>"
+
+    def _build(self, config: CollectionConfig) -> tuple[dict[str, Field], dict[str, MissingField]]:
+        """The fields that can be built here, and those whose plugin is missing (a field of
+        a new collection that cannot be built is an error of its configuration)."""
+        fields: dict[str, Field] = {}
+        missing: dict[str, MissingField] = {}
+        keys: dict[str, str] | None = None
+        idents: dict[str, EncoderIdentity | None] = {}
+        for name, spec in config.fields.items():
+            try:
+                fields[name] = build_field(
+                    name, spec, self.store.plugins, self.store.media, config.options
+                )
+            except UnknownNameError as e:
+                if e.kind not in ("encoder", "modality"):
+                    raise
+                if keys is None:
+                    with self.store.catalog.reading() as conn:
+                        keys = stored_keys(conn, self.name)
+                        idents = {k: stored_identity(conn, v) for k, v in keys.items()}
+                if name not in keys:
+                    raise
+                missing[name] = MissingField(
+                    self.name, name, spec.modality, spec.encoder, idents[name], str(e)
+                )
+        return fields, missing
+
+    def no_field(self, name: str, among: Iterable[str], hint: str = "") -> MMStoreError:
+        """The error for a field ``name`` that cannot be used: its plugin is missing, or
+        there is no such field (``among`` lists those there are)."""
+        if name in self.missing:
+            return self.missing[name].error()
+        return UnknownNameError("field", name, among, hint=hint)
 
     def refresh_active(self) -> None:
         """Read which encoder identity serves each field (the catalog's active key) and

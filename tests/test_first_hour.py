@@ -268,3 +268,51 @@ def test_predict_skips_what_it_cannot_predict_and_says_why(store: mmstore.Store)
     assert "none of the head's inputs" in out[3]["error"]
     with pytest.raises(InvalidInputError, match="on_error"):
         col.predict("clf", ["p1"], on_error="ignore")  # type: ignore[arg-type]
+
+
+# -- schema item 3: a collection whose plugin is missing --------------------------------------
+def test_a_missing_plugin_leaves_the_other_fields_usable(tmp_path: Path) -> None:
+    """Made with the fake plugin's ``hash_text``, reopened without it: the vector field
+    still ingests, searches, trains and deletes; the text field is refused by name with the
+    plugin and version the catalog recorded; nothing stored is lost; with the plugin back,
+    everything is there (the record deleted meanwhile too is gone from the text index).
+    Bad inputs: a new record with text, an update of a record that has text (which would
+    drop its vector), a search of the text field, a text query value, a head on it."""
+    from click.testing import CliRunner
+
+    from mmstore.cli.main import cli
+
+    path = tmp_path / "s"
+    with mmstore.open(path, plugins=[FakePlugin()]) as store:
+        col = store.create_collection("products", encoders=TWO)
+        col.ingest([{"id": "a", "text": "red shoe", "emb": [1, 0, 0, 0]}, {"id": "b", "text": "x"}])
+    with mmstore.open(path) as store:  # no FakePlugin: hash_text is unknown here
+        col = store.collection("products")
+        (missing,) = col.info()["missing"]
+        assert missing["field"] == "text" and missing["plugin"] == "mmstore.testing.FakePlugin"
+        assert "install plugin 'mmstore.testing.FakePlugin'" in missing["missing"]
+        report = col.ingest(
+            [{"id": "c", "emb": [0, 1, 0, 0]}, {"id": "d", "text": "new"}], on_error="skip"
+        )
+        assert report.written == 1 and [(r.id, r.field) for r in report.rejected] == [("d", "text")]
+        assert "encoder 'hash_text' version 1" in report.rejected[0].reason
+        with pytest.raises(mmstore.RecordError, match="an update would drop") as err:
+            col.ingest([{"id": "a", "emb": [1, 1, 0, 0]}])
+        assert err.value.field == "text"
+        assert col.search(vector=[1, 0, 0, 0], target="emb", k=1)[0].id == "a"
+        with pytest.raises(mmstore.MissingPluginError, match="field 'text'.*hash_text"):
+            col.search(record="a", target="text")
+        with pytest.raises(mmstore.MissingPluginError):
+            col.search(text="red", target="emb")
+        with pytest.raises(mmstore.MissingPluginError):
+            col.train_head("clf", inputs=["text"])
+        assert col.delete("b") == 1
+    shown = CliRunner().invoke(cli, ["info", str(path), "products"])
+    assert shown.exit_code == 0, shown.output
+    assert "text" in shown.output and "not usable here" in shown.output
+    assert "install plugin 'mmstore.testing.FakePlugin'" in shown.output
+    with mmstore.open(path, plugins=[FakePlugin()]) as store:
+        col = store.collection("products")
+        assert col.info()["missing"] == [] and len(col) == 2
+        assert col.get("a")[0]["id"] == "a"
+        assert col.search(text="red shoe", target="text", k=5).ids == ["a"]

@@ -256,6 +256,9 @@ def info(path: Path, collection: str, as_json: bool, url: str | None, key: str |
             f"  {'':<12} index {ix['kind']}: {ix['live']} live of {ix['size']}, "
             f"{ix['index_file_bytes']:,} bytes on disk"
         )
+    for m in data.get("missing", []):
+        click.echo(f"  {m['field']:<12} {m['modality']:<8} {m['encoder']}: not usable here")
+        click.echo(f"  {'':<12} {m['missing']}")
 
 
 @cli.command()

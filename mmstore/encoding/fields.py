@@ -223,11 +223,29 @@ def active_field(
         return current
     if serving is not None and serving.key == key:
         return serving
+    identity = stored_identity(conn, key)
+    if identity is None:
+        raise ConfigError(f"field {current.name!r}: encoder identity {key} is not in the catalog")
+    modality = current.modality
+    try:
+        cls = plugins.encoder_class(identity.name)
+        if cls.version == identity.version:
+            encoder = cls(**identity.params)
+            rebuilt = identify(encoder, plugins, current.name)
+            if rebuilt.key == key:
+                return Field(current.name, modality, encoder, rebuilt)
+    except MMStoreError:
+        pass
+    return Field(current.name, modality, RetiredEncoder(identity), identity)
+
+
+def stored_identity(conn: Connection, key: str) -> EncoderIdentity | None:
+    """The encoder identity the catalog recorded under ``key``, if it did."""
     rows = conn.execute(sa.select(schema.encoders).where(schema.encoders.c.key == key)).all()
     if not rows:
-        raise ConfigError(f"field {current.name!r}: encoder identity {key} is not in the catalog")
+        return None
     row = rows[0]
-    identity = EncoderIdentity(
+    return EncoderIdentity(
         name=row.name,
         version=row.version,
         params=json.loads(row.params),
@@ -237,14 +255,3 @@ def active_field(
         metric=row.metric,
         space=row.space,
     )
-    modality = current.modality
-    try:
-        cls = plugins.encoder_class(row.name)
-        if cls.version == row.version:
-            encoder = cls(**identity.params)
-            rebuilt = identify(encoder, plugins, current.name)
-            if rebuilt.key == key:
-                return Field(current.name, modality, encoder, rebuilt)
-    except MMStoreError:
-        pass
-    return Field(current.name, modality, RetiredEncoder(identity), identity)

@@ -60,7 +60,7 @@ def train_head(
     opts: ClassifierOptions = parse_options(ClassifierOptions, kind, options)
     for f in opts.inputs:
         if f not in col.active:
-            raise UnknownNameError("field", f, col.active, hint=f"collection {col.name!r}")
+            raise col.no_field(f, col.active, hint=f"collection {col.name!r}")
     from mmstore.datasets.aligned import build_dataset
 
     sweep(col)

@@ -205,8 +205,7 @@ def parse_request(name: str, options: dict[str, Any], engine: str) -> Classifier
 
 def check_inputs(col: CollectionState, inputs: Sequence[str]) -> None:
     """Every input is an active field of the collection (UnknownNameError otherwise)."""
-    from mmstore.errors import UnknownNameError
 
     for f in inputs:
         if f not in col.active:
-            raise UnknownNameError("field", f, col.active, hint=f"collection {col.name!r}")
+            raise col.no_field(f, col.active, hint=f"collection {col.name!r}")

@@ -1,5 +1,6 @@
 """Which stored vectors a chunk's changed records keep, which they drop, and which fields
-of which records need encoding; and the same plan without the records an encoder rejected."""
+of which records need encoding; the same plan without the records an encoder rejected; and
+the records that may not change while a field's plugin is missing."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from mmstore.encoding.missing import MissingField
+from mmstore.errors import RecordError
 from mmstore.ingest import records as rec
 
 #: per stored record id: its content hash, and per field its (source hash, encoder key, vid)s
@@ -55,3 +58,19 @@ def without(
         if name in vectors:
             kept_vectors[name] = vectors[name][keep]
     return [p for p, b in zip(changed, bad, strict=True) if not b], kept_todo, kept_vectors
+
+
+def missing_vectors(
+    rid: str, existing: Stored, missing: Mapping[str, MissingField]
+) -> RecordError | None:
+    """Why record ``rid`` cannot be rewritten now: it is stored with a vector of a field
+    whose plugin is missing, which the rewrite would drop (None when it is not)."""
+    held = [f for f in existing.get(rid, ("", {}))[1] if f in missing]
+    if not held:
+        return None
+    return RecordError(
+        rid,
+        held[0],
+        "the stored record has a vector of this field, which an update would drop; "
+        + missing[held[0]].install,
+    )

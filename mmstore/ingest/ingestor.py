@@ -23,7 +23,7 @@ from mmstore.index.commit import after_commit
 from mmstore.index.hitcache import RecordRow
 from mmstore.ingest import records as rec
 from mmstore.ingest import sources, writes
-from mmstore.ingest.changes import Stored, plan_vectors, without
+from mmstore.ingest.changes import Stored, missing_vectors, plan_vectors, without
 from mmstore.ingest.pending import Pending
 from mmstore.ingest.report import (
     GivenVector,
@@ -116,6 +116,7 @@ class Ingestor:
         existing = self._existing(conn, [p.id for p in prepared])
         changed = [p for p in prepared if existing.get(p.id, (None, {}))[0] != p.content_hash]
         report.unchanged += len(prepared) - len(changed)
+        changed = self._keeping_missing(changed, existing, report)
         if not changed:
             return
         drop, todo = self._plan(changed, existing)
@@ -142,6 +143,7 @@ class Ingestor:
             existing = self._existing(conn, [p.id for p in prepared])
         changed = [p for p in prepared if existing.get(p.id, (None, {}))[0] != p.content_hash]
         report.unchanged += len(prepared) - len(changed)
+        changed = self._keeping_missing(changed, existing, report)
         needed: list[list[str]] = [[] for _ in changed]
         for name, rows in self._plan(changed, existing)[1].items():
             for i in rows:
@@ -166,6 +168,7 @@ class Ingestor:
                         "merge the duplicates or ingest them in separate calls",
                     )
                 self.seen.add(rid)
+                self._check_missing(rid, raw)
                 rec.check_keys(rid, raw, self.col.fields)
                 shaped.append({**raw, "id": rid})
             except RecordError as e:
@@ -181,6 +184,26 @@ class Ingestor:
             for name, value in p.values.items():
                 p.sources[name] = self.col.fields[name].modality.to_source(value)
         return [p.finish() for p in kept]
+
+    def _check_missing(self, rid: str, raw: Mapping[str, Any]) -> None:
+        """A value for a field whose plugin is not installed names what to install."""
+        for name, missing in self.col.missing.items():
+            if raw.get(name) is not None:
+                raise RecordError(rid, name, missing.install)
+
+    def _keeping_missing(
+        self, changed: list[rec.Prepared], existing: Stored, report: IngestReport
+    ) -> list[rec.Prepared]:
+        """The changed records, less those whose update would drop a vector of a field
+        whose plugin is missing (each refused by name)."""
+        kept = []
+        for p in changed:
+            error = missing_vectors(p.id, existing, self.col.missing)
+            if error is None:
+                kept.append(p)
+            else:
+                self._reject(report, error)
+        return kept
 
     def _standard(self, raw: dict[str, Any], report: IngestReport) -> rec.Prepared | None:
         """The record's id, label, timestamp and metadata, checked."""

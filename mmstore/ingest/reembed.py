@@ -81,7 +81,7 @@ class Reembedder:
     def run(self, name: str, encoder: Mapping[str, Any] | str | None) -> ReembedReport:
         start = time.perf_counter()
         if name not in self.col.fields:
-            raise UnknownNameError("field", name, self.col.fields)
+            raise self.col.no_field(name, self.col.fields)
         if self.engine not in ENGINES:
             raise UnknownNameError("engine", self.engine, ENGINES)
         if encoder is not None:

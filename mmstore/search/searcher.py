@@ -161,7 +161,7 @@ class Searcher:
         fields = self.col.active
         if target is not None:
             if target not in fields:
-                raise UnknownNameError("field", target, fields)
+                raise self.col.no_field(target, fields)
             return fields[target]
         if len(fields) == 1:
             return next(iter(fields.values()))
@@ -271,6 +271,8 @@ class Searcher:
         other += [f for f in fields.values() if f.modality.name == name]
         if other:
             return other[0]
+        if name in self.col.missing:
+            raise self.col.missing[name].error()
         modalities = sorted({f.modality.name for f in fields.values()})
         if name in self.col.store.plugins.modalities:
             raise SpaceMismatchError(

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mmstore.encoding.fields import Field
-from mmstore.errors import InvalidInputError, NotFoundError, UnknownNameError
+from mmstore.errors import InvalidInputError, NotFoundError
 from mmstore.hits import Hits
 from mmstore.search import stored
 from mmstore.search.allowed import AllowedVids
@@ -73,7 +73,7 @@ class HeadSearch:
         names = f"query field {served.query!r} and target field {served.target!r}"
         if target is not None and target != served.target:
             if target not in self.col.active:
-                raise UnknownNameError("field", target, self.col.active)
+                raise self.col.no_field(target, self.col.active)
             raise InvalidInputError(
                 f"head {head!r} has {names}; search it with target={served.target!r}, "
                 f"not {target!r}"

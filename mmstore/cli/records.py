@@ -18,7 +18,7 @@ from mmstore.cli.target import collection as find_collection
 from mmstore.cli.target import modalities, service_options
 from mmstore.collection import Collection
 from mmstore.errors import InvalidInputError, RecordError
-from mmstore.ingest.report import OnError
+from mmstore.ingest.report import IngestReport, OnError
 
 
 @click.command()
@@ -87,18 +87,9 @@ def ingest(
         else:
             records = read_records(source, problems, lines, modalities(col))
         on_error: OnError = "skip" if skip_bad else "raise"
+        run = {"progress": progress, "chunk_size": chunk_size or 4096, "engine": engine}
         try:
-            if engine != "local" or isinstance(col, Collection):
-                report = _local(col, f"--engine {engine}").ingest(
-                    records,
-                    on_error=on_error,
-                    progress=progress,
-                    chunk_size=chunk_size or 4096,
-                    engine=engine,
-                    address=address,
-                )
-            else:
-                report = col.ingest(records, on_error=on_error)
+            report = _run_ingest(col, records, on_error, run | {"address": address})
         except RecordError as e:
             where = lines.where(e.record_id, e.field)
             if where == e.record_id:
@@ -172,6 +163,15 @@ def search(
         return
     for h in hits:
         click.echo(f"{h.score:.4f}  {h.id}  {preview(h, show)}")
+
+
+def _run_ingest(
+    col: CollectionAPI, records: Any, on_error: OnError, run: dict[str, Any]
+) -> IngestReport:
+    """Ingest beside the store with the run options, or through the service."""
+    if run["engine"] != "local" or isinstance(col, Collection):
+        return _local(col, f"--engine {run['engine']}").ingest(records, on_error=on_error, **run)
+    return col.ingest(records, on_error=on_error)
 
 
 def _local(col: CollectionAPI, what: str) -> Collection:

@@ -19,6 +19,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def answers(url: str) -> bool:
+    """Whether a service answers ``/health`` at ``url`` now."""
+    try:
+        return httpx.get(f"{url}/health", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 @contextlib.contextmanager
 def running(app: Any) -> Iterator[str]:
     """Serve ``app`` until the block ends; yields its base URL once /health answers.

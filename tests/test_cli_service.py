@@ -18,14 +18,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from click.testing import CliRunner, Result
 
 import mmstore
 from mmstore.cli.main import cli as main
 from mmstore.service.keys import KeyStore
-from tests.servers import free_port
+from tests.servers import answers, free_port
 
 VEC = {"emb": {"encoder": "precomputed", "modality": "vector", "dim": 4}}
 
@@ -51,20 +50,13 @@ def held(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     proc = subprocess.Popen([*cmd, "--log-level", "warning"])
     try:
         deadline = time.monotonic() + 60
-        while not (path / "service.json").exists() or not _up(url):
+        while not (path / "service.json").exists() or not answers(url):
             assert proc.poll() is None and time.monotonic() < deadline, "service did not start"
             time.sleep(0.2)
         yield {"path": str(path), "url": url, "admin": admin, "reader": reader}
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=60)
-
-
-def _up(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/health", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> Result:

@@ -267,6 +267,8 @@ def test_search_by_text_vector_and_record(filled: CollectionAPI) -> None:
     assert filled.search(record="r2", target="emb", k=1)[0].label == "k0"
     many = filled.search_many(np.stack([center(0), center(1)]), target="emb", k=2)
     assert [h.label for h in many[0]] == ["k0", "k0"] and many[1][0].label == "k1"
+    sounds = filled.search_many(audio=[(tone(220.0), SR), wav(tone(440.0))], target="audio", k=1)
+    assert [hits[0].id for hits in sounds] == ["r0", "r9"]
 
 
 def test_search_errors_are_the_same_classes(filled: CollectionAPI) -> None:
@@ -301,6 +303,9 @@ def test_train_head_returns_its_report_and_predicts(filled: CollectionAPI) -> No
     assert [h["name"] for h in filled.heads()] == ["clf"]
     got = filled.predict("clf", ["v0", {"id": "new", "emb": center(1)}])
     assert [p["label"] for p in got] == ["k0", "k1"]
+    skipped = filled.predict("clf", ["v1", "ghost"], on_error="skip")
+    assert skipped[0]["label"] == "k1" and skipped[1]["label"] is None
+    assert skipped[1]["id"] == "ghost" and "no record" in skipped[1]["error"]
 
 
 def test_a_failed_training_raises_the_embedded_class(filled: CollectionAPI) -> None:

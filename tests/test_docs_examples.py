@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
 import soundfile as sf
@@ -30,7 +29,7 @@ from mmstore_openclip.testing import random_encoder
 from PIL import Image
 
 import mmstore
-from tests.servers import free_port
+from tests.servers import answers, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 FENCE = re.compile(r"^```(python|sh|bash)\n(.*?)^```", re.M | re.S)
@@ -220,7 +219,7 @@ def _readme_service(folder: Path, records: list[dict[str, Any]]) -> None:
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
-        while not _answers(url):
+        while not answers(url):
             assert proc.poll() is None and time.monotonic() < deadline, "serve did not start"
             time.sleep(0.2)
         for r in records:
@@ -233,13 +232,6 @@ def _readme_service(folder: Path, records: list[dict[str, Any]]) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=60)
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/health", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def test_readme_command_reference_matches_the_cli() -> None:

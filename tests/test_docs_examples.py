@@ -19,6 +19,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,12 +48,13 @@ BLOCKS = {
     "README.md:161": "run",
     "README.md:194": "reference",
     "docs/distributed.md:11": "pip install: the network",
-    "docs/distributed.md:15": "a Ray cluster at ray://head:10001 and s3:// (tests/test_ray_ingest.py)",
-    "docs/distributed.md:26": "starts a Ray cluster (tests/test_ray_ingest.py runs this path)",
+    "docs/distributed.md:15": "a cluster at ray://head:10001 and s3://: not here (the local"
+    " Ray ingest of its first line is tests/test_ray_ingest.py's)",
+    "docs/distributed.md:26": "run",  # in tests/test_ray_ingest.py, beside its Ray cluster
     "docs/encryption.md:11": "pip install: the network",
     "docs/encryption.md:15": "run",
     "docs/heads-distributed.md:22": "run",
-    "docs/heads-distributed.md:35": "starts a Ray cluster (tests/test_heads_ray.py runs it)",
+    "docs/heads-distributed.md:35": "run",  # in tests/test_heads_ray.py, beside its cluster
     "docs/plugins.md:50": "run",
     "docs/plugins.md:67": "run",
     "docs/plugins.md:191": "run",
@@ -275,20 +277,30 @@ def test_encryption_example_says_what_to_install(tmp_path: Path) -> None:
         os.chdir(ROOT)
 
 
+def vector_products(n: int = 60) -> list[dict[str, Any]]:
+    """Labelled records whose ``image`` and ``text`` fields hold 4-d vectors (separable)."""
+    rng = np.random.default_rng(0)
+    return [
+        {"id": f"r{i}", "label": f"k{i % 2}",
+         "image": (np.eye(4)[i % 2] + 0.1 * rng.random(4)).tolist(),
+         "text": (np.eye(4)[2 + i % 2] + 0.1 * rng.random(4)).tolist()}
+        for i in range(n)
+    ]  # fmt: skip
+
+
+def products_of_vectors(path: Path, ingest: bool = True) -> None:
+    """The docs' ``catalog.mms`` with collection ``products`` of two vector fields."""
+    vec = {"encoder": "precomputed", "modality": "vector", "dim": 4}
+    with mmstore.open(path) as store:
+        col = store.create_collection("products", encoders={"image": vec, "text": vec})
+        if ingest:
+            col.ingest(vector_products())
+
+
 def test_torchrun_example_trains_a_head(tmp_path: Path) -> None:
     """The torchrun command of docs/heads-distributed.md, two CPU ranks, on a store whose
     ``image`` and ``text`` fields hold vectors."""
-    vec = {"encoder": "precomputed", "modality": "vector", "dim": 4}
-    with mmstore.open(tmp_path / "catalog.mms") as store:
-        col = store.create_collection("products", encoders={"image": vec, "text": vec})
-        rng = np.random.default_rng(0)
-        col.ingest(
-            [
-                {"id": f"r{i}", "label": f"k{i % 2}", "image": np.eye(4)[i % 2] + 0.1 * rng.random(4),
-                 "text": np.eye(4)[2 + i % 2] + 0.1 * rng.random(4)}
-                for i in range(60)
-            ]
-        )  # fmt: skip
+    products_of_vectors(tmp_path / "catalog.mms")
     command = block("docs/heads-distributed.md:22", **{"--epochs 100": "--epochs 5"})
     args = command.replace("\\\n", " ").split()
     assert args[0] == "torchrun"
@@ -302,12 +314,20 @@ def test_torchrun_example_trains_a_head(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def geo(monkeypatch: pytest.MonkeyPatch) -> Any:
+def geo(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The example plugin, imported from its source folder and forgotten afterwards (so
+    that test_example_plugin imports it from where it installs it)."""
+
+    def forget() -> None:
+        for name in [m for m in sys.modules if m.split(".")[0] == "mmstore_geo"]:
+            del sys.modules[name]
+
+    forget()
     monkeypatch.syspath_prepend(str(GEO))
-    sys.modules.pop("mmstore_geo", None)
     import mmstore_geo
 
-    return mmstore_geo
+    yield mmstore_geo
+    forget()
 
 
 def test_plugin_guide_examples(tmp_path: Path, geo: Any) -> None:

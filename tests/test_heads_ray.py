@@ -192,3 +192,18 @@ def test_report_rebuilt_from_head_json(closed_store: Path) -> None:
     rebuilt = ray_train._report_from_disk(closed_store, "items", "clf")
     assert rebuilt.metrics == trained.metrics and rebuilt.files == trained.files
     assert rebuilt.history == trained.history and rebuilt.split_rows == trained.split_rows
+
+
+def test_the_docs_example_runs(
+    tmp_path: Path, ray_cluster: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/heads-distributed.md's ``train_head_ray`` example as written (5 epochs, not
+    100), on a store whose ``image`` and ``text`` fields hold vectors."""
+    from tests.test_docs_examples import block, products_of_vectors
+
+    monkeypatch.chdir(tmp_path)
+    products_of_vectors(tmp_path / "catalog.mms")
+    ns: dict[str, Any] = {}
+    exec(block("docs/heads-distributed.md:35", **{"epochs=100": "epochs=5"}), ns)
+    assert isinstance(ns["report"], HeadReport) and ns["report"].name == "category"
+    assert ns["report"].metrics["distributed"]["world_size"] == 2

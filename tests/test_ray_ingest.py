@@ -225,3 +225,23 @@ def test_cli_ingest_with_ray_engine(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.splitlines()[-1])["written"] == 30
+
+
+def test_the_docs_cli_example_runs(tmp_path: Path) -> None:
+    """docs/distributed.md's ``mmstore ingest ... --engine ray`` as written, joined to this
+    module's cluster with its ``--address``."""
+    from tests.test_docs_examples import block, products_of_vectors, vector_products
+
+    products_of_vectors(tmp_path / "catalog.mms", ingest=False)
+    rows = vector_products(12)
+    (tmp_path / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    address = ray.get_runtime_context().gcs_address
+    command = block("docs/distributed.md:26", **{"[--address ADDR]": f"--address {address}"})
+    args = command.split()
+    assert args[0] == "mmstore"
+    result = subprocess.run(
+        [sys.executable, "-m", "mmstore", *args[1:], "--no-progress", "--json"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[-1])["written"] == 12

@@ -43,6 +43,7 @@ def train_head_ray(
     is used, else a local one is started and shut down after. ``storage_path`` is where Ray
     Train keeps its run state (a temporary folder by default; shared storage on several
     nodes)."""
+    store = Path(store).expanduser().resolve()  # workers run in other folders than this one
     opts = _check(store, collection, name, num_workers, options)
     ray = _import_ray()
     started = _connect(ray, address)

@@ -11,12 +11,13 @@ image (a tiny CLIP with random weights, loaded from its safetensors file) and au
 Inputs tried on both: dicts, a pandas frame (meta dicts, numpy vector cells), an Arrow
 table (a fixed-size-list vector column), numpy vectors, ``(samples, rate)`` audio and
 its dict form, WAV bytes, PIL images, uint8 arrays, PNG bytes, paths under the roots.
-Bad inputs tried on both: a record with a non-numeric vector (RecordError naming it,
-nothing written), the same skipped, a cross-space search (SpaceMismatchError), an unknown
-record (NotFoundError), an unknown field (UnknownNameError), weights naming no query
-(InvalidInputError), a path outside the roots (the plugin's AudioSourceError), training
-on an unknown field and without labels (the embedded call's error classes), a predict
-of an unknown head."""
+Bad inputs tried on both: NaN and infinite vectors (a list and an array), NaN in meta, a
+non-numeric vector (RecordError naming the record, nothing written), the same skipped, a
+record without an id (named by position), a cross-space search (SpaceMismatchError), an
+unknown record (NotFoundError), an unknown field (UnknownNameError), weights naming no
+query (InvalidInputError), a path outside the roots (the audio plugin's refusal, as a
+RecordError), training on an unknown field and of an unknown kind, a predict with an
+unknown head, and of an unknown id with on_error="skip"."""
 
 from __future__ import annotations
 
@@ -198,6 +199,18 @@ def test_a_bad_record_is_named_and_nothing_is_written(col: CollectionAPI) -> Non
     assert report.written == 3
     assert [(r.id, r.field) for r in report.rejected] == [("bad", "emb")]
     assert isinstance(report.rejected[0], mmstore.Rejected)
+
+
+def test_non_finite_values_are_refused_by_record(col: CollectionAPI) -> None:
+    with pytest.raises(mmstore.RecordError) as err:
+        col.ingest([{"id": "nan", "emb": [float("nan")] * 8}])
+    assert err.value.record_id == "nan" and err.value.field == "emb"
+    with pytest.raises(mmstore.RecordError) as err:
+        col.ingest([{"id": "inf", "emb": np.full(8, np.inf, np.float32)}])
+    assert err.value.record_id == "inf"
+    with pytest.raises(mmstore.RecordError) as err:
+        col.ingest([{"id": "meta", "emb": center(0), "meta": {"x": float("nan")}}])
+    assert err.value.record_id == "meta" and len(col) == 0
 
 
 def test_a_record_without_an_id_is_named_by_its_position(col: CollectionAPI) -> None:

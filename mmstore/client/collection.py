@@ -65,7 +65,7 @@ class RemoteCollection:
         tail = f'], "on_error": {json.dumps(on_error)}}}'
         offset, sent = 0, False
         for chunk in chunks(records, int(limits["max_batch"])):
-            rows = [json.dumps(wire.encode(r), allow_nan=False) for r in chunk]
+            rows = [json.dumps(wire.encode(r)) for r in chunk]  # NaN too: the store refuses it
             for batch in _by_size(rows, max_bytes):
                 yield offset, '{"records": [' + ", ".join(batch) + tail
                 offset, sent = offset + len(batch), True

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mmstore.errors import ConfigError
 
@@ -36,6 +36,24 @@ RESERVED = frozenset(
 )
 
 
+UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def parse_bytes(value: Any) -> int:
+    """A size in bytes from a number or a string such as ``"2GB"`` or ``"512 MiB"``."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*", str(value))
+    unit = match.group(2).lower() if match else ""
+    if match is None or unit not in UNITS or float(match.group(1)) <= 0:
+        raise ValueError(
+            f"{value!r} is not a size: give bytes as a positive number or a string such "
+            "as '2GB' or '512MiB'"
+        )
+    return int(float(match.group(1)) * UNITS[unit])
+
+
 class IndexOptions(BaseModel):
     """How a field's vectors are indexed."""
 
@@ -50,6 +68,20 @@ class IndexOptions(BaseModel):
     #: where unfiltered searches run: ``auto`` is an exact scan on the GPU when one is
     #: visible (:mod:`mmstore.index.gpu`), else the CPU index
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    #: the index built past ``ann_threshold``: ``auto`` chooses from the field's size, its
+    #: dimension and ``memory``, on a sample, before building (:mod:`mmstore.index.choose`)
+    kind: Literal["auto", "flat", "hnsw", "ivf_sq8", "ivf_rabitq"] = "auto"
+    #: bytes the index may hold in memory ("2GB", "512MiB" or a number); None: half of
+    #: this machine's memory
+    memory: int | None = None
+    #: ``auto`` builds an HNSW graph up to this many vectors (its build grows as n^2),
+    #: an IVF index with compressed codes past it (a build that grows linearly)
+    graph_limit: int = Field(250_000, ge=1)
+
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _bytes(cls, value: Any) -> int | None:
+        return None if value is None else parse_bytes(value)
 
 
 class FieldSpec(BaseModel):

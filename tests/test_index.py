@@ -126,9 +126,33 @@ def test_hnsw_is_built_past_the_threshold_and_tuned_to_the_recall_target() -> No
     assert index.params()["efSearch"] == index.ef_search
 
 
-def test_a_graph_that_misses_the_target_is_not_served() -> None:
-    """8,000 random 384-d vectors on a thin graph (M 8): no width reaches recall 0.99, so
-    searches scan exactly (recall 1.0, filtered too), and a reloaded file decides the same.
+def test_data_without_neighbourhoods_stays_exact_without_a_graph_built() -> None:
+    """8,000 random 384-d vectors against a target of 0.99: the sample decides, before any
+    full index is built, that no approximate index reaches it (issue 18: a graph was built,
+    then thrown away); searches are exact, and a reloaded file keeps the decision."""
+    x = normed(8000, 384, seed=6)
+    vids = np.arange(1, 8001)
+    options = IndexOptions(
+        ann_threshold=1000, hnsw_m=8, hnsw_ef_construction=40, target_recall=0.99
+    )
+    index = VectorIndex(384, options)
+    index.add(vids, x)
+    index.optimize()
+    assert index.kind == "flat" and index.ann is None
+    assert index.decision is not None and index.decision.kind == "flat"
+    assert index.decision.sample_recall is not None and index.decision.sample_recall < 0.99
+    assert "exact search" in index.params()["decision"]["reason"]
+    assert not index.needs_optimize()  # decided: not tried again until the field grows 4x
+    q = normed(50, 384, seed=7)
+    assert_exact_top(index.search(q, 10).vids, x, vids, q, 10)
+    again = indexfile.load(b"".join(bytes(c) for c in indexfile.dump(index)), options)
+    assert again.decision == index.decision and not again.needs_optimize()
+
+
+def test_a_graph_asked_for_that_misses_the_target_is_not_served() -> None:
+    """The same data with ``kind='hnsw'`` asked for: the graph is built (no sample decides
+    it), its tuning misses 0.99, so searches scan exactly (recall 1.0, filtered too), and a
+    reloaded file decides the same.
 
     The widest width reaches 0.945 on this data (AVX2, 1 and 2 threads): against a target of
     0.99 that misses by about 90 of the 2,000 held-out query-neighbour pairs, so a graph
@@ -136,7 +160,7 @@ def test_a_graph_that_misses_the_target_is_not_served() -> None:
     x = normed(8000, 384, seed=6)
     vids = np.arange(1, 8001)
     options = IndexOptions(
-        ann_threshold=1000, hnsw_m=8, hnsw_ef_construction=40, target_recall=0.99
+        ann_threshold=1000, hnsw_m=8, hnsw_ef_construction=40, target_recall=0.99, kind="hnsw"
     )
     index = VectorIndex(384, options)
     index.add(vids, x)

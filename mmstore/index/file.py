@@ -1,6 +1,8 @@
 """The index file format: a magic string, a JSON header, then raw arrays (vids, tombstones,
-tail vectors) and the FAISS graph, each at an offset the header gives. No pickle, no zip:
-loading is one read, one checksum, array views and one FAISS parse. The header also notes
+tail vectors, the float32 vectors an IVF index rescores from) and the FAISS index, each at
+an offset the header gives. No pickle, no zip: loading is one read, one checksum, array
+views and one FAISS parse. Format 3 names the index kind and the decision that chose it;
+format 2 files (an HNSW graph or none) still load. The header also notes
 the GPU layout (:mod:`mmstore.index.multigpu`) the writing host used or would use; loading does
 not read it back, since another host chooses by its own GPUs."""
 
@@ -15,23 +17,30 @@ import numpy as np
 
 from mmstore.config import IndexOptions
 from mmstore.index.backend import faiss
+from mmstore.index.choose import Decision
+from mmstore.index.coarse import KINDS as IVF_KINDS
+from mmstore.index.coarse import Coarse
+from mmstore.index.graph import Graph
 from mmstore.index.vectors import VectorIndex
 
-MAGIC = b"MMSIDX02"
-FORMAT = 2
+MAGIC = b"MMSIDX02"  # the magic stays; the header's format says which layout follows
+FORMAT = 3
+READS = (2, 3)
 ALIGN = 64
 
 
 def dump(index: VectorIndex) -> Iterator[bytes | memoryview]:
     """The file's bytes, in pieces (the arrays are not copied)."""
 
-    graph = faiss.serialize_index(index.hnsw) if index.hnsw is not None else np.empty(0, np.uint8)
+    ann = index.ann.serialize() if index.ann is not None else np.empty(0, np.uint8)
+    base = index.ann.floats() if isinstance(index.ann, Coarse) else np.empty((0, index.dim))
     tail = np.ascontiguousarray(index.tail())
     arrays: dict[str, Any] = {
         "vids": np.ascontiguousarray(index.vids, "<i8"),
         "dead": np.ascontiguousarray(index.dead, np.uint8),
         "tail": tail,
-        "hnsw": graph,
+        "ann": ann,
+        "base": np.ascontiguousarray(base, np.float32),
     }
     layout, offset = {}, 0
     for name, arr in arrays.items():
@@ -43,7 +52,10 @@ def dump(index: VectorIndex) -> Iterator[bytes | memoryview]:
             "dim": index.dim,
             "size": index.size,
             "tail": len(tail),
+            "kind": index.kind,
+            "decision": None if index.decision is None else index.decision.as_dict(),
             "ef_search": index.ef_search,
+            "refine": index.ann.refine if isinstance(index.ann, Coarse) else None,
             "tuned_recall": index.tuned_recall,
             "layout": layout,
             # informational: the host that loads the file chooses its own GPU layout
@@ -77,15 +89,38 @@ def load(data: bytes, options: IndexOptions | None = None) -> VectorIndex:
     index.dead = np.frombuffer(part("dead"), np.uint8).astype(bool)
     index._tail = np.frombuffer(part("tail"), np.float32).reshape(tail_len, dim).copy()
     index._tail_len = tail_len
-    graph = part("hnsw")
-    if len(graph):
-        index.hnsw = faiss.read_index(faiss.PyCallbackIOReader(_reader(graph), 1 << 22))
+    kind = head.get("kind", "hnsw")
+    ann = part("ann" if head["format"] == 3 else "hnsw")
+    if len(ann):
+        floats = part("base") if kind in IVF_KINDS else None
+        index.ann = _ann(head, dim, index.options, ann, floats)
+        index.ann.width, index.ann.tuned_recall = int(head["ef_search"]), head["tuned_recall"]
+    if head.get("decision") is not None:
+        index.decision = Decision(**head["decision"])
     index._sorter = np.argsort(index.vids, kind="stable")
     index.n_dead = int(index.dead.sum())
-    index.ef_search, index.tuned_recall = int(head["ef_search"]), head["tuned_recall"]
     if len(index.vids) != size or index.n_base + tail_len != size:
         raise ValueError("index file is inconsistent: vector and id counts differ")
     return index
+
+
+def _ann(
+    head: dict[str, Any], dim: int, options: IndexOptions, data: memoryview, base: memoryview | None
+) -> Graph | Coarse:
+    """The approximate index of a file: its FAISS index, and the floats an IVF one keeps."""
+    kind = head.get("kind", "hnsw")
+    read = faiss.read_index(faiss.PyCallbackIOReader(_reader(data), 1 << 22))
+    if kind == "hnsw":
+        return Graph(dim, options, read)
+    if kind not in IVF_KINDS or base is None:
+        raise ValueError(f"index kind {kind!r} is not one this mmstore reads")
+    coarse = Coarse(kind, dim, options, read)
+    coarse.refine = int(head["refine"])
+    floats = np.frombuffer(base, np.float32).reshape(-1, dim).copy()
+    if len(floats) != int(read.ntotal):
+        raise ValueError("index file is inconsistent: codes and vectors differ in number")
+    coarse.adopt(floats)
+    return coarse
 
 
 def header(data: bytes) -> dict[str, Any]:
@@ -95,8 +130,8 @@ def header(data: bytes) -> dict[str, Any]:
         raise ValueError("not an mmstore index file")
     (length,) = struct.unpack_from("<Q", data, len(MAGIC))
     head = json.loads(data[len(MAGIC) + 8 : len(MAGIC) + 8 + length])
-    if head.get("format") != FORMAT:
-        raise ValueError(f"index format {head.get('format')!r} is not {FORMAT}")
+    if head.get("format") not in READS:
+        raise ValueError(f"index format {head.get('format')!r} is not one of {list(READS)}")
     return dict(head) | {"header_bytes": length}
 
 

@@ -74,18 +74,19 @@ def tune_width(
     new text)."""
     k = min(10, len(base))
     goal = 1.0 - (1.0 - target_recall) / 2
-    truth = _exact_ids(queries, base, k)
+    truth = exact_ids(queries, base, k)
     for ef in EF_CANDIDATES:
         params = faiss.SearchParametersHNSW()
         params.efSearch = ef
         _, labels = hnsw.search(queries, k, params=params)
-        recall = _recall(truth, labels)
-        if recall >= goal or ef == EF_CANDIDATES[-1]:
-            return ef, recall
+        found = recall(truth, labels)
+        if found >= goal or ef == EF_CANDIDATES[-1]:
+            return ef, found
     raise AssertionError("unreachable: the last width is always taken")  # pragma: no cover
 
 
-def _exact_ids(queries: np.ndarray, base: np.ndarray, k: int) -> np.ndarray:
+def exact_ids(queries: np.ndarray, base: np.ndarray, k: int) -> np.ndarray:
+    """Positions in ``base`` of each query's exact top ``k`` (in no order)."""
     out = np.empty((len(queries), k), np.int64)
     for start in range(0, len(queries), 64):  # bounded memory for large bases
         scores = queries[start : start + 64] @ base.T
@@ -93,6 +94,7 @@ def _exact_ids(queries: np.ndarray, base: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
-def _recall(truth: np.ndarray, labels: np.ndarray) -> float:
+def recall(truth: np.ndarray, labels: np.ndarray) -> float:
+    """The share of ``truth``'s ids that ``labels`` found, row by row."""
     hits = sum(len(set(t.tolist()) & set(g.tolist())) for t, g in zip(truth, labels, strict=True))
     return hits / truth.size

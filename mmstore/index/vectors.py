@@ -1,9 +1,12 @@
 """The vector index of one field: an exact tail that takes new vectors at memory speed and,
-once the field is large, an HNSW graph (FAISS) over the rest, with its search width tuned
-to a recall target on a held-out sample. Deletes are tombstones until the next compaction.
+once the field is large, an approximate index over the rest (an HNSW graph,
+:mod:`mmstore.index.graph`, or an IVF index with compressed codes rescored from float32,
+:mod:`mmstore.index.coarse`), chosen on a sample before it is built
+(:mod:`mmstore.index.choose`) and tuned to a recall target on held-out vectors. Deletes are
+tombstones until the next compaction.
 
-A vector's position is its label in the HNSW graph (or its place in the tail); vids grow
-with every write, and a sorter maps vids to positions by binary search.
+A vector's position is its label in the approximate index (or its place in the tail); vids
+grow with every write, and a sorter maps vids to positions by binary search.
 """
 
 from __future__ import annotations
@@ -17,15 +20,19 @@ import numpy as np
 from mmstore.config import IndexOptions
 from mmstore.errors import BeyondGpuError
 from mmstore.index import gpu
-from mmstore.index.backend import faiss, swig_ptr
-from mmstore.index.topk import SearchResult, top_k, tune_width
+from mmstore.index.backend import faiss
+from mmstore.index.choose import Decision, decide
+from mmstore.index.coarse import Coarse
+from mmstore.index.graph import Graph
+from mmstore.index.topk import SearchResult, top_k
 
 #: a filtered search scans the matching rows exactly when there are at most this many
 EXACT_SUBSET = 20_000
 TUNE_QUERIES = 200
 #: extra candidates a GPU search returns, to break ties by vid as the CPU does
 GPU_TIE_SLACK = 16
-_ptr = swig_ptr
+#: an IVF index is trained again once the field has grown this many times past its training
+RETRAIN_GROWTH = 4
 log = logging.getLogger(__name__)
 
 
@@ -37,13 +44,12 @@ class VectorIndex:
         self.options = options or IndexOptions()
         self.vids = np.empty(0, np.int64)
         self.dead = np.zeros(0, bool)
-        self.hnsw: Any = None  # faiss.IndexHNSWFlat over positions [0, n_base)
-        self.ef_search = 64
-        self.tuned_recall: float | None = None
+        self.ann: Graph | Coarse | None = None  # over positions [0, n_base)
+        #: the kind chosen for this field, why, and at what size (None: not decided yet)
+        self.decision: Decision | None = None
         self._tail = np.empty((0, dim), np.float32)
         self._tail_len = 0
         self._sorter = np.empty(0, np.int64)
-        self._params: dict[int, Any] = {}
         self.n_dead = 0
         self._gpu: Any = None  # a gpu.GpuMirror once an unfiltered search runs on a GPU
         self._gpu_lock = threading.Lock()
@@ -51,7 +57,21 @@ class VectorIndex:
     # -- size ---------------------------------------------------------------------------
     @property
     def n_base(self) -> int:
-        return 0 if self.hnsw is None else int(self.hnsw.ntotal)
+        return 0 if self.ann is None else self.ann.ntotal
+
+    @property
+    def hnsw(self) -> Any:
+        """The FAISS graph when the approximate index is HNSW."""
+        return self.ann.index if isinstance(self.ann, Graph) else None
+
+    @property
+    def ef_search(self) -> int:
+        """The tuned search width: the graph's ef, or the lists an IVF index probes."""
+        return 64 if self.ann is None else self.ann.width
+
+    @property
+    def tuned_recall(self) -> float | None:
+        return None if self.ann is None else self.ann.tuned_recall
 
     @property
     def size(self) -> int:
@@ -63,7 +83,7 @@ class VectorIndex:
 
     @property
     def kind(self) -> str:
-        return "hnsw" if self.hnsw is not None else "flat"
+        return "flat" if self.ann is None else self.ann.kind
 
     @property
     def last_vid(self) -> int:
@@ -114,12 +134,10 @@ class VectorIndex:
 
     # -- vectors ------------------------------------------------------------------------
     def _base_view(self) -> np.ndarray:
-        """The HNSW graph's own vector storage, as a numpy view (no copy)."""
-        if self.hnsw is None:
+        """The float32 vectors of the approximate index's positions (no copy)."""
+        if self.ann is None:
             return np.empty((0, self.dim), np.float32)
-        storage = faiss.downcast_index(self.hnsw.storage)
-        ptr = faiss.rev_swig_ptr(storage.get_xb(), self.n_base * self.dim)
-        return np.asarray(ptr).reshape(self.n_base, self.dim)
+        return self.ann.floats()
 
     def tail(self) -> np.ndarray:
         return self._tail[: self._tail_len]
@@ -158,11 +176,11 @@ class VectorIndex:
 
     @property
     def serves_graph(self) -> bool:
-        """Whether searches use the HNSW graph: there is one, and its width tuning reached
-        the target recall. Data without structure (random vectors) can defeat every width;
-        an exact scan then answers at recall 1.0, and on such data no slower (100,000
-        random 384-d vectors: exact 7.5 ms, the graph 8.3 ms at recall 0.85)."""
-        if self.hnsw is None:
+        """Whether searches use the approximate index: there is one, and its width tuning
+        reached the target recall. Data without structure (random vectors) can defeat
+        every width; an exact scan then answers at recall 1.0, and on such data no slower
+        (100,000 random 384-d vectors: exact 7.5 ms, the graph 8.3 ms at recall 0.85)."""
+        if self.ann is None:
             return False
         return self.tuned_recall is None or self.tuned_recall >= self.options.target_recall
 
@@ -198,26 +216,19 @@ class VectorIndex:
         return self.vectors_at(np.arange(start, stop))
 
     def _ann_plain(self, queries: np.ndarray, k: int) -> SearchResult:
-        """The hot path: the whole index is one graph with nothing deleted."""
-        kk, n = min(k, self.n_base), len(queries)
-        scores, labels = np.empty((n, kk), np.float32), np.empty((n, kk), np.int64)
-        self.hnsw.search_c(  # FAISS's own call, without its wrapper's checks and copies
-            n, _ptr(queries), kk, _ptr(scores), _ptr(labels), self._plain_params(k)
-        )
-        vids = np.where(labels >= 0, self.vids[labels], -1)
+        """The hot path: the whole index is the approximate one with nothing deleted."""
+        assert self.ann is not None
+        kk = min(k, self.n_base)
+        if isinstance(self.ann, Graph):
+            scores, labels = self.ann.search_plain(queries, kk)
+        else:
+            scores, labels = self.ann.search(queries, kk)
+        vids = np.where(labels >= 0, self.vids[np.maximum(labels, 0)], -1)
         if kk < k:
             pad = ((0, 0), (0, k - kk))
             scores = np.pad(scores, pad, constant_values=-np.inf)
             vids = np.pad(vids, pad, constant_values=-1)
         return SearchResult(scores, vids)
-
-    def _plain_params(self, k: int) -> Any:
-        ef = max(self.ef_search, k)
-        params = self._params.get(ef)
-        if params is None:
-            params = self._params[ef] = faiss.SearchParametersHNSW()
-            params.efSearch = ef
-        return params
 
     def _exact(self, queries: np.ndarray, k: int, positions: np.ndarray | None) -> SearchResult:
         if positions is None:
@@ -229,10 +240,11 @@ class VectorIndex:
         return top_k(scores, positions, self.vids, k)
 
     def _ann(self, queries: np.ndarray, k: int, positions: np.ndarray | None) -> SearchResult:
+        assert self.ann is not None
         base_pos = positions[positions < self.n_base] if positions is not None else None
-        params, keep = self._hnsw_params(base_pos, k)
+        selector, selectivity, keep = self._selector(base_pos)
         kk = min(k, self.n_base)
-        scores, labels = self.hnsw.search(queries, kk, params=params)
+        scores, labels = self.ann.search(queries, kk, selector, selectivity)
         del keep
         tail_pos = np.arange(self.n_base, self.size)
         tail_pos = tail_pos[~self.dead[tail_pos]]
@@ -252,54 +264,85 @@ class VectorIndex:
             return self._exact(queries, k, positions)
         return result
 
-    def _hnsw_params(self, base_pos: np.ndarray | None, k: int) -> tuple[Any, Any]:
-        """Search parameters with the tuned width; a bitmap selector for filters and
-        tombstones (returned too, since FAISS does not own it)."""
-        params = faiss.SearchParametersHNSW()
-        params.efSearch = max(self.ef_search, k)
+    def _selector(self, base_pos: np.ndarray | None) -> tuple[Any, float, Any]:
+        """A bitmap selector for filters and tombstones (None when neither applies), the
+        share of the base it allows, and what must outlive the search (FAISS does not own
+        the bitmap)."""
         dead_base = self.dead[: self.n_base]
         if base_pos is None and not self.n_dead:
-            return params, None
+            return None, 1.0, None
         mask = ~dead_base if base_pos is None else np.zeros(self.n_base, bool)
+        selectivity = 1.0
         if base_pos is not None:
             mask[base_pos] = True
-            selectivity = max(mask.mean(), 1e-3)
-            params.efSearch = int(min(4096, max(self.ef_search, k) / min(1.0, selectivity * 4)))
+            selectivity = float(mask.mean())
         bitmap = np.packbits(mask, bitorder="little")
         selector = faiss.IDSelectorBitmap(self.n_base, faiss.swig_ptr(bitmap))
-        params.sel = selector
-        return params, (bitmap, selector)
+        return selector, selectivity, (bitmap, selector)
 
     # -- maintenance --------------------------------------------------------------------
     def needs_optimize(self) -> bool:
         """Whether ``optimize`` would change anything worth the time."""
         big = self.live >= self.options.ann_threshold
-        return (big and self._tail_len >= max(1, self.n_base // 10)) or (
-            self.size > 0 and self.dead.mean() > 0.2
-        )
+        due = big and self._tail_len >= max(1, self.n_base // 10) and not self._stays_exact()
+        return due or (self.size > 0 and self.dead.mean() > 0.2)
+
+    def _stays_exact(self) -> bool:
+        """Whether the field was decided exact at a size it has not outgrown since."""
+        if self.ann is not None or self.options.kind == "flat":
+            return self.ann is None
+        d = self.decision
+        return d is not None and d.kind == "flat" and self.live < RETRAIN_GROWTH * d.decided_at
 
     def optimize(self, seed: int = 0) -> None:
-        """Compact tombstones; build or extend the HNSW graph once the field is large. The
-        search width is tuned on a held-out sample of the new vectors: they are searched
-        for before they join the graph, as queries from outside it would be."""
+        """Compact tombstones; once the field is large, choose its approximate index on a
+        sample (:func:`mmstore.index.choose.decide`), then build or extend it. The search
+        width is tuned on a held-out sample of the new vectors: they are searched for
+        before they join the index, as queries from outside it would be."""
         if self.dead.any() and (self.dead.mean() > 0.2 or self.live < self.options.ann_threshold):
             self._compact()
         if self.live < self.options.ann_threshold or self._tail_len == 0:
             return
-        if self.hnsw is None:
-            self.hnsw = faiss.IndexHNSWFlat(
-                self.dim, self.options.hnsw_m, faiss.METRIC_INNER_PRODUCT
-            )
-            self.hnsw.hnsw.efConstruction = self.options.hnsw_ef_construction
+        if self.ann is not None and self._outgrown():
+            self._decide_again(seed)
+        if self.ann is None:
+            if self._stays_exact():
+                return
+            self.decision = decide(self.options, self.tail(), seed)
+            if self.decision.kind == "flat":
+                return
+            self.ann = self._new_ann(self.decision.kind, seed)
         held = self._hold_out(seed)
         tail = self.tail()
-        self.hnsw.add(tail[: len(tail) - held])
+        self.ann.add(tail[: len(tail) - held])
         if held:
-            self.tune(tail[len(tail) - held :])
-            self.hnsw.add(tail[len(tail) - held :])
+            self.ann.tune(tail[len(tail) - held :])
+            self.ann.add(tail[len(tail) - held :])
         self._tail = np.empty((0, self.dim), np.float32)
         self._tail_len = 0
         self._gpu = None  # positions may have moved: the mirror is rebuilt on next use
+
+    def _new_ann(self, kind: str, seed: int) -> Graph | Coarse:
+        if kind == "hnsw":
+            return Graph(self.dim, self.options)
+        coarse = Coarse(kind, self.dim, self.options)
+        coarse.train(self.tail(), seed)
+        return coarse
+
+    def _outgrown(self) -> bool:
+        """Whether the field has grown ``RETRAIN_GROWTH`` times past its decision."""
+        d = self.decision
+        return d is not None and self.live >= RETRAIN_GROWTH * d.decided_at
+
+    def _decide_again(self, seed: int) -> None:
+        """Decide on the grown field; an IVF index (whose lists were trained for the old
+        size) or a change of kind is rebuilt from every live vector, a graph extended."""
+        decision = decide(self.options, self.live_vectors(), seed)
+        if decision.kind == self.kind and isinstance(self.ann, Graph):
+            self.decision = decision
+            return
+        self._compact(rebuild=True)
+        self.decision = decision
 
     def _hold_out(self, seed: int) -> int:
         """Move a random sample of the tail to its end; return its size."""
@@ -318,29 +361,35 @@ class VectorIndex:
         self._sorter = np.argsort(self.vids, kind="stable")
         return held
 
-    def _compact(self) -> None:
+    def _compact(self, rebuild: bool = False) -> None:
+        """Drop tombstones; the live vectors go back to the tail. The decision is kept
+        (a field decided exact stays exact) unless the index is to be ``rebuild``."""
         keep = ~self.dead
         order = np.argsort(self.vids[keep], kind="stable")
         vectors, vids = self.all_vectors()[keep][order], self.vids[keep][order]
+        decision = None if rebuild else self.decision
         self.__init__(self.dim, self.options)  # type: ignore[misc]
+        self.decision = decision
         self.add(vids, vectors)
 
+    def live_vectors(self) -> np.ndarray:
+        return self.all_vectors()[~self.dead]
+
     def tune(self, queries: np.ndarray) -> None:
-        """Pick the graph's search width on ``queries``, vectors not in the graph
-        (:func:`mmstore.index.topk.tune_width`)."""
-        goal = self.options.target_recall
-        self.ef_search, self.tuned_recall = tune_width(self.hnsw, queries, self._base_view(), goal)
+        """Pick the approximate index's search width on ``queries``, vectors not in it."""
+        assert self.ann is not None
+        self.ann.tune(queries)
 
     def params(self) -> dict[str, Any]:
-        """What the manifest records about how this index was built."""
+        """What the manifest and ``col.info()`` record about how this index was built."""
         out: dict[str, Any] = {"kind": self.kind, "size": self.size, "live": self.live}
         out["gpu_layout"] = gpu.layout(self._gpu, self.size, self.dim, self.options.device)
-        if self.hnsw is not None:
-            out |= {
-                "M": self.options.hnsw_m,
-                "efConstruction": self.options.hnsw_ef_construction,
-                "efSearch": self.ef_search,
+        if self.decision is not None:
+            out["decision"] = self.decision.as_dict()
+        if self.ann is not None:
+            served = "graph" if self.kind == "hnsw" else "index"
+            out |= self.ann.params() | {
                 "tuned_recall@10": self.tuned_recall,
-                "search": "graph" if self.serves_graph else "exact (tuning missed the target)",
+                "search": served if self.serves_graph else "exact (tuning missed the target)",
             }
         return out

@@ -1,9 +1,10 @@
 """How mmstore's costs grow with the store: at each size (default 10k, 100k and 1M 384-d
 vectors), in a fresh process of its own, through the public API only:
 
-- ingest: ``col.ingest`` of an Arrow table (id, vector) into catalog and index, vectors/s;
-  beside it, a raw DuckDB insert of the same ids and vector blobs into one table (the single
-  writer's floor, no mmstore);
+- ingest: ``col.ingest`` of an Arrow table (id, label, vector) into catalog and index,
+  vectors/s, and the RSS it adds above the input data, over the raw vector bytes; beside
+  it, DuckDB's own insert of the same ids, labels and ``FLOAT[384]`` vectors into one table
+  (the single writer's floor, no mmstore), and of the vectors as BLOBs (mmstore's layout);
 - build: ``col.optimize`` (the HNSW build once the field reaches ``ann_threshold``, tuning,
   and the save of the index file);
 - search: single-query ``col.search(vector=...)`` at k=10, p50 and p99 of 200 timed
@@ -42,6 +43,7 @@ DIM, CENTRES, QUERIES, WARMUP, K = 384, 300, 200, 20, 10
 FITTED = (
     "ingest_s",
     "raw_duckdb_insert_s",
+    "raw_duckdb_blob_s",
     "optimize_s",
     "search_p50_ms",
     "index_file_bytes",
@@ -119,14 +121,15 @@ def run_size(n: int, index_options: dict[str, Any]) -> dict[str, Any]:
     table = arrow_table(data)
     row: dict[str, Any] = {"n": n}
     with tempfile.TemporaryDirectory(dir=ROOT / "out") as tmp:
-        row["raw_duckdb_insert_s"] = raw_duckdb_insert(Path(tmp) / "raw.duckdb", data)
         path = Path(tmp) / "store"
         spec = {"e": {"encoder": "precomputed", "modality": "vector", "dim": DIM}}
         with mmstore.open(path) as store:
             col = store.create_collection("v", encoders=spec, index=index_options)
+            rss_before = rss_mb()
             t0 = time.perf_counter()
             col.ingest(table, chunk_size=65_536)
             row["ingest_s"] = time.perf_counter() - t0
+            row["ingest_rss_above_input_mb"] = peak_rss_mb() - rss_before
             t0 = time.perf_counter()
             col.optimize()
             row["optimize_s"] = time.perf_counter() - t0
@@ -137,35 +140,65 @@ def run_size(n: int, index_options: dict[str, Any]) -> dict[str, Any]:
         row["catalog_bytes"] = sum(
             p.stat().st_size for p in path.rglob("*") if p.is_file() and p.suffix != ".mmi"
         )
+        row["raw_duckdb_insert_s"] = raw_duckdb_insert(Path(tmp) / "raw.duckdb", table, "array")
+        row["raw_duckdb_blob_s"] = raw_duckdb_insert(Path(tmp) / "blob.duckdb", table, "blob")
     row["raw_vector_bytes"] = int(data.nbytes)
-    row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    row["peak_rss_mb"] = peak_rss_mb()
     row["ingest_vec_per_s"] = n / row["ingest_s"]
     row["raw_duckdb_vec_per_s"] = n / row["raw_duckdb_insert_s"]
+    row["ingest_vs_duckdb"] = row["raw_duckdb_insert_s"] / row["ingest_s"]
+    row["ingest_rss_over_raw"] = row["ingest_rss_above_input_mb"] * 2**20 / data.nbytes
     return row
 
 
+def rss_mb() -> float:
+    """The resident set now, from /proc (peak_rss_mb where there is none)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return peak_rss_mb()
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def arrow_table(data: np.ndarray) -> Any:
+    """Ids, one of 10 labels, and the vectors as a fixed-size list column."""
     import pyarrow as pa
 
     flat = pa.array(data.reshape(-1), pa.float32())
     ids = pa.array(np.arange(1, len(data) + 1).astype(str))
-    return pa.table({"id": ids, "e": pa.FixedSizeListArray.from_arrays(flat, DIM)})
+    labels = pa.array((np.arange(len(data)) % 10).astype(str))
+    vectors = pa.FixedSizeListArray.from_arrays(flat, DIM)
+    return pa.table({"id": ids, "label": labels, "e": vectors})
 
 
-def raw_duckdb_insert(path: Path, data: np.ndarray) -> float:
-    """Seconds for DuckDB alone to take the ids and vector blobs (one insert, checkpoint)."""
+def raw_duckdb_insert(path: Path, table: Any, layout: str) -> float:
+    """Seconds for DuckDB alone to take the same ids, labels and vectors into one table
+    (one insert, then a checkpoint): as ``FLOAT[DIM]`` arrays (the single writer's floor)
+    or as one BLOB per vector (mmstore's layout)."""
     import duckdb
     import pyarrow as pa
 
-    blobs = pa.FixedSizeBinaryArray.from_buffers(
-        pa.binary(DIM * 4), len(data), [None, pa.py_buffer(data)]
-    )
-    ids = pa.array(np.arange(1, len(data) + 1).astype(str))
+    if layout == "blob":
+        column = table.column("e").combine_chunks()
+        values = column.flatten().to_numpy()
+        blobs = pa.FixedSizeBinaryArray.from_buffers(
+            pa.binary(DIM * 4), len(column), [None, pa.py_buffer(values)]
+        )
+        table = table.set_column(2, "e", blobs.cast(pa.binary()))
+        kind = "BLOB"
+    else:
+        kind = f"FLOAT[{DIM}]"
     con = duckdb.connect(str(path))
-    con.register("vectors", pa.table({"id": ids, "vector": blobs.cast(pa.binary())}))
-    con.execute("CREATE TABLE t (vid BIGINT, id VARCHAR, vector BLOB)")
+    con.register("vectors", table)
+    con.execute(f"CREATE TABLE t (vid BIGINT, id VARCHAR, label VARCHAR, vector {kind})")
     t0 = time.perf_counter()
-    con.execute("INSERT INTO t SELECT row_number() OVER (), id, vector FROM vectors")
+    con.execute("INSERT INTO t SELECT row_number() OVER (), id, label, e FROM vectors")
     con.execute("CHECKPOINT")
     seconds = time.perf_counter() - t0
     con.close()
@@ -229,6 +262,8 @@ def print_report(report: dict[str, Any]) -> None:
         "n",
         "ingest vec/s",
         "raw duckdb vec/s",
+        "vs duckdb",
+        "ingest RSS / raw",
         "optimize s",
         "index",
         "p50 ms",
@@ -259,6 +294,8 @@ def table_row(r: dict[str, Any]) -> str:
         f"{r['n']:,}",
         f"{r['ingest_vec_per_s']:,.0f}",
         f"{r['raw_duckdb_vec_per_s']:,.0f}",
+        f"{r['ingest_vs_duckdb']:.2f}x",
+        f"{r['ingest_rss_over_raw']:.2f}x",
         f"{r['optimize_s']:.2f}",
         kind,
         f"{r['search_p50_ms']:.3f}",

@@ -8,21 +8,21 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Mapping
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pyarrow as pa
 from sqlalchemy.engine import Connection
 
 from mmstore.encoding.encode import checked_rows, encode_rows, load_values, unusable_value
 from mmstore.encoding.fields import Field
 from mmstore.encoding.fitted import ensure_fitted
-from mmstore.errors import (
-    RecordError,
-)
+from mmstore.errors import RecordError
 from mmstore.index.commit import after_commit
 from mmstore.index.hitcache import RecordRow
+from mmstore.ingest import columns, sources, writes
 from mmstore.ingest import records as rec
-from mmstore.ingest import sources, writes
 from mmstore.ingest.changes import Stored, missing_vectors, plan_vectors, without
 from mmstore.ingest.pending import Pending
 from mmstore.ingest.report import (
@@ -54,12 +54,8 @@ class Ingestor:
         given: Mapping[tuple[str, str], GivenVector] | None = None,
     ) -> None:
         check_run_options(on_error, "chunk_size", chunk_size)
-        self.col, self.on_error, self.progress, self.chunk_size = (
-            col,
-            on_error,
-            progress,
-            chunk_size,
-        )
+        self.col, self.on_error = col, on_error
+        self.progress, self.chunk_size = progress, chunk_size
         self.catalog = col.store.catalog
         self.hook = col.store.plugins.hook
         self.pending = Pending()
@@ -98,7 +94,7 @@ class Ingestor:
         with self.catalog.transaction(action) as conn, self.col.store.media.written_by_call():
             report = IngestReport(writes.start_run(self.catalog, conn, self.col.name, started))
             bar = progress_bar(self.progress, f"ingest {self.col.name}")
-            for chunk in sources.chunks(source, self.chunk_size):
+            for chunk in sources.batches(source, self.chunk_size):
                 self._chunk(conn, chunk, report)
                 bar.update(len(chunk))
             bar.close()
@@ -107,7 +103,9 @@ class Ingestor:
         return report
 
     # -- one chunk ----------------------------------------------------------------------
-    def _chunk(self, conn: Connection, chunk: list[Any], report: IngestReport) -> None:
+    def _chunk(
+        self, conn: Connection, chunk: list[Any] | pa.RecordBatch, report: IngestReport
+    ) -> None:
         offset = report.received
         report.received += len(chunk)
         prepared = self._prepare(chunk, offset, report)
@@ -155,18 +153,21 @@ class Ingestor:
             raise error
         report.rejected.append(Rejected(str(error.record_id), error.field, error.problem))
 
-    def _prepare(self, chunk: list[Any], offset: int, report: IngestReport) -> list[rec.Prepared]:
+    def _prepare(
+        self, chunk: list[Any] | pa.RecordBatch, offset: int, report: IngestReport
+    ) -> list[rec.Prepared]:
+        if isinstance(chunk, pa.RecordBatch):  # the columnar path, where the batch can take it
+            prep = columns.BatchPrep(self.col, self.hook, self.seen, partial(self._reject, report))
+            columnar = prep.prepare(chunk, offset, skip=self.on_error == "skip")
+            if columnar is not None:
+                return self._finish(columnar)
+            chunk = sources.batch_records(chunk)
         shaped: list[dict[str, Any]] = []
         for position, raw in enumerate(chunk, start=offset):
             try:
                 rid = rec.record_id(raw, position)
                 if rid in self.seen:
-                    raise RecordError(
-                        rid,
-                        "id",
-                        "appears more than once in this ingest call; "
-                        "merge the duplicates or ingest them in separate calls",
-                    )
+                    raise rec.duplicate(rid)
                 self.seen.add(rid)
                 self._check_missing(rid, raw)
                 rec.check_keys(rid, raw, self.col.fields)
@@ -174,10 +175,12 @@ class Ingestor:
             except RecordError as e:
                 self._reject(report, e)
         shaped = self._preprocess(shaped, report)
-        prepared = [self._standard(raw, report) for raw in shaped]
+        prepared: list[rec.Prepared | None] = [self._standard(raw, report) for raw in shaped]
         for f in self.col.fields.values():
             self._load_field(f, shaped, prepared, report)
-        kept = [p for p in prepared if p is not None]
+        return self._finish([p for p in prepared if p is not None])
+
+    def _finish(self, kept: list[rec.Prepared]) -> list[rec.Prepared]:
         # sources last: a modality may write media in to_source, so only records that
         # passed every field get there (a rejected record leaves no blob behind)
         for p in kept:

@@ -99,7 +99,20 @@ def check_keys(rid: str, raw: Mapping[str, Any], fields: Mapping[str, Any]) -> N
     for f in fields:  # a loop, not any(): this runs once per record of every ingest
         if raw.get(f) is not None:
             return
-    raise RecordError(rid, None, f"record has none of the collection's fields {sorted(fields)}")
+    raise no_fields(rid, fields)
+
+
+def duplicate(rid: str) -> RecordError:
+    return RecordError(
+        rid,
+        "id",
+        "appears more than once in this ingest call; "
+        "merge the duplicates or ingest them in separate calls",
+    )
+
+
+def no_fields(rid: str, fields: Mapping[str, Any]) -> RecordError:
+    return RecordError(rid, None, f"record has none of the collection's fields {sorted(fields)}")
 
 
 def parse_label(rid: str, value: Any) -> str | None:

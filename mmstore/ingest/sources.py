@@ -60,14 +60,66 @@ def _from_pandas_row(row: dict[str, Any]) -> dict[str, Any]:
 
 def _arrow_batches(batches: Iterable[pa.RecordBatch]) -> Iterator[list[dict[str, Any]]]:
     for batch in batches:
-        columns: dict[str, Any] = {}
-        for name, column in zip(batch.schema.names, batch.columns, strict=True):
-            columns[name] = _column_values(column)
-        n = batch.num_rows
-        yield [{k: v[i] for k, v in columns.items() if v[i] is not None} for i in range(n)]
+        yield batch_records(batch)
 
 
-def _column_values(column: pa.Array) -> Any:
+def batch_records(batch: pa.RecordBatch) -> list[dict[str, Any]]:
+    """A batch as record dicts, nulls left out (an absent value)."""
+    columns: dict[str, Any] = {}
+    for name, column in zip(batch.schema.names, batch.columns, strict=True):
+        columns[name] = column_values(column)
+    return [
+        {k: v[i] for k, v in columns.items() if v[i] is not None} for i in range(batch.num_rows)
+    ]
+
+
+def batches(
+    source: Any, size: int = DEFAULT_CHUNK
+) -> Iterator[list[dict[str, Any]] | pa.RecordBatch]:
+    """As :func:`chunks`, but Arrow sources (and pandas frames whose columns convert to
+    plain Arrow types) stay Arrow batches, for the columnar write path."""
+    if isinstance(source, pa.Table):
+        yield from source.to_batches(max_chunksize=size)
+    elif isinstance(source, pa.RecordBatch):
+        yield from (source.slice(i, size) for i in range(0, source.num_rows, size))
+    elif isinstance(source, pa.RecordBatchReader):
+        for batch in source:
+            yield from (batch.slice(i, size) for i in range(0, batch.num_rows, size))
+    elif _is_pandas(source):
+        for start in range(0, len(source), size):
+            yield _pandas_batch(source.iloc[start : start + size])
+    else:
+        yield from chunks(source, size)
+
+
+def _pandas_batch(frame: Any) -> list[dict[str, Any]] | pa.RecordBatch:
+    """A frame as one Arrow batch where every column converts to a type whose values read
+    back as the frame holds them (strings, numbers, times, numeric lists); else as dicts."""
+    try:
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        table = None
+    if table is None or not all(_plain(t) for t in table.schema.types):
+        return [_from_pandas_row(r) for r in frame.to_dict("records")]
+    return pa.RecordBatch.from_pydict(
+        {name: table.column(name).combine_chunks() for name in table.schema.names}
+    )
+
+
+def _plain(kind: pa.DataType) -> bool:
+    if pa.types.is_list(kind) or pa.types.is_fixed_size_list(kind) or pa.types.is_large_list(kind):
+        inner = kind.value_type
+        return pa.types.is_floating(inner) or pa.types.is_integer(inner)
+    return (
+        pa.types.is_string(kind)
+        or pa.types.is_large_string(kind)
+        or pa.types.is_integer(kind)
+        or pa.types.is_floating(kind)
+        or pa.types.is_timestamp(kind)
+    )
+
+
+def column_values(column: pa.Array) -> Any:
     """Vector columns become rows of one 2-d array (no per-float Python objects)."""
     kind = column.type
     if (

@@ -106,6 +106,17 @@ class Encoder(ABC):
         Called per record before a batch is encoded, so the error names the record.
         """
 
+    def check_rows(self, rows: np.ndarray) -> dict[int, str]:
+        """The problem of each row of an ``(n, d)`` array that :meth:`check` refuses, by
+        row; the columnar write path's form of it. Override to check all rows at once."""
+        problems = {}
+        for i, row in enumerate(rows):
+            try:
+                self.check(row)
+            except ValueError as e:
+                problems[i] = str(e)
+        return problems
+
     def fit(self, items: Sequence[Any], modality: str) -> dict[str, Any]:
         """Fit statistics to validated items (only when ``fitted``); return them as a
         JSON-able dict. Called once per field, on the first chunk its first ingest encodes."""

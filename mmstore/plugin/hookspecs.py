@@ -15,6 +15,7 @@ import pluggy
 
 if TYPE_CHECKING:
     import numpy as np
+    import pyarrow as pa
 
     from mmstore.config import CollectionContext
     from mmstore.plugin.encoder import Encoder
@@ -50,6 +51,22 @@ def mmstore_prepare_records(collection: CollectionContext, records: list[dict[st
     registration order. ``collection.options`` holds the collection's plugin options (for
     example ``{"pii": {"kinds": ["email"]}}``). Raise :class:`mmstore.RecordError` to
     reject a record: with ``on_error="skip"`` only that record is dropped.
+    """
+
+
+@hookspec
+def mmstore_prepare_batch(
+    collection: CollectionContext, batch: pa.RecordBatch
+) -> pa.RecordBatch | None:
+    """The columnar form of :func:`mmstore_prepare_records`, for an Arrow batch.
+
+    Return a batch with the same rows in the same order (columns rewritten), or ``None``
+    to leave it as it is; each implementation sees the batch the one before returned, in
+    the order ``mmstore_prepare_records`` runs. The batch's ids are not checked yet. A
+    plugin that implements ``mmstore_prepare_records`` but not this hook sends every
+    batch down the record path, one dict per record. Raise :class:`mmstore.RecordError`
+    to reject a record: with ``on_error="skip"`` the batch goes down the record path,
+    where ``mmstore_prepare_records`` drops only the records it rejects.
     """
 
 

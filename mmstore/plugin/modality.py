@@ -3,6 +3,7 @@ stored, and how a stored source is turned back into something an encoder takes."
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -10,6 +11,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from mmstore.errors import ConfigError, RecordError
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from mmstore.storage.media import MediaStore
 
 
@@ -68,6 +71,15 @@ class Modality:
             except RecordError as e:
                 out.append(e)
         return out
+
+    def validate_matrix(
+        self, matrix: np.ndarray, record_ids: Sequence[str], field: str
+    ) -> dict[int, RecordError] | None:
+        """Check the rows of a numeric column at once, as one ``(n, d)`` float32 array,
+        for the columnar write path: the RecordError of each row that fails, by row.
+        ``None`` (the default) means this modality takes no columns: its values go
+        through :meth:`validate_batch` one Python object each."""
+        return None
 
     def to_source(self, value: Any) -> Any:
         """The JSON-able form kept in the catalog."""

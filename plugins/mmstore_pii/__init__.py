@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import pyarrow as pa
+
 from mmstore.plugin import CollectionContext, ConfigError, hookimpl
 
 PATTERNS: dict[str, re.Pattern[str]] = {
@@ -53,3 +55,22 @@ def mmstore_prepare_records(collection: CollectionContext, records: list[dict[st
         for key, value in record.items():
             if key in fields and isinstance(value, str):
                 record[key] = redact(value, kinds)
+
+
+@hookimpl
+def mmstore_prepare_batch(
+    collection: CollectionContext, batch: pa.RecordBatch
+) -> pa.RecordBatch | None:
+    """The same redaction over an Arrow batch's string columns."""
+    settings = _settings(collection)
+    if settings is None:
+        return None
+    kinds, fields = settings
+    columns = list(batch.columns)
+    for i, name in enumerate(batch.schema.names):
+        kind = batch.schema.field(i).type
+        if name in fields and (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+            texts = columns[i].to_pylist()
+            redacted = [None if t is None else redact(t, kinds) for t in texts]
+            columns[i] = pa.array(redacted, columns[i].type)
+    return pa.RecordBatch.from_arrays(columns, schema=batch.schema)

@@ -61,6 +61,16 @@ class Vector(Modality):
             out[i] = RecordError(record_ids[i], field, "vector holds NaN or infinite values")
         return out
 
+    def validate_matrix(
+        self, matrix: np.ndarray, record_ids: Sequence[str], field: str
+    ) -> dict[int, RecordError]:
+        """A column of vectors: the rows holding NaN or infinite values (a null inside a
+        vector arrives as NaN)."""
+        bad = np.flatnonzero(~np.isfinite(matrix).all(axis=1)).tolist()
+        return {
+            i: RecordError(record_ids[i], field, "vector holds NaN or infinite values") for i in bad
+        }
+
     def to_source(self, value: Any) -> None:
         return None  # the vector itself is what is stored
 
@@ -96,6 +106,12 @@ class Precomputed(Encoder):
     def check(self, item: Any) -> None:
         if len(item) != self.dim:
             raise ValueError(f"vector has dimension {len(item)}, the field expects {self.dim}")
+
+    def check_rows(self, rows: np.ndarray) -> dict[int, str]:
+        if rows.shape[1] == self.dim:
+            return {}
+        problem = f"vector has dimension {rows.shape[1]}, the field expects {self.dim}"
+        return dict.fromkeys(range(len(rows)), problem)
 
     def encode(self, items: Sequence[Any], modality: str) -> np.ndarray:
         if not len(items):

@@ -57,10 +57,11 @@ BLOCKS = {
     "docs/heads-distributed.md:35": "run",  # in tests/test_heads_ray.py, beside its cluster
     "docs/plugins.md:50": "run",
     "docs/plugins.md:67": "run",
-    "docs/plugins.md:191": "run",
-    "docs/plugins.md:230": "run",
-    "docs/plugins.md:266": "run",
-    "docs/plugins.md:326": "run",
+    "docs/plugins.md:193": "run",
+    "docs/plugins.md:232": "run",
+    "docs/plugins.md:274": "run",
+    "docs/plugins.md:334": "run",
+    "docs/scaling.md:173": "run",
 }
 
 
@@ -277,6 +278,18 @@ def test_encryption_example_says_what_to_install(tmp_path: Path) -> None:
         os.chdir(ROOT)
 
 
+def test_scaling_example_ingests_a_table_as_columns(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    os.chdir(tmp_path)
+    try:
+        ns = run("docs/scaling.md:173", {})
+        assert capsys.readouterr().out.split() == ["1000", "2000000000"]
+        assert ns["report"].rejected == []
+    finally:
+        os.chdir(ROOT)
+
+
 def vector_products(n: int = 60) -> list[dict[str, Any]]:
     """Labelled records whose ``image`` and ``text`` fields hold 4-d vectors (separable)."""
     rng = np.random.default_rng(0)
@@ -334,8 +347,8 @@ def test_plugin_guide_examples(tmp_path: Path, geo: Any) -> None:
     """docs/plugins.md: the encoder and the two modalities as written, registered in a
     store; the geo example's collections; and its test file, run."""
     chars = run("docs/plugins.md:67", {})
-    points = run("docs/plugins.md:191", {})
-    blob = run("docs/plugins.md:266", {"Any": Any, "plugin": mmstore.plugin})
+    points = run("docs/plugins.md:193", {})
+    blob = run("docs/plugins.md:274", {"Any": Any, "plugin": mmstore.plugin})
 
     class Hooks:  # the guide's encoder hook as written, and one for the Blob modality
         mmstore_register_encoders = staticmethod(chars["mmstore_register_encoders"])
@@ -350,12 +363,12 @@ def test_plugin_guide_examples(tmp_path: Path, geo: Any) -> None:
         col.ingest([{"id": "a", "text": "abc"}, {"id": "b", "text": "xyz"}])
         assert col.search(text="abc", k=1)[0].id == "a"
         run("docs/plugins.md:50", {"store": store})
-        run("docs/plugins.md:230", {"store": store})
+        run("docs/plugins.md:232", {"store": store})
         assert {"cities", "shapes"} <= set(store.collections())
         modality = blob["Blob"](media=store.media)
         assert modality.from_source(modality.to_source(b"data")) == b"data"
     assert points["GeoPointModality"].name == "geopoint"
-    tests = run("docs/plugins.md:326", {})
+    tests = run("docs/plugins.md:334", {})
     tests["test_modality_passes_the_conformance_kit"]()
     tests["test_encoder_passes_the_conformance_kit"]()
     tests["test_bad_point_is_rejected_naming_the_record"](tmp_path / "geo")

@@ -93,7 +93,10 @@ class Collection:
     ) -> IngestReport:
         """Insert or update records by id; unchanged records are not re-encoded.
 
-        ``records``: a dict, a list or iterable of dicts, an Arrow table or a pandas frame.
+        ``records``: a dict, a list or iterable of dicts, an Arrow table, batch or reader,
+        a pandas frame, or a Parquet file (a ``.parquet`` path or ``pq.ParquetFile``, read
+        in batches of ``chunk_size``). Arrow batches of plain columns are checked column
+        by column (docs/scaling.md).
         With ``on_error="raise"`` the first bad record fails the call and nothing of it is
         written; with ``"skip"`` bad records are left out and listed in the report.
         ``engine="ray"`` encodes on Ray encoder actors (at ``address``, or the cluster

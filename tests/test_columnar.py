@@ -305,3 +305,52 @@ def test_a_batch_hook_that_drops_rows_is_a_plugin_error(tmp_path: Path) -> None:
         with pytest.raises(mmstore.PluginError, match="same 2 rows"):
             col.ingest(pa.table({"id": ["a", "b"], "text": ["x", "y"]}))
         assert col.count() == 0
+
+
+# -- Parquet files -----------------------------------------------------------------------------
+def test_a_parquet_file_is_read_in_batches_as_columns(tmp_path: Path, no_dicts: None) -> None:
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "rows.parquet"
+    pq.write_table(good_table(200), path, row_group_size=64)
+    with _open(tmp_path / "s") as store:
+        col = store.create_collection("c", encoders=SPEC)
+        assert col.ingest(path, chunk_size=50).written == 200
+        assert col.ingest(str(path)).unchanged == 200
+        assert col.ingest(pq.ParquetFile(path)).unchanged == 200
+        assert col.get(["r3"])[0]["label"] == "c0"
+
+
+def test_a_parquet_column_chunk_over_the_limit_is_refused_before_it_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pyarrow.parquet as pq
+
+    from mmstore.ingest import parquet
+
+    path = tmp_path / "big.parquet"
+    pq.write_table(good_table(200), path, row_group_size=200, compression="none")
+    monkeypatch.setattr(parquet, "MAX_CHUNK_BYTES", 4096)  # stands for 1 GiB: 200 x 8 x 4 > 4096
+
+    def never(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the file was read")
+
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches", never)
+    with _open(tmp_path / "s") as store:
+        col = store.create_collection("c", encoders=SPEC)
+        with pytest.raises(mmstore.InvalidInputError, match="row group 0.*row_group_size") as e:
+            col.ingest(path)
+        assert "'emb" in str(e.value) and "big.parquet" in str(e.value)
+        assert col.count() == 0
+
+
+def test_paths_that_are_not_parquet_files(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.parquet"
+    broken.write_bytes(b"PAR1 not really")
+    with _open(tmp_path / "s") as store:
+        col = store.create_collection("c", encoders=SPEC)
+        with pytest.raises(mmstore.InvalidInputError, match="cannot read it as Parquet"):
+            col.ingest(broken)
+        with pytest.raises(mmstore.InvalidInputError, match="mmstore ingest FILE"):
+            col.ingest(tmp_path / "rows.csv")
+        assert col.count() == 0

@@ -132,21 +132,24 @@ class BatchPrep:
     def _standard(
         self, batch: pa.RecordBatch, rows: np.ndarray, ids: list[str]
     ) -> list[rec.Prepared | None]:
-        columns = {key: _taken(batch, key, rows) for key in ("label", "ts", "meta")}
-        if not any(c is not None for c in columns.values()):
-            return [rec.Prepared(rid, None, None, None) for rid in ids]
-        values = {k: c if c is not None else [None] * len(ids) for k, c in columns.items()}
+        ts, meta = _taken(batch, "ts", rows), _taken(batch, "meta", rows)
+        labels = _labels(batch, rows)
+        if ts is None and meta is None and labels is not None:  # nothing to parse per row
+            return [
+                rec.Prepared(rid, label, None, None) for rid, label in zip(ids, labels, strict=True)
+            ]
+        raw = _taken(batch, "label", rows) or [None] * len(ids)
         out: list[rec.Prepared | None] = []
-        for rid, label, ts, meta in zip(
-            ids, values["label"], values["ts"], values["meta"], strict=True
+        for rid, label, when, data in zip(
+            ids, raw, ts or [None] * len(ids), meta or [None] * len(ids), strict=True
         ):
             try:
                 out.append(
                     rec.Prepared(
                         rid,
                         rec.parse_label(rid, label),
-                        rec.parse_ts(rid, ts),
-                        rec.parse_meta(rid, meta),
+                        rec.parse_ts(rid, when),
+                        rec.parse_meta(rid, data),
                     )
                 )
             except RecordError as e:
@@ -266,6 +269,21 @@ def _none_of(batch: pa.RecordBatch, fields: Mapping[str, Field]) -> np.ndarray:
         if name in batch.schema.names:
             none &= ~_valid(batch.column(name))
     return none
+
+
+def _labels(batch: pa.RecordBatch, rows: np.ndarray) -> list[str | None] | None:
+    """The labels as the record path parses them, where that needs no check per row
+    (Arrow strings are valid UTF-8; integers are written out by Arrow as by ``str``);
+    ``None`` for a column of another type."""
+    if "label" not in batch.schema.names or batch.column("label").null_count == batch.num_rows:
+        return [None] * len(rows)
+    column = batch.column("label")
+    kind = column.type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return column.take(pa.array(rows)).to_pylist()
+    if pa.types.is_integer(kind):
+        return column.take(pa.array(rows)).cast(pa.string()).to_pylist()
+    return None
 
 
 def _taken(batch: pa.RecordBatch, key: str, rows: np.ndarray) -> list[Any] | None:

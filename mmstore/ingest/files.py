@@ -16,6 +16,7 @@ from typing import Any
 import pyarrow as pa
 
 from mmstore.errors import InvalidInputError
+from mmstore.ingest import parquet
 
 BATCH_ROWS = 4096
 #: modalities whose values a CSV cell holds as JSON text
@@ -65,11 +66,7 @@ def read_records(
     if suffix in (".jsonl", ".ndjson", ".json"):
         return _json_lines(path, bad_lines, lines or LineNumbers(path))
     if suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        parquet = pq.ParquetFile(path)
-        batches = parquet.iter_batches(batch_size=BATCH_ROWS)
-        return pa.RecordBatchReader.from_batches(parquet.schema_arrow, batches)
+        return parquet.reader(path, BATCH_ROWS)
     if suffix == ".csv":
         import pyarrow.csv as pcsv
 

@@ -19,6 +19,7 @@ from mmstore.encoding.encode import checked_rows, encode_rows, load_values, unus
 from mmstore.encoding.fields import Field
 from mmstore.encoding.fitted import ensure_fitted
 from mmstore.errors import RecordError
+from mmstore.index.choose import budget
 from mmstore.index.commit import after_commit
 from mmstore.index.hitcache import RecordRow
 from mmstore.ingest import columns, sources, writes
@@ -58,7 +59,7 @@ class Ingestor:
         self.progress, self.chunk_size = progress, chunk_size
         self.catalog = col.store.catalog
         self.hook = col.store.plugins.hook
-        self.pending = Pending()
+        self.pending = Pending(limit=budget(col.config.index))  # the index holds them next
         self.seen: set[str] = set()
         #: fields whose encoder fitted its state in this call (forgotten if it fails)
         self.fitted: list[Field] = []

@@ -12,7 +12,9 @@ from mmstore.encoding.fields import Field
 from mmstore.index.commit import Change
 from mmstore.index.hitcache import RecordRow
 
-#: vectors kept in memory for the index after commit; past this the index re-reads them
+#: vectors kept in memory for the index after commit when no limit is given; past the
+#: limit the index re-reads them from the catalog (slower, and more memory at its peak:
+#: the Arrow column and its copy), so an ingest passes its index's memory budget
 PENDING_LIMIT_BYTES = 512 * 1024 * 1024
 
 
@@ -27,6 +29,7 @@ class Pending:
     removed_owner_vids: list[int] = field(default_factory=list)
     nbytes: int = 0
     overflow: bool = False
+    limit: int = PENDING_LIMIT_BYTES
 
     def hold(self, name: str, vids: np.ndarray, vectors: np.ndarray) -> None:
         """Keep a field's new vectors for the index, unless the limit is passed (then the
@@ -34,7 +37,7 @@ class Pending:
         if self.overflow:
             return
         self.nbytes += vectors.nbytes
-        if self.nbytes > PENDING_LIMIT_BYTES:
+        if self.nbytes > self.limit:
             self.overflow, self.added = True, {}
             return
         self.added.setdefault(name, []).append((vids, vectors))

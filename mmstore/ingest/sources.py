@@ -1,10 +1,11 @@
-"""What ``ingest`` accepts, turned into a stream of chunks of record dicts: a dict, a list of
-dicts, an Arrow table, batch or reader, a pandas frame, or any iterable (read lazily, so
-memory stays bounded by the chunk size)."""
+"""What ``ingest`` accepts, turned into a stream of chunks of record dicts or Arrow batches:
+a dict, a list of dicts, an Arrow table, batch or reader, a pandas frame, a Parquet file,
+or any iterable (read lazily, so memory stays bounded by the chunk size)."""
 
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -12,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from mmstore.errors import InvalidInputError
+from mmstore.ingest import parquet
 
 DEFAULT_CHUNK = 4096
 
@@ -88,6 +90,13 @@ def batches(
     elif _is_pandas(source):
         for start in range(0, len(source), size):
             yield _pandas_batch(source.iloc[start : start + size])
+    elif parquet.is_parquet(source):
+        yield from parquet.reader(source, size)
+    elif isinstance(source, str | os.PathLike):
+        raise InvalidInputError(
+            f"cannot ingest the path {os.fspath(source)!r}: a path must name a .parquet file; "
+            "read .jsonl and .csv files with `mmstore ingest FILE`"
+        )
     else:
         yield from chunks(source, size)
 

@@ -9,6 +9,7 @@ not read it back, since another host chooses by its own GPUs."""
 from __future__ import annotations
 
 import json
+import mmap
 import struct
 from collections.abc import Iterator
 from typing import Any
@@ -70,8 +71,10 @@ def dump(index: VectorIndex) -> Iterator[bytes | memoryview]:
         yield bytes(_padded(arr.nbytes) - arr.nbytes)
 
 
-def load(data: bytes, options: IndexOptions | None = None) -> VectorIndex:
-    """Rebuild an index from :func:`dump`'s bytes; ValueError if they are malformed."""
+def load(data: bytes | mmap.mmap, options: IndexOptions | None = None) -> VectorIndex:
+    """Rebuild an index from :func:`dump`'s bytes; ValueError if they are malformed. The
+    float32 vectors are read in place, not copied: over a memory-mapped file they stay in
+    the page cache (the index copies them when it grows)."""
 
     head = header(data)
     base = _padded(len(MAGIC) + 8 + head["header_bytes"])
@@ -87,7 +90,7 @@ def load(data: bytes, options: IndexOptions | None = None) -> VectorIndex:
     index = VectorIndex(dim, options)
     index.vids = np.frombuffer(part("vids"), "<i8").astype(np.int64)
     index.dead = np.frombuffer(part("dead"), np.uint8).astype(bool)
-    index._tail = np.frombuffer(part("tail"), np.float32).reshape(tail_len, dim).copy()
+    index._tail = np.frombuffer(part("tail"), np.float32).reshape(tail_len, dim)
     index._tail_len = tail_len
     kind = head.get("kind", "hnsw")
     ann = part("ann" if head["format"] == 3 else "hnsw")
@@ -116,14 +119,14 @@ def _ann(
         raise ValueError(f"index kind {kind!r} is not one this mmstore reads")
     coarse = Coarse(kind, dim, options, read)
     coarse.refine = int(head["refine"])
-    floats = np.frombuffer(base, np.float32).reshape(-1, dim).copy()
+    floats = np.frombuffer(base, np.float32).reshape(-1, dim)
     if len(floats) != int(read.ntotal):
         raise ValueError("index file is inconsistent: codes and vectors differ in number")
     coarse.adopt(floats)
     return coarse
 
 
-def header(data: bytes) -> dict[str, Any]:
+def header(data: bytes | mmap.mmap) -> dict[str, Any]:
     """The file's JSON header (with ``header_bytes``, its length); ValueError if the bytes
     are not an index file of this format."""
     if data[: len(MAGIC)] != MAGIC or len(data) < len(MAGIC) + 8:

@@ -355,7 +355,7 @@ class VectorIndex:
         chosen[rng.choice(n, size=held, replace=False)] = True
         order = np.concatenate([np.flatnonzero(~chosen), np.flatnonzero(chosen)])
         start = self.n_base
-        self._tail[:n] = self._tail[:n][order]
+        self._tail = self._tail[:n][order]  # a new array: a loaded tail is read-only
         self.vids[start:] = self.vids[start:][order]
         self.dead[start:] = self.dead[start:][order]
         self._sorter = np.argsort(self.vids, kind="stable")

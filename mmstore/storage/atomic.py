@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import mmap
 import os
 import shutil
 import uuid
@@ -55,9 +56,14 @@ def sweep_temporaries(folder: Path) -> list[Path]:
     return removed
 
 
-def sha256_file(path: Path) -> tuple[str, bytes]:
-    """Read a whole file once; return its sha256 and its bytes."""
-    data = path.read_bytes()
+def sha256_file(path: Path) -> tuple[str, bytes | mmap.mmap]:
+    """A file's sha256 and its bytes, memory-mapped read-only (read into memory when it
+    is empty, which cannot be mapped): arrays over them share the page cache instead of
+    copying the file, and the mapping stays valid when the file is later replaced."""
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            return hashlib.sha256(b"").hexdigest(), b""
+        data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     return hashlib.sha256(data).hexdigest(), data
 
 

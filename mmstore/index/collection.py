@@ -20,9 +20,9 @@ from mmstore.encoding.fields import Field
 from mmstore.index import file as indexfile
 from mmstore.index.vectors import VectorIndex
 from mmstore.plugin.events import Event, IndexRebuilt, IndexSaved
-from mmstore.storage import embeddings, schema
+from mmstore.storage import digest, embeddings, schema
 from mmstore.storage import failures as storage
-from mmstore.storage.atomic import sha256_file, write_atomic
+from mmstore.storage.atomic import write_atomic
 from mmstore.storage.catalog import Catalog
 
 log = logging.getLogger(__name__)
@@ -115,8 +115,8 @@ class CollectionIndexes:
             return None, f"file {row.file} is missing"
         if row.dim != field.identity.dim:
             return None, f"dimension {row.dim} does not match the field's {field.identity.dim}"
-        digest, data = sha256_file(path)
-        if digest != row.checksum:
+        data = digest.mapped(path)
+        if not digest.matches(data, row.checksum):
             return None, f"checksum of {row.file} does not match the manifest"
         try:
             index = indexfile.load(data, self.options)

@@ -24,7 +24,7 @@ from mmstore.index.backend import faiss
 from mmstore.index.choose import Decision, decide
 from mmstore.index.coarse import Coarse
 from mmstore.index.graph import Graph
-from mmstore.index.topk import SearchResult, top_k
+from mmstore.index.topk import SearchResult, in_blocks, top_k
 
 #: a filtered search scans the matching rows exactly when there are at most this many
 EXACT_SUBSET = 20_000
@@ -231,6 +231,11 @@ class VectorIndex:
         return SearchResult(scores, vids)
 
     def _exact(self, queries: np.ndarray, k: int, positions: np.ndarray | None) -> SearchResult:
+        return in_blocks(lambda q: self._exact_block(q, k, positions), queries)
+
+    def _exact_block(
+        self, queries: np.ndarray, k: int, positions: np.ndarray | None
+    ) -> SearchResult:
         if positions is None:
             scores = np.concatenate([queries @ self._base_view().T, queries @ self.tail().T], 1)
             positions = np.arange(self.size)

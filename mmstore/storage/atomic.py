@@ -6,22 +6,23 @@ mix and never none."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import mmap
 import os
 import shutil
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
+from mmstore.storage.digest import TreeHash
+
 TMP_SUFFIX = ".mms-tmp"
 
 
 def write_atomic(path: Path, chunks: Iterable[bytes | memoryview]) -> str:
-    """Replace ``path`` with the concatenated chunks; return their sha256 hex digest."""
+    """Replace ``path`` with the concatenated chunks; return their tree checksum
+    (:mod:`mmstore.storage.digest`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
-    digest = hashlib.sha256()
+    digest = TreeHash()
     try:
         with open(tmp, "wb") as f:
             for chunk in chunks:
@@ -54,17 +55,6 @@ def sweep_temporaries(folder: Path) -> list[Path]:
             tmp.unlink(missing_ok=True)
             removed.append(tmp)
     return removed
-
-
-def sha256_file(path: Path) -> tuple[str, bytes | mmap.mmap]:
-    """A file's sha256 and its bytes, memory-mapped read-only (read into memory when it
-    is empty, which cannot be mapped): arrays over them share the page cache instead of
-    copying the file, and the mapping stays valid when the file is later replaced."""
-    with open(path, "rb") as f:
-        if os.fstat(f.fileno()).st_size == 0:
-            return hashlib.sha256(b"").hexdigest(), b""
-        data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-    return hashlib.sha256(data).hexdigest(), data
 
 
 # -- whole folders (a head's artifacts) ---------------------------------------------------

@@ -14,8 +14,9 @@ from mmstore.config import IndexOptions
 from mmstore.errors import GpuMemoryError
 from mmstore.index import file as indexfile
 from mmstore.index import gpu, multigpu
+from mmstore.index.backend import faiss
 from mmstore.index.multigpu import Layout, choose_layout
-from mmstore.index.vectors import SearchResult, VectorIndex, faiss
+from mmstore.index.vectors import SearchResult, VectorIndex
 
 GIB = 1 << 30
 

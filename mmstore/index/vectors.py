@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -20,10 +21,10 @@ import numpy as np
 from mmstore.config import IndexOptions
 from mmstore.errors import BeyondGpuError
 from mmstore.index import gpu
-from mmstore.index.backend import faiss
 from mmstore.index.choose import Decision, decide
 from mmstore.index.coarse import Coarse
 from mmstore.index.graph import Graph
+from mmstore.index.selection import bitmap_selector
 from mmstore.index.topk import SearchResult, in_blocks, top_k
 
 #: a filtered search scans the matching rows exactly when there are at most this many
@@ -231,7 +232,7 @@ class VectorIndex:
         return SearchResult(scores, vids)
 
     def _exact(self, queries: np.ndarray, k: int, positions: np.ndarray | None) -> SearchResult:
-        return in_blocks(lambda q: self._exact_block(q, k, positions), queries)
+        return in_blocks(partial(self._exact_block, k=k, positions=positions), queries)
 
     def _exact_block(
         self, queries: np.ndarray, k: int, positions: np.ndarray | None
@@ -247,7 +248,7 @@ class VectorIndex:
     def _ann(self, queries: np.ndarray, k: int, positions: np.ndarray | None) -> SearchResult:
         assert self.ann is not None
         base_pos = positions[positions < self.n_base] if positions is not None else None
-        selector, selectivity, keep = self._selector(base_pos)
+        selector, selectivity, keep = bitmap_selector(self.dead[: self.n_base], base_pos)
         kk = min(k, self.n_base)
         scores, labels = self.ann.search(queries, kk, selector, selectivity)
         del keep
@@ -268,22 +269,6 @@ class VectorIndex:
         if positions is not None and (result.vids < 0).any() and len(positions) >= k:
             return self._exact(queries, k, positions)
         return result
-
-    def _selector(self, base_pos: np.ndarray | None) -> tuple[Any, float, Any]:
-        """A bitmap selector for filters and tombstones (None when neither applies), the
-        share of the base it allows, and what must outlive the search (FAISS does not own
-        the bitmap)."""
-        dead_base = self.dead[: self.n_base]
-        if base_pos is None and not self.n_dead:
-            return None, 1.0, None
-        mask = ~dead_base if base_pos is None else np.zeros(self.n_base, bool)
-        selectivity = 1.0
-        if base_pos is not None:
-            mask[base_pos] = True
-            selectivity = float(mask.mean())
-        bitmap = np.packbits(mask, bitorder="little")
-        selector = faiss.IDSelectorBitmap(self.n_base, faiss.swig_ptr(bitmap))
-        return selector, selectivity, (bitmap, selector)
 
     # -- maintenance --------------------------------------------------------------------
     def needs_optimize(self) -> bool:

@@ -483,7 +483,7 @@ TEXTS = [f"{a} {b} {c}" for a in ("red", "green", "blue") for b in ("apple", "pe
 
 
 def _index_cases(marker: Path, other_index: bytes) -> dict[str, bytes]:
-    from mmstore.index.vectors import faiss
+    from mmstore.index.backend import faiss
 
     flat = faiss.IndexFlatIP(32)
     flat.add(np.random.default_rng(1).normal(size=(10, 32)).astype(np.float32))

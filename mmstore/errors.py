@@ -196,6 +196,25 @@ class DamagedLogError(MMStoreError, RuntimeError):
         )
 
 
+class DamagedVectorsError(MMStoreError, RuntimeError):
+    """A vector segment file does not hold what the catalog committed (missing, cut short,
+    or a block whose checksum differs): its vectors are refused, never used. The message
+    names the collection, the field and the rows."""
+
+    http_status = 500
+
+    def __init__(
+        self, store: str, collection: str, field: str, problem: str, records: str = ""
+    ) -> None:
+        self.store, self.collection, self.field = store, collection, field
+        self.problem, self.records = problem, records
+        super().__init__(
+            f"store {store!r}: the stored vectors of {collection}.{field} are damaged: "
+            f"{problem}{records}; restore the store's vectors/ folder from a backup, or "
+            "delete those records and ingest them again"
+        )
+
+
 class StorageError(MMStoreError, OSError):
     """The disk refused a write (full, a file-size limit, an I/O error). Nothing of the
     call is half written; the message says what was being done and what to do. With

@@ -83,6 +83,7 @@ class Store:
             if not self.read_only:
                 sweep_temporaries(self.path / "indexes")
                 sweep_temporaries(self.media.folder)
+                self._trim_segments()
                 self._recover_heads()
             self.catalog.lock_down()
         except BaseException:
@@ -100,6 +101,13 @@ class Store:
                 kept.name,
             )
 
+    def _trim_segments(self) -> None:
+        """Cut vector segment files back to what the catalog committed."""
+        if self.catalog.segments is not None:
+            with self.catalog.reading() as conn:
+                for what in self.catalog.segments.trim(conn):
+                    log.warning("store %s: vectors/%s", self.path, what)
+
     def _recover_heads(self) -> None:
         """Finish or undo head folders that a killed training was swapping (see
         :func:`mmstore.storage.atomic.swap_folder`)."""
@@ -112,7 +120,7 @@ class Store:
     def _migrate(self) -> str | None:
         conn = self.catalog.conn
         if not self.read_only:
-            return migrate.upgrade(conn)
+            return migrate.upgrade(conn, self.catalog.segments)
         current = migrate.current_revision(conn)
         if current != migrate.head_revision():
             raise SchemaError(
@@ -202,12 +210,13 @@ class Store:
                 schema.fields,
                 schema.indexes,
                 schema.encoder_states,
+                schema.segments,
             ):
                 conn.execute(table.delete().where(table.c.collection == name))
             conn.execute(schema.collections.delete().where(schema.collections.c.name == name))
         self._collections.pop(name, None)
-        shutil.rmtree(self.path / "indexes" / name, ignore_errors=True)
-        shutil.rmtree(self.path / "heads" / name, ignore_errors=True)
+        for folder in ("indexes", "heads", "vectors"):
+            shutil.rmtree(self.path / folder / name, ignore_errors=True)
 
     def align(
         self,

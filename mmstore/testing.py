@@ -210,3 +210,15 @@ def _check_source(modality: Modality, value: Any, rid: str) -> None:
     assert modality.fingerprint(back) == modality.fingerprint(value), (
         f"{name}: from_source(to_source(value)) of {rid} is other content"
     )
+
+
+def stored_vectors(col: Any) -> list[dict[str, Any]]:
+    """Every vector row a collection has stored (vid, record_id, field, encoder_key,
+    source_hash, and its float32 ``vector`` as an array), in vid order, read through the
+    store's own layout (segment files or, encrypted, blobs): for checks in tests."""
+    from mmstore.storage import embeddings
+
+    rows = embeddings.stored(col.store.catalog, col.name).to_pylist()
+    for r in rows:
+        r["vector"] = np.asarray(r["vector"], np.float32)
+    return rows

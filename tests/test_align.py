@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 import mmstore
 from mmstore.datasets.asof import parse_tolerance
 from mmstore.plugin.events import Event, ReembedProgress
-from mmstore.testing import FakePlugin
+from mmstore.testing import FakePlugin, stored_vectors
 
 T0 = dt.datetime(2024, 1, 1)
 US = dt.timedelta(microseconds=1)
@@ -283,17 +283,14 @@ def two(store: mmstore.Store) -> mmstore.Collection:
 
 
 def stored(col: mmstore.Collection, field: str, rid: str) -> np.ndarray:
-    """The catalog's vector of one record, read row by row (a path independent of Arrow)."""
-    blob = (
-        col.store.catalog.query_arrow(
-            "SELECT vector FROM mms_embeddings WHERE collection = ? AND field = ? "
-            "AND record_id = ? AND encoder_key = ?",
-            [col.name, field, rid, col.active[field].key],
-        )
-        .column("vector")[0]
-        .as_py()
-    )
-    return np.frombuffer(blob, np.float32)
+    """The stored vector of one record, read on its own (not through a dataset)."""
+    key = col.active[field].key
+    (row,) = [
+        r
+        for r in stored_vectors(col)
+        if (r["field"], r["record_id"], r["encoder_key"]) == (field, rid, key)
+    ]
+    return row["vector"]
 
 
 def test_dataset_masks_missing_fields_and_orders_by_id(two: mmstore.Collection) -> None:

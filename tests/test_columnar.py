@@ -16,7 +16,7 @@ import pytest
 
 import mmstore
 from mmstore.ingest import sources
-from mmstore.testing import FakePlugin
+from mmstore.testing import FakePlugin, stored_vectors
 
 DIM = 8
 SPEC = {
@@ -81,12 +81,11 @@ def stored(col: mmstore.Collection) -> dict[str, Any]:
             "WHERE collection = ? ORDER BY id",
             (col.name,),
         ).fetchall()
-        vectors = conn.exec_driver_sql(
-            "SELECT record_id, field, source_hash, vector FROM mms_embeddings "
-            "WHERE collection = ? ORDER BY record_id, field",
-            (col.name,),
-        ).fetchall()
-    return {"rows": [tuple(r) for r in rows], "vectors": [tuple(v) for v in vectors]}
+    vectors = sorted(
+        (v["record_id"], v["field"], v["source_hash"], v["vector"].tobytes())
+        for v in stored_vectors(col)
+    )
+    return {"rows": [tuple(r) for r in rows], "vectors": vectors}
 
 
 def both_paths(tmp_path: Path, source: Any, records: list[dict[str, Any]], **kw: Any) -> tuple:

@@ -26,7 +26,7 @@ import mmstore
 from mmstore.ingest import on_ray as ray_ingest
 from mmstore.plugin.encoder import Encoder, EncoderParams
 from mmstore.plugin.hookspecs import hookimpl
-from mmstore.testing import FakePlugin, HashTextEncoder
+from mmstore.testing import FakePlugin, HashTextEncoder, stored_vectors
 from tests.conftest import make_records
 
 ray = pytest.importorskip("ray")
@@ -100,11 +100,7 @@ def rows_of(col: mmstore.Collection) -> list[tuple[Any, ...]]:
 
 
 def vectors_of(col: mmstore.Collection) -> dict[tuple[str, str], np.ndarray]:
-    t = col.store.catalog.query_arrow(
-        "SELECT record_id, field, encoder_key, vector FROM mms_embeddings WHERE collection = ?",
-        [col.name],
-    ).to_pylist()
-    return {(r["record_id"], r["field"]): np.frombuffer(r["vector"], np.float32) for r in t}
+    return {(r["record_id"], r["field"]): r["vector"] for r in stored_vectors(col)}
 
 
 #: records ingested both ways (encoded twice by the real model, about 130 texts/s on 2 cores)

@@ -27,6 +27,7 @@ from mmstore_tabular import MAX_COLUMNS, Tabular, TabularEncoder
 
 import mmstore
 from mmstore.testing import check_modality
+from mmstore.testing import stored_vectors as stored_rows
 
 NUMERIC = ["price", "weight"]
 CATEGORICAL = ["brand", "color"]
@@ -113,11 +114,8 @@ def stored_states(store: mmstore.Store) -> list[tuple[str, str, dict[str, Any]]]
 
 
 def stored_vectors(store: mmstore.Store) -> dict[str, np.ndarray]:
-    t = store.catalog.query_arrow(
-        "SELECT record_id, vector FROM mms_embeddings WHERE collection = 't' AND field = 'row'"
-    )
-    ids, blobs = t.column("record_id").to_pylist(), t.column("vector").to_pylist()
-    return {i: np.frombuffer(b, np.float32) for i, b in zip(ids, blobs, strict=True)}
+    rows = stored_rows(store.collection("t"))
+    return {r["record_id"]: r["vector"] for r in rows if r["field"] == "row"}
 
 
 def counts(store: mmstore.Store) -> dict[str, int]:

@@ -209,7 +209,7 @@ def migrate_cmd(path: Path) -> None:
         raise FileNotFoundError(f"no store at {str(path)!r}")
     catalog = Catalog(path / CATALOG_FILE)
     try:
-        before = migrate.upgrade(catalog.conn)
+        before = migrate.upgrade(catalog.conn, catalog.segments)
         after = migrate.current_revision(catalog.conn)
     finally:
         catalog.close()

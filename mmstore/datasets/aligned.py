@@ -27,7 +27,6 @@ import torch
 
 from mmstore.errors import InvalidInputError, NotFoundError, UnknownNameError
 from mmstore.storage import embeddings, schema
-from mmstore.storage.embeddings import blobs_to_matrix
 from mmstore.storage.filters import KEY_RE, compile_filter
 
 if TYPE_CHECKING:
@@ -189,7 +188,9 @@ def _vectors(
     rows that have one; the largest vid read."""
     dim = field.identity.dim
     catalog = col.store.catalog
-    table = embeddings.vectors_of_records(catalog, col.name, field.name, field.key, _IDS_TABLE)
+    table, vectors = embeddings.vectors_of_records(
+        catalog, col.name, field.name, field.key, dim, _IDS_TABLE
+    )
     matrix = np.zeros((len(record_ids), dim), np.float32)
     mask = np.zeros(len(record_ids), bool)
     if table.num_rows == 0:
@@ -198,6 +199,6 @@ def _vectors(
         zero_copy_only=False
     )
     pos = pos.astype(np.int64)  # every record_id is among the rows (the semi-join above)
-    matrix[pos] = blobs_to_matrix(table.column("vector"), dim)  # later vids win on repeats
+    matrix[pos] = vectors  # later vids win on repeats
     mask[pos] = True
     return matrix, mask, int(pc.max(table.column("vid")).as_py())

@@ -28,6 +28,7 @@ from mmstore.errors import (
 )
 from mmstore.storage import failures as storage
 from mmstore.storage import schema, wal
+from mmstore.storage.segments import SegmentFiles
 from mmstore.storage.wal import DamagedLog, is_damaged_log, set_aside
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,10 @@ class Catalog:
         self.path, self.read_only = path, read_only
         key = resolve_key(encryption_key)
         self.encrypted = key is not None
+        #: where vectors live: segment files beside the catalog, or (encrypted) BLOBs in it
+        self.segments = (
+            None if self.encrypted else SegmentFiles(path.parent / "vectors", str(path.parent))
+        )
         #: the write-ahead log set aside by this open because it could not be replayed
         self.damaged_log: DamagedLog | None = None
         copy = None if read_only else self._preserve_log()

@@ -1,7 +1,9 @@
 """The embeddings table (``mms_embeddings``), owned here: every statement that reads or writes
 it, and the Arrow conversions of its columns. A row is one vector: its ``vid`` (growing
 with every write), collection, record id, field, encoder identity (``encoder_key``), the
-source hash it was encoded from, and the float32 vector as a blob."""
+source hash it was encoded from, and where its float32 values are: row ``pos`` of the
+space's segment file (:mod:`mmstore.storage.segments`), or, in an encrypted store, the
+``vector`` blob."""
 
 from __future__ import annotations
 
@@ -10,6 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+
+from mmstore.errors import DamagedVectorsError
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -33,24 +38,27 @@ def insert(
     vid0 = catalog.next_ids(conn, "vid", n)
     vids = np.arange(vid0, vid0 + n, dtype=np.int64)
     vectors = np.ascontiguousarray(vectors, np.float32)
-    blob = pa.FixedSizeBinaryArray.from_buffers(
-        pa.binary(vectors.shape[1] * 4), n, [None, pa.py_buffer(vectors)]
-    )
-    table = pa.table(
-        {
-            "vid": pa.array(vids, pa.int64()),
-            "collection": pa.array([collection] * n, pa.string()),
-            "record_id": pa.array([rid for rid, _ in rows], pa.string()),
-            "field": pa.array([field] * n, pa.string()),
-            "encoder_key": pa.array([encoder_key] * n, pa.string()),
-            "source_hash": pa.array([h for _, h in rows], pa.string()),
-            "vector": blob,
-        }
-    )
-    with catalog.arrow("mms_new_vectors", table):
+    columns = {
+        "vid": pa.array(vids, pa.int64()),
+        "collection": pa.repeat(collection, n).cast(pa.string()),
+        "record_id": pa.array([rid for rid, _ in rows], pa.string()),
+        "field": pa.repeat(field, n).cast(pa.string()),
+        "encoder_key": pa.repeat(encoder_key, n).cast(pa.string()),
+        "source_hash": pa.array([h for _, h in rows], pa.string()),
+    }
+    if catalog.segments is None:  # encrypted: the vectors stay in the (encrypted) catalog
+        columns["vector"] = pa.FixedSizeBinaryArray.from_buffers(
+            pa.binary(vectors.shape[1] * 4), n, [None, pa.py_buffer(vectors)]
+        )
+        value = "vector::BLOB, NULL"
+    else:
+        pos = catalog.segments.append(conn, collection, field, encoder_key, vectors)
+        columns["pos"] = pa.array(pos, pa.int64())
+        value = "NULL, pos"
+    with catalog.arrow("mms_new_vectors", pa.table(columns)):
         catalog.raw.execute(
             "INSERT INTO mms_embeddings SELECT vid, collection, record_id, field, "
-            "encoder_key, source_hash, vector::BLOB FROM mms_new_vectors"
+            f"encoder_key, source_hash, {value} FROM mms_new_vectors"
         )
     return vids
 
@@ -148,23 +156,88 @@ def vectors_after(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Vids and vectors of one field's space newer than ``after``, in vid order."""
     t = catalog.query_arrow(
-        "SELECT vid, vector FROM mms_embeddings WHERE collection = ? AND field = ? "
+        f"SELECT vid, {_VALUE} FROM mms_embeddings WHERE collection = ? AND field = ? "
         "AND encoder_key = ? AND vid > ? ORDER BY vid",
         [collection, field, key, after],
     )
-    return int64s(t.column("vid")), blobs_to_matrix(t.column("vector"), dim)
+    return int64s(t.column("vid")), matrix_of(catalog, t, collection, field, key, dim)
 
 
 def vectors_of_records(
-    catalog: Catalog, collection: str, field: str, key: str, ids_table: str
-) -> pa.Table:
-    """record_id, vid and vector of one field's space for the records named in the
-    registered table ``ids_table``, in vid order."""
-    return catalog.query_arrow(
-        "SELECT record_id, vid, vector FROM mms_embeddings WHERE collection = ? AND field = ? "
-        f"AND encoder_key = ? AND record_id IN (SELECT id FROM {ids_table}) ORDER BY vid",
+    catalog: Catalog, collection: str, field: str, key: str, dim: int, ids_table: str
+) -> tuple[pa.Table, np.ndarray]:
+    """record_id and vid of one field's space for the records named in the registered
+    table ``ids_table``, in vid order, and their vectors."""
+    t = catalog.query_arrow(
+        f"SELECT record_id, vid, {_VALUE} FROM mms_embeddings WHERE collection = ? "
+        f"AND field = ? AND encoder_key = ? AND record_id IN (SELECT id FROM {ids_table}) "
+        "ORDER BY vid",
         [collection, field, key],
     )
+    return t.select(["record_id", "vid"]), matrix_of(catalog, t, collection, field, key, dim)
+
+
+def stored(catalog: Catalog, collection: str) -> pa.Table:
+    """Every vector row of a collection (vid, record_id, field, encoder_key, source_hash)
+    with its values as a float32 list column ``vector``, in vid order (for checks and
+    exports; the whole collection is read)."""
+    t = catalog.query_arrow(
+        f"SELECT vid, record_id, field, encoder_key, source_hash, {_VALUE} "
+        "FROM mms_embeddings WHERE collection = ? ORDER BY vid",
+        [collection],
+    )
+    lists = pa.list_(pa.float32())
+    parts = [
+        t.drop_columns(["pos", "vector"]).slice(0, 0).append_column("vector", pa.array([], lists))
+    ]
+    for field, key in sorted(
+        set(zip(t["field"].to_pylist(), t["encoder_key"].to_pylist(), strict=True))
+    ):
+        rows = t.filter(pc.and_(pc.equal(t["field"], field), pc.equal(t["encoder_key"], key)))
+        matrix = matrix_of(
+            catalog, rows, collection, field, key, _dim(catalog, rows, collection, field, key)
+        )
+        values = pa.FixedSizeListArray.from_arrays(pa.array(matrix.ravel()), matrix.shape[1])
+        parts.append(
+            rows.drop_columns(["pos", "vector"]).append_column("vector", values.cast(lists))
+        )
+    return pa.concat_tables(parts).sort_by("vid")
+
+
+def _dim(catalog: Catalog, rows: pa.Table, collection: str, field: str, key: str) -> int:
+    if catalog.segments is not None and rows["pos"].null_count == 0:
+        with catalog.reading() as conn:
+            seg = catalog.segments.get(conn, collection, field, key)
+        if seg is not None:
+            return seg.dim
+    first = rows["vector"][0].as_py()
+    return 0 if first is None else len(first) // 4
+
+
+#: the columns that say where a row's values are
+_VALUE = "pos, vector"
+
+
+def matrix_of(
+    catalog: Catalog, t: pa.Table, collection: str, field: str, key: str, dim: int
+) -> np.ndarray:
+    """The vectors of rows ``t`` (columns ``pos`` and ``vector``) of one space, in order:
+    read from its segment file (each block checked first), or from the blobs."""
+    if t.num_rows == 0:
+        return np.empty((0, dim), np.float32)
+    if t.column("pos").null_count == 0 and catalog.segments is not None:
+        with catalog.reading() as conn:
+            seg = catalog.segments.get(conn, collection, field, key)
+        if seg is None:
+            raise DamagedVectorsError(
+                str(catalog.path.parent), collection, field, "no segment is recorded for it"
+            )
+        return catalog.segments.read(seg, int64s(t.column("pos")))
+    if t.column("vector").null_count:
+        raise DamagedVectorsError(
+            str(catalog.path.parent), collection, field, "rows name neither a blob nor a segment"
+        )
+    return blobs_to_matrix(t.column("vector"), dim)
 
 
 def pending_in_space(

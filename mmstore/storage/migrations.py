@@ -13,6 +13,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 
 from mmstore.errors import SchemaError
+from mmstore.storage.segments import SegmentFiles
 
 
 class DuckDBImpl(DefaultImpl):
@@ -23,11 +24,13 @@ class DuckDBImpl(DefaultImpl):
     transactional_ddl = True
 
 
-def alembic_config(conn: Connection) -> Config:
-    """An Alembic config pointing at the packaged scripts and the given connection."""
+def alembic_config(conn: Connection, segments: SegmentFiles | None = None) -> Config:
+    """An Alembic config pointing at the packaged scripts and the given connection, and the
+    store's segment files (None: an encrypted store, which keeps vectors in the catalog)."""
     cfg = Config()
     cfg.set_main_option("script_location", str(resources.files("mmstore._migrations")))
     cfg.attributes["connection"] = conn
+    cfg.attributes["segments"] = segments
     return cfg
 
 
@@ -43,8 +46,9 @@ def current_revision(conn: Connection) -> str | None:
     return MigrationContext.configure(conn).get_current_revision()
 
 
-def upgrade(conn: Connection) -> str | None:
-    """Bring the catalog to the newest schema; return the revision it had before."""
+def upgrade(conn: Connection, segments: SegmentFiles | None) -> str | None:
+    """Bring the catalog to the newest schema (moving vectors into ``segments``, unless
+    None); return the revision it had before."""
     before = current_revision(conn)
     if conn.in_transaction():
         conn.commit()
@@ -57,7 +61,7 @@ def upgrade(conn: Connection) -> str | None:
             f"catalog schema revision {before!r} is newer than this mmstore knows (head "
             f"{head!r}); upgrade mmstore"
         )
-    command.upgrade(alembic_config(conn), "head")
+    command.upgrade(alembic_config(conn, segments), "head")
     if conn.in_transaction():
         conn.commit()
     return before

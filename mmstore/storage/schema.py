@@ -73,7 +73,23 @@ embeddings = sa.Table(
     sa.Column("field", sa.String, nullable=False),
     sa.Column("encoder_key", sa.String, nullable=False),
     sa.Column("source_hash", sa.String, nullable=False),
-    sa.Column("vector", sa.LargeBinary, nullable=False),  # float32 little-endian, dim * 4 bytes
+    # float32 little-endian, dim * 4 bytes: only in an encrypted store (elsewhere NULL, and
+    # the vector is row ``pos`` of the space's segment file, mmstore.storage.segments)
+    sa.Column("vector", sa.LargeBinary),
+    sa.Column("pos", sa.BigInteger),
+)
+
+segments = sa.Table(
+    "mms_segments",
+    metadata,
+    sa.Column("collection", sa.String, primary_key=True),
+    sa.Column("field", sa.String, primary_key=True),
+    sa.Column("encoder_key", sa.String, primary_key=True),
+    sa.Column("file", sa.String, nullable=False),  # under vectors/<collection>/
+    sa.Column("dim", sa.Integer, nullable=False),
+    sa.Column("rows", sa.BigInteger, nullable=False),  # committed rows, live or deleted
+    sa.Column("crcs", sa.LargeBinary, nullable=False),  # uint32 CRC-32 per block
+    sa.Column("updated_at", sa.DateTime, nullable=False),
 )
 
 indexes = sa.Table(

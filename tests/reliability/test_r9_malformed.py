@@ -113,6 +113,7 @@ import mmstore
 from mmstore.cli.main import cli
 from mmstore.service import Settings
 from mmstore.service.app import create_app
+from mmstore.testing import stored_vectors
 from tests.reliability.figures import record
 from tests.servers import running
 
@@ -591,10 +592,9 @@ def snapshot(col: mmstore.Collection) -> Snapshot:
         "SELECT id, rev, content_hash, label, ts, meta, sources FROM mms_records "
         "WHERE collection = ? ORDER BY id",
     )
-    vectors = rows(
-        col,
-        "SELECT vid, record_id, field, encoder_key, vector FROM mms_embeddings "
-        "WHERE collection = ? ORDER BY vid",
+    vectors = tuple(
+        (r["vid"], r["record_id"], r["field"], r["encoder_key"], r["vector"].tobytes())
+        for r in stored_vectors(col)
     )
     indexes = []
     for f in col.active.values():

@@ -11,6 +11,7 @@ import pyarrow as pa
 
 from mmstore.config import CollectionConfig, CollectionContext
 from mmstore.encoding.fields import Field, describe
+from mmstore.errors import DamagedVectorsError
 from mmstore.hits import Hits
 from mmstore.index.collection import CollectionIndexes
 from mmstore.index.commit import Change, after_commit
@@ -280,14 +281,33 @@ class Collection:
         return out
 
     def verify(self) -> list[dict[str, Any]]:
-        """Per field: catalog and index agree (no vector missing or extra), and the index
-        file's state (current, behind, none yet, or damaged and to be rebuilt)."""
+        """Per field: the stored vectors match their checksums (``vectors``), catalog and
+        index agree (no vector missing or extra), and the index file's state (current,
+        behind, none yet, or damaged and to be rebuilt)."""
         self.store.check_open()
-        return [self.indexes.verify(f) for f in self.active.values()]
+        out = []
+        for f in self.active.values():
+            vectors = embeddings.check(self.store.catalog, self.name, f.name, f.key)
+            try:
+                report = self.indexes.verify(f)
+            except DamagedVectorsError:  # the index needed a rebuild from them
+                n = len(self.indexes.live_vids(f))
+                report = {"field": f.name, "catalog_vectors": n, "index_vectors": 0}
+                report |= {"missing_from_index": n, "not_in_catalog": 0}
+                report |= {"file": "cannot be rebuilt: its vectors are damaged", "ok": False}
+            report["vectors"] = vectors
+            report["ok"] = bool(report["ok"]) and vectors == "ok"
+            out.append(report)
+        return out
 
     def optimize(self) -> None:
-        """Build or extend ANN indexes and compact deletions now, then save them."""
+        """Build or extend ANN indexes, compact deletions in them and in the vector
+        segment files, and save them."""
         self.store.check_writable()
+        with self.store.catalog.transaction("compacting vector segments") as conn:
+            replaced = embeddings.compact(self.store.catalog, conn, self.name)
+        for path in replaced:
+            path.unlink(missing_ok=True)
         for f in self.active.values():
             with self.store.catalog.lock:  # searches read the index being rebuilt
                 self.indexes.get(f).optimize()

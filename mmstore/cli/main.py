@@ -112,7 +112,7 @@ def verify(path: Path, as_json: bool) -> None:
                     f"{'ok ' if f['ok'] else 'BAD'} {name}.{f['field']}: "
                     f"{f['catalog_vectors']} in catalog, {f['index_vectors']} in index, "
                     f"{f['missing_from_index']} missing, {f['not_in_catalog']} extra; "
-                    f"file {f['file']}"
+                    f"file {f['file']}; vectors {f['vectors']}"
                 )
     if not ok:
         sys.exit(1)

@@ -8,6 +8,7 @@ space's segment file (:mod:`mmstore.storage.segments`), or, in an encrypted stor
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -15,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mmstore.errors import DamagedVectorsError
+from mmstore.storage.segments import COMPACT_SHARE
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -99,6 +101,54 @@ def delete_other_spaces(
         (collection, field, encoder_key),
     ).fetchall()
     return [(int(v), str(k)) for v, k in gone]
+
+
+def compact(catalog: Catalog, conn: Connection, collection: str) -> list[Path]:
+    """Rewrite each segment of the collection whose deleted rows are at least
+    :data:`~mmstore.storage.segments.COMPACT_SHARE` of it with its live rows only, and drop
+    segments with none, in the transaction of ``conn``; returns the replaced files, to be
+    removed once it commits."""
+    files = catalog.segments
+    if files is None:
+        return []
+    replaced = []
+    for seg in files.of_collection(conn, collection):
+        t = catalog.query_arrow(
+            "SELECT vid, pos FROM mms_embeddings WHERE collection = ? AND field = ? "
+            "AND encoder_key = ? ORDER BY pos",
+            [collection, seg.field, seg.encoder_key],
+        )
+        dead = seg.rows - t.num_rows
+        if dead == 0 or (t.num_rows and dead < COMPACT_SHARE * seg.rows):
+            continue
+        if t.num_rows == 0:
+            replaced.append(files.drop(conn, seg))
+            continue
+        replaced.append(files.rewrite(conn, seg, int64s(t.column("pos"))))
+        moved = pa.table({"vid": t.column("vid"), "pos": pa.array(np.arange(t.num_rows))})
+        with catalog.arrow("mms_moved", moved):
+            conn.exec_driver_sql(
+                "UPDATE mms_embeddings SET pos = m.pos FROM mms_moved m "
+                "WHERE mms_embeddings.vid = m.vid"
+            )
+    return replaced
+
+
+def check(catalog: Catalog, collection: str, field: str, key: str) -> str:
+    """Every block of one space's segment checked: ``"ok"`` or ``"damaged: <what>"``."""
+    if catalog.segments is None:
+        return "ok"  # blobs in the catalog, which DuckDB checksums itself
+    with catalog.reading() as conn:
+        seg = catalog.segments.get(conn, collection, field, key)
+        (n,) = conn.exec_driver_sql(
+            "SELECT count(*) FROM mms_embeddings WHERE collection = ? AND field = ? "
+            "AND encoder_key = ? AND pos IS NOT NULL",
+            (collection, field, key),
+        ).one()
+    if seg is None:
+        return "ok" if n == 0 else f"damaged: {n} rows name a segment the catalog lacks"
+    problem = catalog.segments.check(seg)
+    return "ok" if problem is None else f"damaged: {problem}"
 
 
 # -- reading ------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import sqlalchemy as sa
@@ -76,10 +76,34 @@ class SegmentFiles:
                 t.c.collection == collection, t.c.field == field, t.c.encoder_key == key
             )
         ).first()
-        if row is None:
-            return None
-        crcs = np.frombuffer(row.crcs, np.uint32).copy()
-        return Segment(collection, field, key, row.file, row.dim, row.rows, crcs)
+        return None if row is None else _segment(row)
+
+    def of_collection(self, conn: Connection, collection: str) -> list[Segment]:
+        t = schema.segments
+        rows = conn.execute(sa.select(t).where(t.c.collection == collection)).all()
+        return [_segment(r) for r in rows]
+
+    def drop(self, conn: Connection, seg: Segment) -> Path:
+        """Forget a segment without live rows in the caller's transaction; returns its file,
+        to be removed once that commits."""
+        t = schema.segments
+        conn.execute(
+            t.delete().where(
+                t.c.collection == seg.collection,
+                t.c.field == seg.field,
+                t.c.encoder_key == seg.encoder_key,
+            )
+        )
+        return self.path(seg)
+
+    def check(self, seg: Segment) -> str | None:
+        """Every block of the segment checked against the catalog: None, or what is wrong."""
+        try:
+            with self._mapped(seg) as matrix:
+                self._check(seg, matrix, np.arange(len(seg.crcs)))
+        except DamagedVectorsError as e:
+            return e.problem
+        return None
 
     def _put(self, conn: Connection, seg: Segment, new: bool) -> None:
         t = schema.segments
@@ -129,7 +153,7 @@ class SegmentFiles:
         start = seg.rows
         with open(path, "ab+") as f:
             f.truncate(start * seg.row_bytes)  # a rolled-back or killed write's bytes go
-            os.pwrite(f.fileno(), memoryview(vectors).cast("B"), start * seg.row_bytes)
+            os.pwrite(f.fileno(), _raw(vectors), start * seg.row_bytes)
             os.fsync(f.fileno())
         seg.crcs = _extended(seg, vectors)
         seg.rows = start + len(vectors)
@@ -154,7 +178,7 @@ class SegmentFiles:
         )
         path = self.path(fresh)
         with open(path, "wb") as f:
-            f.write(memoryview(np.ascontiguousarray(rows)).cast("B"))
+            f.write(_raw(np.ascontiguousarray(rows)))
             os.fsync(f.fileno())
         fresh.crcs, fresh.rows = _extended(fresh, rows), len(rows)
         self._put(conn, fresh, new=False)
@@ -166,15 +190,7 @@ class SegmentFiles:
         done = []
         named = set()
         for row in conn.execute(sa.select(schema.segments)).all():
-            seg = Segment(
-                row.collection,
-                row.field,
-                row.encoder_key,
-                row.file,
-                row.dim,
-                row.rows,
-                np.empty(0, np.uint32),
-            )
+            seg = _segment(row)
             path = self.path(seg)
             named.add(path)
             size = path.stat().st_size if path.is_file() else None
@@ -213,6 +229,15 @@ class SegmentFiles:
                 f"segment file {path.name} is {found}, the catalog commits "
                 f"{seg.rows} vectors ({seg.rows * seg.row_bytes} bytes)",
             )
+        blocks = -(-seg.rows // seg.block_rows)
+        if len(seg.crcs) != blocks:
+            raise DamagedVectorsError(
+                self.store,
+                seg.collection,
+                seg.field,
+                f"the catalog records {len(seg.crcs)} checksums for the {blocks} blocks of "
+                f"segment file {path.name}",
+            )
         if seg.rows == 0:
             yield np.empty((0, seg.dim), np.float32)
             return
@@ -226,7 +251,7 @@ class SegmentFiles:
         step = seg.block_rows
 
         def crc(b: int) -> int:
-            return zlib.crc32(memoryview(matrix[b * step : (b + 1) * step]).cast("B"))
+            return zlib.crc32(_raw(matrix[b * step : (b + 1) * step]))
 
         if len(todo) > 16:
             with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
@@ -246,6 +271,16 @@ class SegmentFiles:
             checked.add((b, got))
 
 
+def _raw(array: np.ndarray) -> memoryview:
+    """The bytes of a C-contiguous array, without a copy."""
+    return array.reshape(-1).view(np.uint8).data
+
+
+def _segment(row: sa.Row[Any]) -> Segment:
+    crcs = np.frombuffer(row.crcs, np.uint32).copy()
+    return Segment(row.collection, row.field, row.encoder_key, row.file, row.dim, row.rows, crcs)
+
+
 def _extended(seg: Segment, vectors: np.ndarray) -> np.ndarray:
     """The segment's block CRCs after ``vectors`` are appended to its ``seg.rows`` rows:
     the partial last block continues its CRC, new blocks get their own."""
@@ -254,7 +289,7 @@ def _extended(seg: Segment, vectors: np.ndarray) -> np.ndarray:
     while done < len(vectors):
         block, offset = divmod(at, step)
         take = min(step - offset, len(vectors) - done)
-        data = memoryview(vectors[done : done + take]).cast("B")
+        data = _raw(vectors[done : done + take])
         if offset:
             crcs[block] = zlib.crc32(data, int(crcs[block]))
         else:

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from alembic import command
 from alembic.config import Config
@@ -59,6 +60,7 @@ from tests.reliability.figures import record
 DIM, WIDE_DIM, N_VECS = 8, 65_536, 40
 FITTED = "tab"  # the collection whose encoder keeps a fitted state (its table came in 0002)
 STATES_TABLE = "mms_encoder_states"
+SEGMENTS_TABLE = "mms_segments"  # came in 0004, which moves the vectors into it
 POINTS = ("before-op", "after-op", "before-stamp", "after-stamp", "before-commit", "after-commit")
 #: (start, step, point) killed by the parent while the child waits there
 PAUSED = [("0001", "0002", "after-op"), ("0001", "0003", "before-commit")]
@@ -100,14 +102,43 @@ def _layout(conn: Connection) -> Layout:
     return out
 
 
-def _snapshot(conn: Connection) -> Snapshot:
-    """Every row of every table but alembic_version, sorted."""
+def _snapshot(conn: Connection, folder: Path) -> Snapshot:
+    """Every row of every table but alembic_version, sorted; a vector row as its values,
+    wherever they are kept (the blob column before 0004, a segment file after it)."""
     out: Snapshot = {}
     for table in _layout(conn):
+        if table == "mms_embeddings":
+            out[table] = _vector_rows(conn, folder)
+            continue
         result = conn.exec_driver_sql(f'SELECT * FROM "{table}"')
         columns = list(result.keys())
         out[table] = (columns, sorted((tuple(r) for r in result), key=repr))
     return out
+
+
+def _vector_rows(conn: Connection, folder: Path) -> tuple[list[str], Rows]:
+    """mms_embeddings without ``pos``, each ``vector`` cell the row's float32 bytes, read
+    from its blob or straight from the segment file the catalog names (not through
+    mmstore's reader)."""
+    columns = [c for c in _layout(conn)["mms_embeddings"] if c != "pos"]
+    segmented = "pos" in _layout(conn)["mms_embeddings"]
+    cols = ", ".join(columns + (["pos"] if segmented else []))
+    files: dict[tuple[str, str, str], np.ndarray] = {}
+    if segmented:
+        for c, f, k, name, dim, n in conn.exec_driver_sql(
+            "SELECT collection, field, encoder_key, file, dim, rows FROM mms_segments"
+        ):
+            raw = (folder / "vectors" / c / name).read_bytes()
+            files[(c, f, k)] = np.frombuffer(raw, np.float32, n * dim).reshape(n, dim)
+    rows = []
+    for r in conn.exec_driver_sql(f"SELECT {cols} FROM mms_embeddings"):
+        row = list(r[: len(columns)])
+        at = columns.index("vector")
+        if row[at] is None:
+            space = files[(r.collection, r.field, r.encoder_key)]
+            row[at] = space[r.pos].tobytes()
+        rows.append(tuple(row))
+    return columns, sorted(rows, key=repr)
 
 
 @dataclass
@@ -122,7 +153,7 @@ def _state(folder: Path) -> State:
     catalog = Catalog(folder / CATALOG_FILE)
     try:
         conn = catalog.conn
-        state = State(migrate.current_revision(conn), _layout(conn), _snapshot(conn))
+        state = State(migrate.current_revision(conn), _layout(conn), _snapshot(conn, folder))
         conn.rollback()
         return state
     finally:
@@ -224,7 +255,13 @@ def _copy_filter(table: str, columns: list[str], rev: str) -> str:
 
 
 def _build_at(rev: str, source: Path, folder: Path) -> None:
-    """A store at exactly ``rev`` holding the source's rows of the tables ``rev`` has."""
+    """A store at exactly ``rev`` holding the source's rows of the tables ``rev`` has (and,
+    before 0004, its vectors as blobs in the catalog)."""
+    columns, rows = _state(source).snapshot["mms_embeddings"]
+    vid, vector = columns.index("vid"), columns.index("vector")
+    vectors = pa.table(
+        {"vid": [r[vid] for r in rows], "vector": pa.array([r[vector] for r in rows], pa.binary())}
+    )
     folder.mkdir(parents=True)
     catalog = Catalog(folder / CATALOG_FILE)
     try:
@@ -233,11 +270,16 @@ def _build_at(rev: str, source: Path, folder: Path) -> None:
         conn.commit()
         layout = _layout(conn)
         conn.exec_driver_sql(f"ATTACH '{source / CATALOG_FILE}' AS src (READ_ONLY)")
+        catalog.raw.register("src_vectors", vectors)
         for table, columns in layout.items():
             cols = ", ".join(f'"{c}"' for c in columns)
             where = _copy_filter(table, columns, rev)
+            picked = cols
+            if table == "mms_embeddings" and "pos" not in columns:  # blobs, as before 0004
+                picked = cols.replace('"vector"', "v.vector")
+                where = f"JOIN src_vectors v USING (vid) {where}"
             conn.exec_driver_sql(
-                f'INSERT INTO main."{table}" ({cols}) SELECT {cols} FROM src."{table}" {where}'
+                f'INSERT INTO main."{table}" ({cols}) SELECT {picked} FROM src."{table}" {where}'
             )
         conn.commit()
         conn.exec_driver_sql("DETACH src")
@@ -245,6 +287,8 @@ def _build_at(rev: str, source: Path, folder: Path) -> None:
     finally:
         catalog.close()
     shutil.copytree(source / "indexes", folder / "indexes")
+    if "pos" in layout["mms_embeddings"]:
+        shutil.copytree(source / "vectors", folder / "vectors")
     if STATES_TABLE not in _LAYOUTS[rev]:
         shutil.rmtree(folder / "indexes" / FITTED)
 
@@ -317,6 +361,10 @@ def _check_upgraded(folder: Path, before: State, *, declared: bool = True) -> in
     if declared:
         _check_declared(folder)
     for table in set(after.snapshot) - set(before.snapshot):
+        if table == SEGMENTS_TABLE:  # filled by 0004's move: one row per space
+            spaces = {(r[1], r[3], r[4]) for r in after.snapshot["mms_embeddings"][1]}
+            assert len(after.snapshot[table][1]) == len(spaces)
+            continue
         assert after.snapshot[table][1] == [], f"new table {table} is not empty"
     compared, changed = _compare(before.snapshot, after.snapshot)
     assert changed == 0, f"{changed} of {compared} cells changed"

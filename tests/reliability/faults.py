@@ -39,9 +39,10 @@ TEMPLATE = 10
 
 
 def wav(seed: int) -> bytes:
-    """A distinct half-second tone as WAV bytes."""
+    """A distinct half-second tone as WAV bytes (below the 8 kHz Nyquist limit for any seed
+    under 7,000: 200 + 37 * 5400 Hz aliased to silence)."""
     t = np.arange(8000) / 16000
-    tone = 0.3 * np.sin(2 * np.pi * (200 + 37 * seed) * t)
+    tone = 0.3 * np.sin(2 * np.pi * (200 + (37 * seed) % 7000) * t)
     buf = io.BytesIO()
     sf.write(buf, tone.astype(np.float32), 16000, format="WAV")
     return buf.getvalue()

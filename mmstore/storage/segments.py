@@ -97,7 +97,9 @@ class SegmentFiles:
         return self.path(seg)
 
     def check(self, seg: Segment) -> str | None:
-        """Every block of the segment checked against the catalog: None, or what is wrong."""
+        """Every block of the segment read and checked against the catalog again (not
+        trusting this process's earlier checks): None, or what is wrong."""
+        self._checked.pop(str(self.path(seg)), None)
         try:
             with self._mapped(seg) as matrix:
                 self._check(seg, matrix, np.arange(len(seg.crcs)))
@@ -212,7 +214,7 @@ class SegmentFiles:
         with self._mapped(seg) as matrix:
             self._check(seg, matrix, np.unique(positions // seg.block_rows))
             first, last = int(positions[0]), int(positions[-1])
-            if last - first + 1 == len(positions):
+            if last - first + 1 == len(positions) and bool(np.all(np.diff(positions) == 1)):
                 return np.array(matrix[first : last + 1])  # a run: one copy
             return matrix[positions]
 

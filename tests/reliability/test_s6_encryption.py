@@ -3,7 +3,8 @@
 Records carry marker strings in their ids, texts, labels and metadata, and marker vectors
 (precomputed, inner-product field: stored as given). A child process creates the store,
 ingests them and is killed, so the write-ahead log still holds the data; the database file
-and its log are then searched for every marker (UTF-8, UTF-16 LE and BE, and each vector's
+and its log (and a plain store's vector segment files; an encrypted store has none, its
+vectors stay in the encrypted catalog) are then searched for every marker (UTF-8, UTF-16 LE and BE, and each vector's
 float32 bytes): none with a key, many without one (the check bites). Reopened with the key
 the data and search results are intact; after a checkpointing close the database file is
 searched again. Missing, wrong and unexpected keys raise typed errors and change no byte.
@@ -36,10 +37,10 @@ import pytest
 import sqlalchemy as sa
 
 import mmstore
-from mmstore.storage import catalog, schema
+from mmstore.storage import catalog
 from mmstore.storage.catalog import ENCRYPTION_KEY_ENV
 from mmstore.store import CATALOG_FILE
-from mmstore.testing import FakePlugin
+from mmstore.testing import FakePlugin, stored_vectors
 from tests.reliability.figures import record
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -156,12 +157,8 @@ def check_intact(path: Path, key: str | None, **kw: Any) -> None:
         assert [(g["text"], g["label"], g["meta"]) for g in got] == [
             (r["text"], r["label"], r["meta"]) for r in want
         ]
-        t = schema.embeddings
-        with store.catalog.reading() as conn:
-            rows = conn.execute(
-                sa.select(t.c.record_id, t.c.vector).where(t.c.field == "emb")
-            ).all()
-        assert {r.record_id: r.vector for r in rows} == {
+        rows = [r for r in stored_vectors(col) if r["field"] == "emb"]
+        assert {r["record_id"]: r["vector"].tobytes() for r in rows} == {
             r["id"]: vector(i).tobytes() for i, r in enumerate(want)
         }
         for i in (0, N // 2, N - 1):
@@ -192,11 +189,13 @@ def test_encrypted_catalog_and_log_hold_no_plaintext(tmp_path: Path, crypto: str
         files = catalog_files(path)
         assert [f.name for f in files] == [CATALOG_FILE, f"{CATALOG_FILE}.wal"], files
         assert (path / f"{CATALOG_FILE}.wal").stat().st_size > 20_000  # the log holds data
-        found[name] = hits(files)
+        segments = sorted((path / "vectors").rglob("*.f32"))  # a plain store's vectors
+        found[name] = hits(files + segments)
         check_intact(path, key)  # replays the log, then checkpoints on close
         assert catalog_files(path) == [path / CATALOG_FILE]
-        found[f"{name} checkpointed"] = hits([path / CATALOG_FILE])
+        found[f"{name} checkpointed"] = hits([path / CATALOG_FILE, *segments])
         found[f"{name} indexes"] = hits([p for p in (path / "indexes").rglob("*") if p.is_file()])
+        assert (path / "vectors").is_dir() == (key is None)  # encrypted: vectors stay in it
     enc = sum(found["encrypted"].values()) + sum(found["encrypted checkpointed"].values())
     assert enc == 0, {k: v for k, v in found["encrypted"].items() if v}
     plain = sum(found["plain"].values())

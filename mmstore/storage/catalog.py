@@ -176,6 +176,8 @@ class Catalog:
         loss = self.damaged_log.loss()
         log.warning("store %s: %s", self.path.parent, loss)
         if then == "refuse":
+            if not self.read_only:  # what was replayed goes into the file, the log away
+                self.conn.exec_driver_sql("CHECKPOINT")
             self.close()
             raise DamagedLogError(str(self.path.parent), loss)
         self.read_only = True

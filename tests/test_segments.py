@@ -54,6 +54,15 @@ def make(path: Path, n: int = 200) -> np.ndarray:
     return np.stack([got[f"r{i}"] for i in range(n)])
 
 
+def failing(message: str) -> Any:
+    """A stand-in that raises ``OSError(message)``, for a step that must fail."""
+
+    def fail(*args: Any, **kw: Any) -> None:
+        raise OSError(message)
+
+    return fail
+
+
 def segment_file(path: Path) -> Path:
     (found,) = (path / "vectors" / "c").glob("*.f32")
     return found
@@ -94,17 +103,12 @@ def test_a_rolled_back_write_leaves_bytes_the_next_write_cuts(
 ) -> None:
     path = tmp_path / "s"
     v = make(path)
-    put = segments.SegmentFiles._put
-
-    def fail(*args: Any, **kw: Any) -> None:
-        raise OSError("the commit failed")
-
     with mmstore.open(path, plugins=[FakePlugin()]) as store:
-        monkeypatch.setattr(segments.SegmentFiles, "_put", fail)
-        with pytest.raises(Exception, match="the commit failed"):
-            store.collection("c").ingest(records(vectors(50, seed=1), start=1000))
+        with monkeypatch.context() as patch:
+            patch.setattr(segments.SegmentFiles, "_put", failing("the commit failed"))
+            with pytest.raises(Exception, match="the commit failed"):
+                store.collection("c").ingest(records(vectors(50, seed=1), start=1000))
         assert segment_file(path).stat().st_size == 250 * DIM * 4  # the bytes are there
-        monkeypatch.setattr(segments.SegmentFiles, "_put", put)
         store.collection("c").ingest(records(vectors(10, seed=2), start=200))
     assert segment_file(path).stat().st_size == 210 * DIM * 4
     got = read_back(path)
@@ -284,18 +288,11 @@ def test_an_interrupted_compaction_keeps_old_or_new(
     v = make(path)
     delete_30_percent(path)
     kept = v[[i for i in range(200) if i % 3]]
-    from mmstore.storage import embeddings
-
-    update = embeddings.pa.table
-
-    def fail(*args: Any, **kw: Any) -> Any:
-        raise OSError("killed before the commit")
-
-    with mmstore.open(path, plugins=[FakePlugin()]) as store:
-        monkeypatch.setattr(embeddings.pa, "table", fail)  # after the new file is written
+    with mmstore.open(path, plugins=[FakePlugin()]) as store, monkeypatch.context() as patch:
+        # the new generation's row is not recorded: its file is written, nothing commits
+        patch.setattr(segments.SegmentFiles, "_put", failing("killed before the commit"))
         with pytest.raises(OSError, match="before the commit"):
             store.collection("c").optimize()
-        monkeypatch.setattr(embeddings.pa, "table", update)
     names = sorted(p.name for p in (path / "vectors" / "c").glob("*.f32"))
     assert [n[-6:] for n in names] == [".0.f32", ".1.f32"]
     caplog.set_level(logging.WARNING)

@@ -70,12 +70,7 @@ class SegmentFiles:
 
     # -- the catalog rows -----------------------------------------------------------------
     def get(self, conn: Connection, collection: str, field: str, key: str) -> Segment | None:
-        t = schema.segments
-        row = conn.execute(
-            sa.select(t).where(
-                t.c.collection == collection, t.c.field == field, t.c.encoder_key == key
-            )
-        ).first()
+        row = conn.execute(sa.select(schema.segments).where(_one(collection, field, key))).first()
         return None if row is None else _segment(row)
 
     def of_collection(self, conn: Connection, collection: str) -> list[Segment]:
@@ -86,13 +81,8 @@ class SegmentFiles:
     def drop(self, conn: Connection, seg: Segment) -> Path:
         """Forget a segment without live rows in the caller's transaction; returns its file,
         to be removed once that commits."""
-        t = schema.segments
         conn.execute(
-            t.delete().where(
-                t.c.collection == seg.collection,
-                t.c.field == seg.field,
-                t.c.encoder_key == seg.encoder_key,
-            )
+            schema.segments.delete().where(_one(seg.collection, seg.field, seg.encoder_key))
         )
         return self.path(seg)
 
@@ -121,13 +111,7 @@ class SegmentFiles:
             conn.execute(t.insert().values(**key, **values))
             return
         conn.execute(
-            t.update()
-            .where(
-                t.c.collection == seg.collection,
-                t.c.field == seg.field,
-                t.c.encoder_key == seg.encoder_key,
-            )
-            .values(**values)
+            t.update().where(_one(seg.collection, seg.field, seg.encoder_key)).values(**values)
         )
 
     # -- writing --------------------------------------------------------------------------
@@ -271,6 +255,12 @@ class SegmentFiles:
                     "does not match its checksum",
                 )
             checked.add((b, got))
+
+
+def _one(collection: str, field: str, key: str) -> sa.ColumnElement[bool]:
+    """The ``mms_segments`` row of one space."""
+    t = schema.segments
+    return sa.and_(t.c.collection == collection, t.c.field == field, t.c.encoder_key == key)
 
 
 def _raw(array: np.ndarray) -> memoryview:

@@ -173,14 +173,23 @@ class Catalog:
         self.damaged_log = wal.replay_loss(self.path, copy, replayed, marked)
         if not self.read_only:
             wal.write_mark(self.path, replayed)  # reported now, not at every open
+            self._settle_replay()
         loss = self.damaged_log.loss()
         log.warning("store %s: %s", self.path.parent, loss)
         if then == "refuse":
-            if not self.read_only:  # what was replayed goes into the file, the log away
-                self.conn.exec_driver_sql("CHECKPOINT")
             self.close()
             raise DamagedLogError(str(self.path.parent), loss)
         self.read_only = True
+
+    def _settle_replay(self) -> None:
+        """Put what a partial replay restored into the file and end the log (its copy is
+        kept), so that later commits are never appended after the damaged entry. The
+        damaged log is counted first: DuckDB skips the checkpoint of a database with no
+        change, which left the whole log in place when the damage stopped the replay
+        before its first entry (R7 failed so about 1 run in 2)."""
+        with self.transaction("recording a damaged log") as conn:
+            self.next_ids(conn, wal.DAMAGED, 1)
+        self.conn.exec_driver_sql("CHECKPOINT")
 
     def _commits(self) -> int:
         table = schema.counters

@@ -75,6 +75,7 @@ def set_aside_logs(database: Path) -> list[Path]:
 # behind the count knows the log was not replayed whole.
 
 COMMITS = "commit"
+DAMAGED = "damaged_log"  # logs replayed only in part, counted when set aside
 MARK = ".commits"
 REPLAYING = ".replaying"
 

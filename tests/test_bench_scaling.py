@@ -1,5 +1,5 @@
 """The scaling benchmark at tiny sizes, so that it cannot rot: each size in its own process,
-the table, the fitted slopes and the JSON it writes."""
+the table, the fitted slopes, the reopen beside its bare baseline and the JSON it writes."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def test_bench_scaling_smoke(tmp_path: Path) -> None:
         ],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "fitted growth" in result.stdout and "load average" in result.stdout
@@ -30,4 +30,5 @@ def test_bench_scaling_smoke(tmp_path: Path) -> None:
     small, large = data["rows"]
     assert small["index"]["kind"] == "flat" and large["index"]["kind"] == "hnsw"
     assert large["recall_at_10"] >= 0.9 and large["index_file_bytes"] > 2000 * 384 * 4
+    assert all(r["reopen_s"] > 0 and r["bare_reopen_s"] > 0 for r in data["rows"])
     assert set(data["slopes"]) >= {"ingest_s", "optimize_s", "search_p50_ms", "peak_rss_mb"}

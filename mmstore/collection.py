@@ -304,8 +304,12 @@ class Collection:
         """Build or extend ANN indexes, compact deletions in them and in the vector
         segment files, and save them."""
         self.store.check_writable()
-        with self.store.catalog.transaction("compacting vector segments") as conn:
-            replaced = embeddings.compact(self.store.catalog, conn, self.name)
+        catalog = self.store.catalog
+        with catalog.lock:  # searches never read rows a compaction has moved
+            with catalog.transaction("compacting vector segments") as conn:
+                replaced = embeddings.compact(catalog, conn, self.name)
+            if replaced:
+                self.indexes.rebind()
         for path in replaced:
             path.unlink(missing_ok=True)
         for f in self.active.values():

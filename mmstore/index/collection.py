@@ -1,6 +1,8 @@
 """The indexes of one collection as a cache of the catalog: loaded on first use, checked
 against their manifest rows (checksum, dimension, encoder), rebuilt when they do not match,
-caught up with what the catalog holds beyond them, and saved atomically."""
+caught up with what the catalog holds beyond them, and saved atomically. In a store with
+segment files, an IVF index reads its float32 vectors from its field's rows there
+(:mod:`mmstore.index.rows`), and its file holds the codes only."""
 
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ import sqlalchemy as sa
 from mmstore.config import IndexOptions
 from mmstore.encoding.fields import Field
 from mmstore.index import file as indexfile
+from mmstore.index.coarse import Coarse
+from mmstore.index.rows import SegmentRows
 from mmstore.index.vectors import VectorIndex
 from mmstore.plugin.events import Event, IndexRebuilt, IndexSaved
 from mmstore.storage import digest, embeddings, schema
@@ -89,7 +93,18 @@ class CollectionIndexes:
                 self.track(IndexRebuilt(store, self.collection, field.name, str(reason)))
                 damaged = not str(reason).startswith("built for encoder")
         changed = self._catch_up(field, index)
+        if self.catalog.segments is not None:
+            _bind(index, SegmentRows(self.catalog, self.collection, field.name, field.key))
         return _Entry(index, unsaved=changed + (0 if reason is None else index.size)), damaged
+
+    def rebind(self) -> None:
+        """Read every loaded IVF index's vectors from the rows where the catalog keeps them
+        now (after a compaction of the segment files moved them)."""
+        for entry in self._entries.values():
+            source = entry.index.source
+            if isinstance(source, SegmentRows):
+                source.refresh()
+                _bind(entry.index, source)
 
     def _manifest(self, field: Field) -> sa.Row | None:
         t = schema.indexes
@@ -124,6 +139,8 @@ class CollectionIndexes:
             return None, f"file {row.file} is unreadable: {e}"
         if index.dim != field.identity.dim or index.last_vid != row.last_vid:
             return None, "file contents do not match the manifest"
+        if isinstance(index.ann, Coarse) and index.ann.unbound and self.catalog.segments is None:
+            return None, f"file {row.file} reads its vectors from segment files; there are none"
         return index, None
 
     def _catch_up(self, field: Field, index: VectorIndex) -> int:
@@ -282,3 +299,11 @@ class CollectionIndexes:
                 str(self.catalog.path.parent), self.collection, field.name, str(path), index.live
             )
         )
+
+
+def _bind(index: VectorIndex, source: SegmentRows) -> None:
+    """Have ``index`` read its IVF index's float32 vectors from ``source`` (and build the
+    next one so), letting go of any it holds in memory."""
+    index.source = source
+    if isinstance(index.ann, Coarse):
+        index.ann.bind(source, index.vids[: index.n_base])

@@ -2,7 +2,9 @@
 tail vectors, the float32 vectors an IVF index rescores from) and the FAISS index, each at
 an offset the header gives. No pickle, no zip: loading is one read, one checksum, array
 views and one FAISS parse. Format 3 names the index kind and the decision that chose it;
-format 2 files (an HNSW graph or none) still load. The header also notes
+format 2 files (an HNSW graph or none) still load. Format 4 says where an IVF index's
+float32 vectors are: in the file, or (``"floats": "rows"``) only in the store's segment
+files, which the store binds before the first search. The header also notes
 the GPU layout (:mod:`mmstore.index.multigpu`) the writing host used or would use; loading does
 not read it back, since another host chooses by its own GPUs."""
 
@@ -25,8 +27,8 @@ from mmstore.index.graph import Graph
 from mmstore.index.vectors import VectorIndex
 
 MAGIC = b"MMSIDX02"  # the magic stays; the header's format says which layout follows
-FORMAT = 3
-READS = (2, 3)
+FORMAT = 4
+READS = (2, 3, 4)
 ALIGN = 64
 
 
@@ -34,7 +36,10 @@ def dump(index: VectorIndex) -> Iterator[bytes | memoryview]:
     """The file's bytes, in pieces (the arrays are not copied)."""
 
     ann = index.ann.serialize() if index.ann is not None else np.empty(0, np.uint8)
-    base = index.ann.floats() if isinstance(index.ann, Coarse) else np.empty((0, index.dim))
+    in_rows = isinstance(index.ann, Coarse) and index.ann.source is not None
+    base = np.empty((0, index.dim))
+    if isinstance(index.ann, Coarse) and not in_rows:
+        base = index.ann.floats()
     tail = np.ascontiguousarray(index.tail())
     arrays: dict[str, Any] = {
         "vids": np.ascontiguousarray(index.vids, "<i8"),
@@ -58,6 +63,7 @@ def dump(index: VectorIndex) -> Iterator[bytes | memoryview]:
             "ef_search": index.ef_search,
             "refine": index.ann.refine if isinstance(index.ann, Coarse) else None,
             "tuned_recall": index.tuned_recall,
+            "floats": "rows" if in_rows else "file",
             "layout": layout,
             # informational: the host that loads the file chooses its own GPU layout
             "gpu_layout": index.params()["gpu_layout"],
@@ -93,7 +99,7 @@ def load(data: bytes | mmap.mmap, options: IndexOptions | None = None) -> Vector
     index._tail = np.frombuffer(part("tail"), np.float32).reshape(tail_len, dim)
     index._tail_len = tail_len
     kind = head.get("kind", "hnsw")
-    ann = part("ann" if head["format"] == 3 else "hnsw")
+    ann = part("hnsw" if head["format"] == 2 else "ann")
     if len(ann):
         floats = part("base") if kind in IVF_KINDS else None
         index.ann = _ann(head, dim, index.options, ann, floats)
@@ -119,6 +125,9 @@ def _ann(
         raise ValueError(f"index kind {kind!r} is not one this mmstore reads")
     coarse = Coarse(kind, dim, options, read)
     coarse.refine = int(head["refine"])
+    if head.get("floats") == "rows":
+        coarse.await_rows(int(read.ntotal))
+        return coarse
     floats = np.frombuffer(base, np.float32).reshape(-1, dim)
     if len(floats) != int(read.ntotal):
         raise ValueError("index file is inconsistent: codes and vectors differ in number")

@@ -40,7 +40,11 @@ class Graph:
         ptr = faiss.rev_swig_ptr(storage.get_xb(), self.ntotal * self.dim)
         return np.asarray(ptr).reshape(self.ntotal, self.dim)
 
-    def add(self, vectors: np.ndarray) -> None:
+    def vectors(self, positions: np.ndarray) -> np.ndarray:
+        return np.take(self.floats(), positions, axis=0)
+
+    def add(self, vectors: np.ndarray, vids: np.ndarray | None = None) -> None:
+        """Add ``vectors`` at the next positions (``vids`` unused: the graph holds them)."""
         self.index.add(np.ascontiguousarray(vectors, np.float32))
 
     def tune(self, queries: np.ndarray) -> None:

@@ -5,7 +5,7 @@ target against such an exact top-k."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -105,13 +105,30 @@ def tune_width(
     raise AssertionError("unreachable: the last width is always taken")  # pragma: no cover
 
 
-def exact_ids(queries: np.ndarray, base: np.ndarray, k: int) -> np.ndarray:
-    """Positions in ``base`` of each query's exact top ``k`` (in no order)."""
-    out = np.empty((len(queries), k), np.int64)
-    for start in range(0, len(queries), 64):  # bounded memory for large bases
-        scores = queries[start : start + 64] @ base.T
-        out[start : start + 64] = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    return out
+def exact_ids(queries: np.ndarray, base: np.ndarray | Iterable[np.ndarray], k: int) -> np.ndarray:
+    """Positions in ``base`` (an array, or its rows block by block) of each query's exact
+    top ``k`` (in no order)."""
+    best_s = np.full((len(queries), 0), -np.inf, np.float32)
+    best_i = np.empty((len(queries), 0), np.int64)
+    offset = 0
+    for block in [base] if isinstance(base, np.ndarray) else base:
+        # 64 queries at a time: bounded memory for large bases
+        tops = [_top(queries[i : i + 64] @ block.T, k) for i in range(0, len(queries), 64)]
+        top_s = np.concatenate([s for s, _ in tops])
+        top_i = np.concatenate([i for _, i in tops]) + offset
+        both_i = np.concatenate([best_i, top_i], 1)
+        best_s, best_i = _top(np.concatenate([best_s, top_s], 1), k, both_i)
+        offset += len(block)
+    return best_i
+
+
+def _top(
+    scores: np.ndarray, k: int, ids: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best scores of each row (in no order) and their ids (columns, or ``ids``)."""
+    keep = np.argpartition(-scores, min(k, scores.shape[1]) - 1, axis=1)[:, :k]
+    chosen = keep if ids is None else np.take_along_axis(ids, keep, 1)
+    return np.take_along_axis(scores, keep, 1), chosen
 
 
 def recall(truth: np.ndarray, labels: np.ndarray) -> float:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterable
 from functools import partial
 from typing import Any
 
@@ -22,7 +23,7 @@ from mmstore.config import IndexOptions
 from mmstore.errors import BeyondGpuError
 from mmstore.index import gpu
 from mmstore.index.choose import Decision, decide
-from mmstore.index.coarse import Coarse
+from mmstore.index.coarse import Coarse, FloatRows
 from mmstore.index.graph import Graph
 from mmstore.index.selection import bitmap_selector
 from mmstore.index.topk import SearchResult, in_blocks, top_k
@@ -54,6 +55,9 @@ class VectorIndex:
         self.n_dead = 0
         self._gpu: Any = None  # a gpu.GpuMirror once an unfiltered search runs on a GPU
         self._gpu_lock = threading.Lock()
+        #: where an IVF index reads its float32 vectors, when not from memory (a store's
+        #: segment files); set by the store, kept across rebuilds
+        self.source: FloatRows | None = None
 
     # -- size ---------------------------------------------------------------------------
     @property
@@ -134,11 +138,14 @@ class VectorIndex:
         return pos[self.vids[pos] == vids[ok]]
 
     # -- vectors ------------------------------------------------------------------------
-    def _base_view(self) -> np.ndarray:
-        """The float32 vectors of the approximate index's positions (no copy)."""
+    def _base_blocks(self) -> Iterable[np.ndarray]:
+        """The float32 vectors of the approximate index's positions, in order: one view
+        where they are in memory, else read block by block."""
         if self.ann is None:
-            return np.empty((0, self.dim), np.float32)
-        return self.ann.floats()
+            return []
+        if isinstance(self.ann, Coarse) and self.ann.source is not None:
+            return self.ann.blocks()
+        return [self.ann.floats()]
 
     def tail(self) -> np.ndarray:
         return self._tail[: self._tail_len]
@@ -146,14 +153,17 @@ class VectorIndex:
     def vectors_at(self, positions: np.ndarray) -> np.ndarray:
         """The vectors at sorted positions, gathered with one ``take`` per region."""
         split = int(np.searchsorted(positions, self.n_base))
+        base = positions[:split]
         parts = [
-            np.take(self._base_view(), positions[:split], axis=0),
+            self.ann.vectors(base) if self.ann is not None else np.empty((0, self.dim)),
             np.take(self.tail(), positions[split:] - self.n_base, axis=0),
         ]
         return parts[0] if split == len(positions) else np.concatenate(parts)
 
     def all_vectors(self) -> np.ndarray:
-        return np.concatenate([self._base_view(), self.tail()]) if self.n_base else self.tail()
+        if not self.n_base:
+            return self.tail()
+        return np.concatenate([*self._base_blocks(), self.tail()])
 
     # -- search -------------------------------------------------------------------------
     def search(
@@ -238,7 +248,8 @@ class VectorIndex:
         self, queries: np.ndarray, k: int, positions: np.ndarray | None
     ) -> SearchResult:
         if positions is None:
-            scores = np.concatenate([queries @ self._base_view().T, queries @ self.tail().T], 1)
+            blocks = [*self._base_blocks(), self.tail()]
+            scores = np.concatenate([queries @ b.T for b in blocks], 1)
             positions = np.arange(self.size)
             scores[:, self.dead] = -np.inf
         else:
@@ -303,11 +314,12 @@ class VectorIndex:
                 return
             self.ann = self._new_ann(self.decision.kind, seed)
         held = self._hold_out(seed)
-        tail = self.tail()
-        self.ann.add(tail[: len(tail) - held])
+        tail, vids = self.tail(), self.vids[self.n_base :]
+        split = len(tail) - held
+        self.ann.add(tail[:split], vids[:split])
         if held:
-            self.ann.tune(tail[len(tail) - held :])
-            self.ann.add(tail[len(tail) - held :])
+            self.ann.tune(tail[split:])
+            self.ann.add(tail[split:], vids[split:])
         self._tail = np.empty((0, self.dim), np.float32)
         self._tail_len = 0
         self._gpu = None  # positions may have moved: the mirror is rebuilt on next use
@@ -317,6 +329,8 @@ class VectorIndex:
             return Graph(self.dim, self.options)
         coarse = Coarse(kind, self.dim, self.options)
         coarse.train(self.tail(), seed)
+        if self.source is not None:
+            coarse.bind(self.source, np.empty(0, np.int64))
         return coarse
 
     def _outgrown(self) -> bool:
@@ -358,8 +372,9 @@ class VectorIndex:
         order = np.argsort(self.vids[keep], kind="stable")
         vectors, vids = self.all_vectors()[keep][order], self.vids[keep][order]
         decision = None if rebuild else self.decision
+        source = self.source
         self.__init__(self.dim, self.options)  # type: ignore[misc]
-        self.decision = decision
+        self.decision, self.source = decision, source
         self.add(vids, vectors)
 
     def live_vectors(self) -> np.ndarray:

@@ -201,6 +201,25 @@ def live_vids(catalog: Catalog, collection: str, field: str, key: str) -> np.nda
     return int64s(t.column("vid"))
 
 
+def rows_of(
+    catalog: Catalog, collection: str, field: str, key: str, vids: np.ndarray
+) -> np.ndarray:
+    """The segment row (``pos``) of each of ``vids`` in one field's space, -1 where the
+    catalog holds no such vector (deleted) or keeps it as a blob."""
+    t = catalog.query_arrow(
+        "SELECT vid, pos FROM mms_embeddings WHERE collection = ? AND field = ? "
+        "AND encoder_key = ? AND pos IS NOT NULL ORDER BY vid",
+        [collection, field, key],
+    )
+    held, pos = int64s(t.column("vid")), int64s(t.column("pos"))
+    out = np.full(len(vids), -1, np.int64)
+    if len(held):
+        at = np.minimum(np.searchsorted(held, vids), len(held) - 1)
+        found = held[at] == vids
+        out[found] = pos[at[found]]
+    return out
+
+
 def vectors_after(
     catalog: Catalog, collection: str, field: str, key: str, dim: int, after: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:

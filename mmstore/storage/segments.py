@@ -196,11 +196,24 @@ class SegmentFiles:
         if len(positions) == 0:
             return np.empty((0, seg.dim), np.float32)
         with self._mapped(seg) as matrix:
-            self._check(seg, matrix, np.unique(positions // seg.block_rows))
-            first, last = int(positions[0]), int(positions[-1])
-            if last - first + 1 == len(positions) and bool(np.all(np.diff(positions) == 1)):
-                return np.array(matrix[first : last + 1])  # a run: one copy
-            return matrix[positions]
+            return self.take(seg, matrix, positions)
+
+    def mapped(self, seg: Segment) -> np.ndarray:
+        """The segment's committed rows, mapped (the mapping outlives a compaction that
+        replaces the file: it keeps the rows as they were), for :meth:`take`."""
+        with self._mapped(seg) as matrix:
+            return matrix
+
+    def take(self, seg: Segment, matrix: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """The rows ``positions`` of ``matrix`` (``seg`` mapped), each block they lie in
+        checked against the catalog's CRC first (once per process)."""
+        if len(positions) == 0:
+            return np.empty((0, seg.dim), np.float32)
+        self._check(seg, matrix, np.unique(positions // seg.block_rows))
+        first, last = int(positions[0]), int(positions[-1])
+        if last - first + 1 == len(positions) and bool(np.all(np.diff(positions) == 1)):
+            return np.array(matrix[first : last + 1])  # a run: one copy
+        return matrix[positions]
 
     @contextmanager
     def _mapped(self, seg: Segment) -> Iterator[np.ndarray]:

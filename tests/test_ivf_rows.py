@@ -139,3 +139,11 @@ def test_vectors_added_after_a_reopen_are_found_from_their_rows(store: Path) -> 
         assert index.ann.source is not None
         for i in range(0, len(more), 250):
             assert col.search(vector=more[i], k=1).ids == [f"r{N + i}"]
+
+
+def test_vectors_read_back_as_float32_with_or_without_an_ann_index() -> None:
+    from mmstore.index.vectors import VectorIndex
+
+    index = VectorIndex(DIM)
+    index.add(np.arange(1, 11), clustered(10, 6))
+    assert index.vectors_at(np.arange(3)).dtype == np.float32  # heads feed them to torch

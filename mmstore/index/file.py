@@ -37,7 +37,7 @@ def dump(index: VectorIndex) -> Iterator[bytes | memoryview]:
 
     ann = index.ann.serialize() if index.ann is not None else np.empty(0, np.uint8)
     in_rows = isinstance(index.ann, Coarse) and index.ann.source is not None
-    base = np.empty((0, index.dim))
+    base = np.empty((0, index.dim), np.float32)
     if isinstance(index.ann, Coarse) and not in_rows:
         base = index.ann.floats()
     tail = np.ascontiguousarray(index.tail())

@@ -155,7 +155,7 @@ class VectorIndex:
         split = int(np.searchsorted(positions, self.n_base))
         base = positions[:split]
         parts = [
-            self.ann.vectors(base) if self.ann is not None else np.empty((0, self.dim)),
+            self.ann.vectors(base) if self.ann is not None else np.empty((0, self.dim), np.float32),
             np.take(self.tail(), positions[split:] - self.n_base, axis=0),
         ]
         return parts[0] if split == len(positions) else np.concatenate(parts)

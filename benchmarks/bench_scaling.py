@@ -182,8 +182,9 @@ def _faiss_part(mmi: Path, to: Path, info: dict[str, Any]) -> None:
     exact field: the bare side then scans the file's mapped floats), with the width
     mmstore tuned, for the bare side's one search."""
     from mmstore.index.file import header
+    from mmstore.storage.digest import mapped
 
-    data = mmi.read_bytes()
+    data = mapped(mmi)  # only the FAISS part is copied out
     head = header(data)
     start = -(-(16 + head["header_bytes"]) // 64) * 64
     offset, nbytes = head["layout"]["ann"]

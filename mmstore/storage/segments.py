@@ -10,9 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import zlib
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -91,8 +89,7 @@ class SegmentFiles:
         trusting this process's earlier checks): None, or what is wrong."""
         self._checked.pop(str(self.path(seg)), None)
         try:
-            with self._mapped(seg) as matrix:
-                self._check(seg, matrix, np.arange(len(seg.crcs)))
+            self._check(seg, self.mapped(seg), np.arange(len(seg.crcs)))
         except DamagedVectorsError as e:
             return e.problem
         return None
@@ -195,14 +192,7 @@ class SegmentFiles:
         each block they lie in is checked against the catalog's CRC."""
         if len(positions) == 0:
             return np.empty((0, seg.dim), np.float32)
-        with self._mapped(seg) as matrix:
-            return self.take(seg, matrix, positions)
-
-    def mapped(self, seg: Segment) -> np.ndarray:
-        """The segment's committed rows, mapped (the mapping outlives a compaction that
-        replaces the file: it keeps the rows as they were), for :meth:`take`."""
-        with self._mapped(seg) as matrix:
-            return matrix
+        return self.take(seg, self.mapped(seg), positions)
 
     def take(self, seg: Segment, matrix: np.ndarray, positions: np.ndarray) -> np.ndarray:
         """The rows ``positions`` of ``matrix`` (``seg`` mapped), each block they lie in
@@ -215,8 +205,10 @@ class SegmentFiles:
             return np.array(matrix[first : last + 1])  # a run: one copy
         return matrix[positions]
 
-    @contextmanager
-    def _mapped(self, seg: Segment) -> Iterator[np.ndarray]:
+    def mapped(self, seg: Segment) -> np.ndarray:
+        """The segment's committed rows, mapped, once its size and checksum count fit the
+        catalog (the mapping outlives a compaction that replaces the file: it keeps the
+        rows as they were), for :meth:`take`."""
         path = self.path(seg)
         size = path.stat().st_size if path.is_file() else -1
         if size < seg.rows * seg.row_bytes:
@@ -238,9 +230,8 @@ class SegmentFiles:
                 f"segment file {path.name}",
             )
         if seg.rows == 0:
-            yield np.empty((0, seg.dim), np.float32)
-            return
-        yield np.memmap(path, np.float32, "r", shape=(seg.rows, seg.dim))
+            return np.empty((0, seg.dim), np.float32)
+        return np.memmap(path, np.float32, "r", shape=(seg.rows, seg.dim))
 
     def _check(self, seg: Segment, matrix: np.ndarray, blocks: np.ndarray) -> None:
         checked = self._checked.setdefault(str(self.path(seg)), set())

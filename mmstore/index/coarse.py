@@ -45,6 +45,30 @@ class FloatRows(Protocol):
         ...
 
 
+def read_faiss(view: memoryview, in_place: bool = False) -> Any:
+    """A FAISS index from its serialized bytes, copied into memory FAISS owns, or (an IVF
+    index, ``in_place``) read without a copy: its inverted lists are then a view of
+    ``view``, which must outlive the index, and FAISS aborts the process on an add to it
+    (:meth:`Coarse.add` reads a copy first)."""
+    if not in_place:
+        return faiss.read_index(faiss.PyCallbackIOReader(_reader(view), 1 << 22))
+    data = np.frombuffer(view, np.uint8)
+    return faiss.read_index(faiss.ZeroCopyIOReader(faiss.swig_ptr(data), len(data)))
+
+
+def _reader(view: memoryview) -> Any:
+    """A FAISS read callback over a memory view (no copy of the whole index first)."""
+    position = 0
+
+    def read(n: int) -> bytes:
+        nonlocal position
+        chunk = view[position : position + n]
+        position += len(chunk)
+        return bytes(chunk)
+
+    return read
+
+
 def n_lists(n: int) -> int:
     """Lists for ``n`` vectors: about ``2·sqrt(n)`` (2,000 at a million), at least 16."""
     return int(min(65_536, max(16, round(2 * math.sqrt(n)))))
@@ -64,6 +88,8 @@ class Coarse:
         self._len = 0
         self.source: FloatRows | None = None  # set by bind: the floats are read from rows
         self._rows = np.empty(0, np.int64)
+        #: the file bytes a loaded index's lists are a view of (FAISS cannot add to those)
+        self.viewed: memoryview | None = None
 
     # -- building -----------------------------------------------------------------------
     def train(self, vectors: np.ndarray, seed: int) -> None:
@@ -81,7 +107,7 @@ class Coarse:
         size = min(n, MAX_TRAIN, max(lists * TRAIN_PER_LIST, 10_000))
         sample = np.random.default_rng(seed).choice(n, size, replace=False)
         index.train(np.ascontiguousarray(vectors[np.sort(sample)]))
-        self.index = index
+        self.index, self.viewed = index, None
 
     @property
     def ntotal(self) -> int:
@@ -137,6 +163,8 @@ class Coarse:
         vectors = np.ascontiguousarray(vectors, np.float32)
         if self.source is not None and (vids is None or len(vids) != len(vectors)):
             raise ValueError("an index bound to its rows needs the vids of what it adds")
+        if self.viewed is not None:  # lists in the file's bytes: read into FAISS's own
+            self.index, self.viewed = read_faiss(self.viewed), None
         for start in range(0, len(vectors), 65_536):  # bounded temporaries in FAISS
             self.index.add(vectors[start : start + 65_536])
         if self.source is not None and vids is not None:

@@ -19,10 +19,9 @@ from typing import Any
 import numpy as np
 
 from mmstore.config import IndexOptions
-from mmstore.index.backend import faiss
 from mmstore.index.choose import Decision
 from mmstore.index.coarse import KINDS as IVF_KINDS
-from mmstore.index.coarse import Coarse
+from mmstore.index.coarse import Coarse, read_faiss
 from mmstore.index.graph import Graph
 from mmstore.index.vectors import VectorIndex
 
@@ -118,12 +117,13 @@ def _ann(
 ) -> Graph | Coarse:
     """The approximate index of a file: its FAISS index, and the floats an IVF one keeps."""
     kind = head.get("kind", "hnsw")
-    read = faiss.read_index(faiss.PyCallbackIOReader(_reader(data), 1 << 22))
     if kind == "hnsw":
-        return Graph(dim, options, read)
+        return Graph(dim, options, read_faiss(data))
     if kind not in IVF_KINDS or base is None:
         raise ValueError(f"index kind {kind!r} is not one this mmstore reads")
+    read = read_faiss(data, in_place=True)  # the codes stay in the (mapped) file
     coarse = Coarse(kind, dim, options, read)
+    coarse.viewed = data
     coarse.refine = int(head["refine"])
     if head.get("floats") == "rows":
         coarse.await_rows(int(read.ntotal))
@@ -145,19 +145,6 @@ def header(data: bytes | mmap.mmap) -> dict[str, Any]:
     if head.get("format") not in READS:
         raise ValueError(f"index format {head.get('format')!r} is not one of {list(READS)}")
     return dict(head) | {"header_bytes": length}
-
-
-def _reader(view: memoryview) -> Any:
-    """A FAISS read callback over a memory view (no copy of the whole graph first)."""
-    position = 0
-
-    def read(n: int) -> bytes:
-        nonlocal position
-        chunk = view[position : position + n]
-        position += len(chunk)
-        return bytes(chunk)
-
-    return read
 
 
 def _padded(n: int) -> int:

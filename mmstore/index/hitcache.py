@@ -1,7 +1,7 @@
 """Hit fields served from memory: which record a vid belongs to, and each record's label,
-timestamp, metadata and inline sources. Loaded from the catalog on first search (as
-columns, without an object per record), kept in step by every committed write, so that a
-search makes no catalog query per hit."""
+timestamp, metadata and inline sources. Loaded from the catalog on first search as columns
+(numpy vids, Arrow record columns: no object per record), kept in step by every committed
+write through small overlays, so that a search makes no catalog query per hit."""
 
 from __future__ import annotations
 
@@ -11,9 +11,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+
 from mmstore.hits import Hit, Hits
 from mmstore.storage import embeddings
 from mmstore.storage.catalog import Catalog
+
+_EMPTY = pa.array([], pa.string())
 
 
 @dataclass(frozen=True)
@@ -27,17 +32,27 @@ class RecordRow:
 
 
 class HitCache:
-    """Maps vids to record ids and record ids to their fields, for one collection."""
+    """Maps vids to records and records to their fields, for one collection.
+
+    A record has a stable number (``rec``: its row at load, then one per new record); a vid
+    maps to its record's number (``_vids``/``_recs`` from the load, ``_extra`` since), and a
+    number to the slot of the record's latest row (itself at load, ``_moved`` since)."""
 
     def __init__(self, catalog: Catalog, collection: str) -> None:
         self.catalog, self.collection = catalog, collection
-        self._loaded = False
-        self.owner: dict[int, str] = {}
-        self._slot: dict[str, int] = {}
-        self._rows = _Rows(([], [], [], []))
         #: grows with every committed write: what is derived from the catalog and kept
         #: elsewhere (a searcher's filter results) is stale once it changed
         self.generation = 0
+        self._clear()
+
+    def _clear(self) -> None:
+        self._loaded = False
+        self._vids, self._recs = np.empty(0, np.int64), np.empty(0, np.int64)
+        self._extra: dict[int, int] = {}
+        self._moved: dict[int, int] = {}
+        self._ids = _Column(_EMPTY)
+        self._rows = _Rows(tuple(_Column(_EMPTY) for _ in range(4)))
+        self._rec_of: dict[str, int] | None = None  # built on the first write after a load
 
     @property
     def loaded(self) -> bool:
@@ -46,22 +61,17 @@ class HitCache:
     def ensure(self) -> None:
         if self._loaded:
             return
-        self.owner = embeddings.record_by_vid(self.catalog, self.collection)
-        rec = self.catalog.query_arrow(
-            "SELECT id, label, ts, meta, sources FROM mms_records WHERE collection = ?",
-            [self.collection],
-        )
-        ids = rec.column("id").to_pylist()
-        self._slot = dict(zip(ids, range(len(ids)), strict=True))
-        columns = ("label", "ts", "meta", "sources")
-        self._rows = _Rows(tuple(rec.column(c).to_pylist() for c in columns))
+        vids, recs, records = embeddings.hit_rows(self.catalog, self.collection)
+        self._clear()
+        self._vids, self._recs = vids, np.array(recs, np.int64)  # a copy: deletes write it
+        self._ids = _Column(records.column("id"))
+        names = ("label", "ts", "meta", "sources")
+        self._rows = _Rows(tuple(_Column(records.column(c)) for c in names))
         self._loaded = True
 
     def invalidate(self) -> None:
         self.generation += 1
-        self._loaded = False
-        self.owner, self._slot = {}, {}
-        self._rows = _Rows(([], [], [], []))
+        self._clear()
 
     def apply(
         self,
@@ -75,17 +85,46 @@ class HitCache:
         if not self._loaded:
             return
         for vid in removed_vids:
-            self.owner.pop(int(vid), None)
+            self._drop(int(vid))
+        rec_of = self._numbers()
         for rid in removed_ids:
-            self._slot.pop(rid, None)
-        self.owner.update(added)
-        labels, stamps, metas, sources = self._rows.columns
+            rec_of.pop(rid, None)
         for rid, row in rows.items():
-            self._slot[rid] = len(labels)
-            labels.append(row.label)
-            stamps.append(row.ts)
-            metas.append(row.meta)
-            sources.append(row.sources)
+            rec = rec_of.get(rid)
+            if rec is None:
+                rec = rec_of[rid] = self._ids.append(rid)
+            self._moved[rec] = self._rows.append(row)
+        for vid, rid in added:
+            if rid not in rec_of:  # a vector of a record this cache never saw: reload
+                self.invalidate()
+                return
+            self._extra[int(vid)] = rec_of[rid]
+
+    def _drop(self, vid: int) -> None:
+        if self._extra.pop(vid, None) is None and len(self._vids):
+            at = min(int(np.searchsorted(self._vids, vid)), len(self._vids) - 1)
+            if self._vids[at] == vid:
+                self._recs[at] = -1
+
+    def _numbers(self) -> dict[str, int]:
+        """Record id -> number, built from the loaded ids when first needed."""
+        if self._rec_of is None:
+            ids = self._ids.base.to_pylist()
+            self._rec_of = dict(zip(ids, range(len(ids)), strict=True))
+        return self._rec_of
+
+    def _records(self, vids: np.ndarray) -> list[int]:
+        """The record number of each vid, -1 where none (an empty slot's -1 included)."""
+        out = np.full(len(vids), -1, np.int64)
+        if len(self._vids):
+            at = np.minimum(np.searchsorted(self._vids, vids), len(self._vids) - 1)
+            found = self._vids[at] == vids
+            out[found] = self._recs[at[found]]
+        recs = out.tolist()
+        if self._extra:
+            for i in np.flatnonzero(out < 0).tolist():
+                recs[i] = self._extra.get(int(vids[i]), -1)
+        return recs
 
     def hits(
         self,
@@ -99,18 +138,36 @@ class HitCache:
         """Hits for one result row, best first, skipping empty slots and ``exclude``."""
         self.ensure()
         out = Hits()
-        owner, slots, rows = self.owner, self._slot, self._rows  # the loop is the hot path
-        for score, vid in zip(scores.tolist(), vids.tolist(), strict=True):
-            rid = owner.get(vid)  # None for the -1 of an empty slot too
-            if rid is None or rid == exclude:
+        ids, rows, moved = self._ids, self._rows, self._moved  # the loop is the hot path
+        recs = self._records(np.asarray(vids, np.int64).ravel())
+        for score, rec in zip(np.asarray(scores).ravel().tolist(), recs, strict=True):
+            if rec < 0:
                 continue
-            out.append(_LazyHit(rid, score, field, modality, rows, slots[rid]))
+            rid = ids.get(rec)
+            if rid == exclude:
+                continue
+            out.append(_LazyHit(rid, score, field, modality, rows, moved.get(rec, rec)))
             if len(out) == limit:
                 break
         return out
 
-    def hit(self, rid: str, score: float, field: str, modality: str) -> Hit:
-        return _LazyHit(rid, score, field, modality, self._rows, self._slot[rid])
+
+class _Column:
+    """One loaded column (Arrow, read a value at a time) and the values appended since."""
+
+    __slots__ = ("base", "more", "n")
+
+    def __init__(self, base: pa.Array | pa.ChunkedArray) -> None:
+        self.base = base.combine_chunks() if isinstance(base, pa.ChunkedArray) else base
+        self.more: list[Any] = []
+        self.n = len(self.base)
+
+    def get(self, at: int) -> Any:
+        return self.base[at].as_py() if at < self.n else self.more[at - self.n]
+
+    def append(self, value: Any) -> int:
+        self.more.append(value)
+        return self.n + len(self.more) - 1
 
 
 class _Rows:
@@ -120,18 +177,24 @@ class _Rows:
 
     __slots__ = ("columns", "parsed")
 
-    def __init__(self, columns: tuple[list[Any], ...]) -> None:
+    def __init__(self, columns: tuple[_Column, ...]) -> None:
         self.columns = columns
         self.parsed: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
+
+    def append(self, row: RecordRow) -> int:
+        values = (row.label, row.ts, row.meta, row.sources)
+        slots = [c.append(v) for c, v in zip(self.columns, values, strict=True)]
+        return slots[0]
 
     def fields(self, slot: int) -> tuple[Any, Any, dict[str, Any], dict[str, Any]]:
         """Label, timestamp and copies of the metadata and sources at ``slot``."""
         labels, stamps, metas, sources = self.columns
         parsed = self.parsed.get(slot)
         if parsed is None:
-            meta = json.loads(metas[slot]) if metas[slot] else {}
-            parsed = self.parsed[slot] = (meta, json.loads(sources[slot]))
-        return labels[slot], stamps[slot], dict(parsed[0]), dict(parsed[1])
+            meta = metas.get(slot)
+            parsed = (json.loads(meta) if meta else {}, json.loads(sources.get(slot)))
+            self.parsed[slot] = parsed
+        return labels.get(slot), stamps.get(slot), dict(parsed[0]), dict(parsed[1])
 
 
 def _deferred(name: str) -> property:

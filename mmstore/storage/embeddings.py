@@ -183,12 +183,24 @@ def vid_by_record(catalog: Catalog, collection: str, field: str, key: str) -> di
     return dict(zip(t.column("record_id").to_pylist(), t.column("vid").to_pylist(), strict=True))
 
 
-def record_by_vid(catalog: Catalog, collection: str) -> dict[int, str]:
-    """The record id of every vid of a collection."""
-    t = catalog.query_arrow(
-        "SELECT vid, record_id FROM mms_embeddings WHERE collection = ?", [collection]
+def hit_rows(catalog: Catalog, collection: str) -> tuple[np.ndarray, np.ndarray, pa.Table]:
+    """Every vid of a collection in order, the row of its record in the collection's records
+    (``label``, ``ts``, ``meta``, ``sources`` by ``id``) as the third value holds them, and
+    those records: columns, no object per record."""
+    records = catalog.query_arrow(
+        "SELECT rowid AS r, id, label, ts, meta, sources FROM mms_records WHERE collection = ?",
+        [collection],
     )
-    return dict(zip(t.column("vid").to_pylist(), t.column("record_id").to_pylist(), strict=True))
+    owners = catalog.query_arrow(
+        "SELECT e.vid, r.rowid AS r FROM mms_embeddings e JOIN mms_records r "
+        "ON r.collection = e.collection AND r.id = e.record_id WHERE e.collection = ? "
+        "ORDER BY e.vid",
+        [collection],
+    )
+    rowids = int64s(records.column("r"))
+    order = np.argsort(rowids, kind="stable")
+    at = order[np.searchsorted(rowids[order], int64s(owners.column("r")))]
+    return int64s(owners.column("vid")), at, records.drop_columns(["r"])
 
 
 def live_vids(catalog: Catalog, collection: str, field: str, key: str) -> np.ndarray:

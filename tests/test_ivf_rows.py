@@ -6,7 +6,8 @@ rows; and a damaged block is refused before one of its vectors scores a hit.
 
 Bad inputs tried: a flipped byte in a block that a search rescores from (refused with
 DamagedVectorsError, and `verify` names it), rows moved by a compaction under a loaded
-index, and vectors added after a reopen."""
+index, and vectors added after a reopen (to codes read in place from the mapped file, which
+FAISS cannot grow: the index reads a copy first)."""
 
 from __future__ import annotations
 
@@ -132,10 +133,13 @@ def test_vectors_added_after_a_reopen_are_found_from_their_rows(store: Path) -> 
     more = clustered(2000, 5)
     with mmstore.open(store) as s:
         col = s.collection("v")
+        loaded = col.indexes.get(col.fields["e"]).ann
+        assert loaded is not None and loaded.viewed is not None  # codes read in place
         ingest(col, more, start=N)
         col.optimize()  # the new vectors join the IVF index, their rows with them
         index = col.indexes.get(col.fields["e"])
         assert index.n_base == N + len(more) and index.ann is not None
+        assert index.ann.viewed is None  # FAISS cannot add to a view: it read a copy
         assert index.ann.source is not None
         for i in range(0, len(more), 250):
             assert col.search(vector=more[i], k=1).ids == [f"r{N + i}"]

@@ -79,3 +79,22 @@ def test_a_vector_of_an_unknown_record_reloads_the_cache(tmp_path: Path) -> None
         cache.apply({}, [(10_000, "nobody")], [], [])
         assert not cache.loaded and cache.generation > generation
         assert seen(col) == reloaded(col)
+
+
+def test_records_of_interleaved_collections_are_told_apart(tmp_path: Path) -> None:
+    """Two collections written in turn: each one's records are not one run of catalog rows,
+    and every hit still names its own record and label."""
+    with mmstore.open(tmp_path / "s") as s:
+        cols = [s.create_collection(name, SPEC) for name in ("x", "y")]
+        for i in range(10):
+            for col in cols:
+                col.ingest([record(i, label=f"{col.name}{i}") | {"id": f"{col.name}{i}"}])
+        s.collection("x").delete(["x4"])
+        for col in cols:
+            col.cache.invalidate()
+            for i in range(10):
+                hits = col.search(vector=unit(i), k=1)
+                if col.name == "x" and i == 4:
+                    assert hits[0].id != "x4"
+                    continue
+                assert (hits[0].id, hits[0].label) == (f"{col.name}{i}", f"{col.name}{i}")

@@ -92,9 +92,11 @@ class CollectionIndexes:
                 store = str(self.catalog.path.parent)
                 self.track(IndexRebuilt(store, self.collection, field.name, str(reason)))
                 damaged = not str(reason).startswith("built for encoder")
-        changed = self._catch_up(field, index)
-        if self.catalog.segments is not None:
-            _bind(index, SegmentRows(self.catalog, self.collection, field.name, field.key))
+        held = embeddings.live_rows(self.catalog, self.collection, field.name, field.key)
+        changed = self._catch_up(field, index, held[0])
+        if self.catalog.segments is not None:  # the rows read once serve the binding too
+            source = SegmentRows(self.catalog, self.collection, field.name, field.key, held)
+            _bind(index, source)
         return _Entry(index, unsaved=changed + (0 if reason is None else index.size)), damaged
 
     def rebind(self) -> None:
@@ -143,10 +145,12 @@ class CollectionIndexes:
             return None, f"file {row.file} reads its vectors from segment files; there are none"
         return index, None
 
-    def _catch_up(self, field: Field, index: VectorIndex) -> int:
-        """Apply what the catalog holds beyond the index: deletions and newer vectors."""
-        live = self.live_vids(field)
+    def _catch_up(self, field: Field, index: VectorIndex, live: np.ndarray) -> int:
+        """Apply what the catalog holds beyond the index (``live``: the vids the catalog
+        holds now): deletions and newer vectors."""
         stale = index.live_vids()
+        if np.array_equal(live, stale):  # the common case: the file is current
+            return 0
         gone = stale[~np.isin(stale, live, assume_unique=True)]
         index.remove(gone)
         newer = live[live > index.last_vid]

@@ -158,7 +158,7 @@ class _Column:
     __slots__ = ("base", "more", "n")
 
     def __init__(self, base: pa.Array | pa.ChunkedArray) -> None:
-        self.base = base.combine_chunks() if isinstance(base, pa.ChunkedArray) else base
+        self.base = base  # not combined: a copy of every value (0.08 s at 1M records)
         self.more: list[Any] = []
         self.n = len(self.base)
 

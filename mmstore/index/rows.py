@@ -16,16 +16,29 @@ from mmstore.storage.segments import Segment
 class SegmentRows:
     """One field's space in its segment file (a :class:`mmstore.index.coarse.FloatRows`)."""
 
-    def __init__(self, catalog: Catalog, collection: str, field: str, key: str) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        collection: str,
+        field: str,
+        key: str,
+        held: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> None:
+        """``held``: the field's :func:`~mmstore.storage.embeddings.live_rows` as read just
+        now, for the first :meth:`rows` (a loading index reads them once for both)."""
         if catalog.segments is None:
             raise ValueError("an encrypted store keeps its vectors in the catalog, not in rows")
         self.catalog, self.files = catalog, catalog.segments
         self.collection, self.field, self.key = collection, field, key
         self._seg: Segment | None = None
         self._matrix = np.empty((0, 0), np.float32)
+        self._held = held
 
     def rows(self, vids: np.ndarray) -> np.ndarray:
-        return embeddings.rows_of(self.catalog, self.collection, self.field, self.key, vids)
+        held, self._held = self._held, None
+        if held is None:
+            held = embeddings.live_rows(self.catalog, self.collection, self.field, self.key)
+        return embeddings.rows_of(held, vids)
 
     def take(self, rows: np.ndarray) -> np.ndarray:
         seg, matrix = self._mapped(int(rows.max()) if len(rows) else -1)

@@ -197,9 +197,12 @@ def hit_rows(catalog: Catalog, collection: str) -> tuple[np.ndarray, np.ndarray,
         "ORDER BY e.vid",
         [collection],
     )
-    rowids = int64s(records.column("r"))
-    order = np.argsort(rowids, kind="stable")
-    at = order[np.searchsorted(rowids[order], int64s(owners.column("r")))]
+    rowids, wanted = int64s(records.column("r")), int64s(owners.column("r"))
+    if len(rowids) and rowids[-1] - rowids[0] == len(rowids) - 1 and _rising(rowids):
+        at = wanted - rowids[0]  # the usual case: one run of rows, in order
+    else:
+        order = np.argsort(rowids, kind="stable")
+        at = order[np.searchsorted(rowids[order], wanted)]
     return int64s(owners.column("vid")), at, records.drop_columns(["r"])
 
 
@@ -213,21 +216,31 @@ def live_vids(catalog: Catalog, collection: str, field: str, key: str) -> np.nda
     return int64s(t.column("vid"))
 
 
-def rows_of(
-    catalog: Catalog, collection: str, field: str, key: str, vids: np.ndarray
-) -> np.ndarray:
-    """The segment row (``pos``) of each of ``vids`` in one field's space, -1 where the
-    catalog holds no such vector (deleted) or keeps it as a blob."""
+def _rising(values: np.ndarray) -> bool:
+    return bool(np.all(values[1:] > values[:-1]))
+
+
+def live_rows(
+    catalog: Catalog, collection: str, field: str, key: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """The vids of one field's space in order, and the segment row (``pos``) of each, -1
+    where the catalog keeps the vector as a blob."""
     t = catalog.query_arrow(
-        "SELECT vid, pos FROM mms_embeddings WHERE collection = ? AND field = ? "
-        "AND encoder_key = ? AND pos IS NOT NULL ORDER BY vid",
+        "SELECT vid, coalesce(pos, -1) AS pos FROM mms_embeddings WHERE collection = ? "
+        "AND field = ? AND encoder_key = ? ORDER BY vid",
         [collection, field, key],
     )
-    held, pos = int64s(t.column("vid")), int64s(t.column("pos"))
+    return int64s(t.column("vid")), int64s(t.column("pos"))
+
+
+def rows_of(held: tuple[np.ndarray, np.ndarray], vids: np.ndarray) -> np.ndarray:
+    """The segment row of each of ``vids`` among ``held`` (:func:`live_rows`), -1 where
+    the catalog holds no such vector (deleted) or keeps it as a blob."""
+    known, pos = held
     out = np.full(len(vids), -1, np.int64)
-    if len(held):
-        at = np.minimum(np.searchsorted(held, vids), len(held) - 1)
-        found = held[at] == vids
+    if len(known):
+        at = np.minimum(np.searchsorted(known, vids), len(known) - 1)
+        found = known[at] == vids
         out[found] = pos[at[found]]
     return out
 

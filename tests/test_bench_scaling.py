@@ -31,4 +31,5 @@ def test_bench_scaling_smoke(tmp_path: Path) -> None:
     assert small["index"]["kind"] == "flat" and large["index"]["kind"] == "hnsw"
     assert large["recall_at_10"] >= 0.9 and large["index_file_bytes"] > 2000 * 384 * 4
     assert all(r["reopen_s"] > 0 and r["bare_reopen_s"] > 0 for r in data["rows"])
+    assert all(r["serving_rss_mb"] > 0 for r in data["rows"])
     assert set(data["slopes"]) >= {"ingest_s", "optimize_s", "search_p50_ms", "peak_rss_mb"}

@@ -353,3 +353,15 @@ def test_paths_that_are_not_parquet_files(tmp_path: Path) -> None:
         with pytest.raises(mmstore.InvalidInputError, match="mmstore ingest FILE"):
             col.ingest(tmp_path / "rows.csv")
         assert col.count() == 0
+
+
+def test_batch_norms_are_numpys_bit_for_bit_across_blocks() -> None:
+    """The cosine normalization of a batch sums each row's squares a block of rows at a
+    time; the norms (and so the stored vectors and their hashes) are exactly numpy's."""
+    from mmstore.encoding.encode import _norms
+
+    rng = np.random.default_rng(3)
+    for rows, dim in ((0, 8), (1, 384), (4095, 16), (4097, 384), (9000, 64)):
+        x = rng.normal(size=(rows, dim)) * rng.uniform(0.1, 1e3, size=(rows, 1))
+        x = x.astype(np.float32)
+        assert np.array_equal(_norms(x, block=4096), np.linalg.norm(x, axis=1, keepdims=True))

@@ -119,10 +119,20 @@ def checked_rows(encoder: Encoder, f: Field, out: Any, n: int) -> tuple[np.ndarr
         out = out.copy()
         out[bad] = 0.0
     if encoder.metric == "cosine":
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        norms = _norms(out)
         bad |= (norms[:, 0] == 0) | ~np.isfinite(norms[:, 0])  # zero, or its norm overflows
         out = out / np.where(norms == 0, 1.0, norms)
     return out, bad
+
+
+def _norms(rows: np.ndarray, block: int = 4096) -> np.ndarray:
+    """``np.linalg.norm(rows, axis=1, keepdims=True)``, bit for bit (each row's squares are
+    summed as there), a block of rows at a time: no temporary the size of the batch."""
+    squares = np.empty(len(rows), rows.dtype)
+    for start in range(0, len(rows), block):
+        part = rows[start : start + block]
+        squares[start : start + block] = np.add.reduce(part * part, axis=1)
+    return np.sqrt(squares)[:, None]
 
 
 def check_vectors(encoder: Encoder, f: Field, out: Any, n: int) -> np.ndarray:

@@ -116,7 +116,9 @@ class Precomputed(Encoder):
     def encode(self, items: Sequence[Any], modality: str) -> np.ndarray:
         if not len(items):
             return np.zeros((0, self.dim), np.float32)
-        out = np.stack([np.asarray(v, dtype=np.float32) for v in items])
+        out = np.asarray(items, dtype=np.float32)  # one pass (np.stack converts each first)
+        if out.ndim != 2:
+            raise ValueError(f"vectors have shape {out.shape[1:]}, expected ({self.dim},)")
         if out.shape[1] != self.dim:
             raise ValueError(f"vectors have dimension {out.shape[1]}, expected {self.dim}")
         return out

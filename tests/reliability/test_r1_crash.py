@@ -61,7 +61,9 @@ def check(col: mmstore.Collection, acked: int, rng: random.Random) -> int:
     report = col.verify()
     assert all(f["ok"] for f in report), report
     for rid in rng.sample(sorted(seen), min(8, len(seen))):
-        hits = col.search(text=text(rid, seen[rid]), k=5)  # ties with colliding hashes
+        # k covers ties: the 128 hashed buckets give some texts the same vector (after 724
+        # batches, r716-4's text has 6 records at score 1.0, and it came 6th at k=5)
+        hits = col.search(text=text(rid, seen[rid]), k=50)
         assert rid in hits.ids and hits[hits.ids.index(rid)].score > 0.999, (rid, hits.ids)
     return last
 

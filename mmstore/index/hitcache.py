@@ -84,8 +84,7 @@ class HitCache:
         self.generation += 1
         if not self._loaded:
             return
-        for vid in removed_vids:
-            self._drop(int(vid))
+        self._drop(np.fromiter(removed_vids, np.int64))
         rec_of = self._numbers()
         for rid in removed_ids:
             rec_of.pop(rid, None)
@@ -100,11 +99,11 @@ class HitCache:
                 return
             self._extra[int(vid)] = rec_of[rid]
 
-    def _drop(self, vid: int) -> None:
-        if self._extra.pop(vid, None) is None and len(self._vids):
-            at = min(int(np.searchsorted(self._vids, vid)), len(self._vids) - 1)
-            if self._vids[at] == vid:
-                self._recs[at] = -1
+    def _drop(self, vids: np.ndarray) -> None:
+        for vid in vids.tolist():
+            self._extra.pop(vid, None)
+        at, found = embeddings.found_at(self._vids, vids)
+        self._recs[at[found]] = -1
 
     def _numbers(self) -> dict[str, int]:
         """Record id -> number, built from the loaded ids when first needed."""
@@ -115,11 +114,7 @@ class HitCache:
 
     def _records(self, vids: np.ndarray) -> list[int]:
         """The record number of each vid, -1 where none (an empty slot's -1 included)."""
-        out = np.full(len(vids), -1, np.int64)
-        if len(self._vids):
-            at = np.minimum(np.searchsorted(self._vids, vids), len(self._vids) - 1)
-            found = self._vids[at] == vids
-            out[found] = self._recs[at[found]]
+        out = embeddings.rows_of((self._vids, self._recs), vids)
         recs = out.tolist()
         if self._extra:
             for i in np.flatnonzero(out < 0).tolist():

@@ -233,15 +233,21 @@ def live_rows(
     return int64s(t.column("vid")), int64s(t.column("pos"))
 
 
+def found_at(keys: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each of ``wanted`` would be in the sorted ``keys``, and whether it is there."""
+    if not len(keys):
+        return np.zeros(len(wanted), np.int64), np.zeros(len(wanted), bool)
+    at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+    return at, keys[at] == wanted
+
+
 def rows_of(held: tuple[np.ndarray, np.ndarray], vids: np.ndarray) -> np.ndarray:
-    """The segment row of each of ``vids`` among ``held`` (:func:`live_rows`), -1 where
-    the catalog holds no such vector (deleted) or keeps it as a blob."""
-    known, pos = held
+    """The value ``held`` (sorted vids, and a value for each: :func:`live_rows` gives
+    segment rows) pairs with each of ``vids``, -1 where it holds no such vid."""
+    known, values = held
+    at, found = found_at(known, vids)
     out = np.full(len(vids), -1, np.int64)
-    if len(known):
-        at = np.minimum(np.searchsorted(known, vids), len(known) - 1)
-        found = known[at] == vids
-        out[found] = pos[at[found]]
+    out[found] = values[at[found]]
     return out
 
 

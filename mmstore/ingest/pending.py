@@ -16,13 +16,15 @@ from mmstore.index.hitcache import RecordRow
 #: limit the index re-reads them from the catalog (slower, and more memory at its peak:
 #: the Arrow column and its copy), so an ingest passes its index's memory budget
 PENDING_LIMIT_BYTES = 512 * 1024 * 1024
+SLAB_BYTES = 64 * 1024 * 1024
 
 
 @dataclass
 class Pending:
     """Changes to mirror in the indexes and the hit cache once the transaction commits."""
 
-    added: dict[str, list[tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict)
+    #: per field: the vids of each chunk, and their vectors copied into slabs
+    added: dict[str, tuple[list[np.ndarray], Slabs]] = field(default_factory=dict)
     removed: dict[str, list[np.ndarray]] = field(default_factory=dict)
     rows: dict[str, RecordRow] = field(default_factory=dict)
     owners: list[tuple[int, str]] = field(default_factory=list)
@@ -40,7 +42,9 @@ class Pending:
         if self.nbytes > self.limit:
             self.overflow, self.added = True, {}
             return
-        self.added.setdefault(name, []).append((vids, vectors))
+        held_vids, slabs = self.added.setdefault(name, ([], Slabs(vectors.shape[1])))
+        held_vids.append(vids)
+        slabs.put(vectors)
 
     def remember(self, drop: list[tuple[str, int]]) -> None:
         """The (field, vid)s a chunk deleted."""
@@ -56,7 +60,41 @@ class Pending:
         change.removed = {n: np.concatenate(vids) for n, vids in self.removed.items()}
         if self.overflow:
             change.reload = list(fields.values())
-        for name, added in self.added.items():
-            vids, vectors = (np.concatenate(parts) for parts in zip(*added, strict=True))
-            change.added.append((fields[name], vids, vectors))
+        for name, (vids, slabs) in self.added.items():
+            change.added.append((fields[name], np.concatenate(vids), slabs.drain()))
+        self.added = {}
         return change
+
+
+class Slabs:
+    """Float32 rows held in slabs of :data:`SLAB_BYTES`, drained into one array with each
+    slab let go of once copied: the peak is the rows and one slab, not twice the rows.
+    (A chunk's own array is smaller than malloc's mmap threshold, so freeing it would not
+    give its pages back; a slab is larger, so it does.)"""
+
+    def __init__(self, dim: int) -> None:
+        self.dim, self.rows = dim, max(1, SLAB_BYTES // (4 * dim))
+        self.slabs: list[np.ndarray] = []
+        self.n = 0
+
+    def put(self, vectors: np.ndarray) -> None:
+        done = 0
+        while done < len(vectors):
+            at = self.n % self.rows
+            if at == 0:
+                self.slabs.append(np.empty((self.rows, self.dim), np.float32))
+            take = min(self.rows - at, len(vectors) - done)
+            self.slabs[-1][at : at + take] = vectors[done : done + take]
+            done += take
+            self.n += take
+
+    def drain(self) -> np.ndarray:
+        out = np.empty((self.n, self.dim), np.float32)
+        self.slabs.reverse()
+        for start in range(0, self.n, self.rows):
+            slab = self.slabs.pop()
+            stop = min(start + self.rows, self.n)
+            out[start:stop] = slab[: stop - start]
+            del slab
+        self.n = 0
+        return out

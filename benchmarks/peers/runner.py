@@ -59,9 +59,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--target", type=float, default=0.95, help="recall@10 to tune ANN to")
     p.add_argument("--budget", type=float, default=15.0, help="seconds per query loop")
     p.add_argument("--tune-budget", type=float, default=45.0, help="seconds per sweep")
-    p.add_argument("--deadline", type=float, default=330.0, help="seconds per system")
+    p.add_argument("--deadline", type=float, default=330.0, help="seconds per system's run")
+    p.add_argument("--reopen-deadline", type=float, default=120.0, help="seconds per reopen")
     p.add_argument("--reopens", type=int, default=3, help="fresh processes per reopen")
     p.add_argument("--peers-venv", type=Path, default=OUT / "peers-venv")
+    p.add_argument("--pixeltable-venv", type=Path, default=OUT / "pixeltable-venv")
     p.add_argument("--no-setup", action="store_true", help="never create the peers' venv")
     p.add_argument("--out", type=Path, default=OUT / "peers.json")
     p.add_argument("--results", type=Path, help="RESULTS.md to update (default: the repo's)")
@@ -117,7 +119,12 @@ class Runner:
 
     def python_for(self, entry: Entry) -> Path | None:
         if entry.env not in self.pythons:
-            python, reason = venv.ensure(self.args.peers_venv, not self.args.no_setup)
+            setup = not self.args.no_setup
+            if entry.env == "pixeltable":
+                found = venv.ensure(self.args.pixeltable_venv, setup, venv.PIXELTABLE, "pixeltable")
+            else:
+                found = venv.ensure(self.args.peers_venv, setup)
+            python, reason = found
             self.pythons[entry.env], self.reasons[entry.env] = python, reason
         return self.pythons[entry.env]
 
@@ -131,13 +138,18 @@ class Runner:
         cmd = [*child_cmd(python, "run", entry.name, folder, out), "--data", str(data)]
         cmd += ["--target", str(self.args.target), "--budget", str(self.args.budget)]
         cmd += ["--tune-budget", str(self.args.tune_budget)]
+        load_before = loadavg()
         rc, seconds = launch(cmd, self.args.deadline)
         result: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
         result |= {"rc": rc, "wall_s": seconds, "timed_out": rc is None}
+        result |= {"loadavg_before": load_before, "loadavg_after": loadavg()}
+        result["disk_bytes"] = disk_bytes(folder)
         if result.get("done"):
-            left = self.args.deadline - seconds
-            result["reopen"] = self.reopen(python, entry, data, folder, result["params"], left)
+            result["reopen"] = self.reopen(python, entry, data, folder, result["params"])
+        stop_servers(folder)
         shutil.rmtree(folder, ignore_errors=True)
+        after = result["loadavg_after"]
+        print(f"  [{entry.name}] load average {load_before} before, {after} after", flush=True)
         return result
 
     def reopen(
@@ -147,15 +159,14 @@ class Runner:
         data: Path,
         folder: Path,
         params: dict[str, Any],
-        left: float,
     ) -> dict[str, Any]:
-        """Median of fresh-process reopens: open the stored data and answer one query."""
+        """Median of fresh-process reopens: open the stored data and answer one query
+        (each within ``--reopen-deadline``)."""
         samples: list[dict[str, Any]] = []
         for i in range(self.args.reopens):
             out = self.work / f"{data.name}-{entry.name}-reopen{i}.json"
             cmd = [*child_cmd(python, "reopen", entry.name, folder, out), "--data", str(data)]
-            rc, seconds = launch([*cmd, "--params", json.dumps(params)], min(120.0, left))
-            left -= seconds
+            rc, _ = launch([*cmd, "--params", json.dumps(params)], self.args.reopen_deadline)
             if rc != 0 or not out.exists():
                 return {"error": f"reopen exited with {rc}", "samples": samples}
             samples.append(json.loads(out.read_text()))
@@ -181,6 +192,34 @@ class Runner:
         result: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
         shutil.rmtree(folder, ignore_errors=True)
         return result | {"rc": rc, "wall_s": seconds, "timed_out": rc is None}
+
+
+def loadavg() -> str:
+    """The 1, 5 and 15 minute load averages, as ``/proc/loadavg`` gives them."""
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
+def stop_servers(folder: Path) -> None:
+    """Stop a database server that a system left running under ``folder`` (Pixeltable's
+    embedded Postgres outlives its process, and a child killed at its deadline cannot stop
+    it): SIGINT to the postmaster named in its pid file, Postgres's fast shutdown."""
+    for pidfile in folder.rglob("postmaster.pid"):
+        try:
+            pid = int(pidfile.read_text().split()[0])
+            os.kill(pid, signal.SIGINT)
+        except (OSError, ValueError, IndexError):
+            continue
+        stop = time.monotonic() + 30
+        while time.monotonic() < stop and pidfile.exists():
+            time.sleep(0.2)
+
+
+def disk_bytes(folder: Path) -> int:
+    """Bytes of the files a system left in its folder (its data, indexes and catalogs)."""
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
 
 
 def machine() -> dict[str, Any]:
@@ -280,7 +319,10 @@ def main(argv: list[str] | None = None) -> int:
                 results["text"][entry.name] = runner.text(entry, texts, model)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    results["environments"] = {"peers": runner.reasons.get("peers") or str(args.peers_venv)}
+    results["environments"] = {
+        "peers": runner.reasons.get("peers") or str(args.peers_venv),
+        "pixeltable": runner.reasons.get("pixeltable") or str(args.pixeltable_venv),
+    }
     results["elapsed_s"] = time.perf_counter() - started
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1))
@@ -294,5 +336,5 @@ def publish(args: argparse.Namespace, results: dict[str, Any]) -> None:
     block = report.block(results)
     print(block)
     if args.results is not None:
-        report.update_results(args.results, block)
+        report.update_results(args.results, block, report.section_for(results))
         print(f"\nupdated {args.results}")

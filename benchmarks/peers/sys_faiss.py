@@ -96,7 +96,7 @@ class FaissHNSW(FaissFlat):
     def __init__(self, folder: Path) -> None:
         super().__init__(folder)
         self.knob = 64
-        self.candidates: tuple[int, ...] = EF_CANDIDATES
+        self.candidates: tuple[Any, ...] = EF_CANDIDATES
 
     def ingest(self, data: Dataset) -> None:
         self._save_columns(data)
@@ -160,3 +160,103 @@ class FaissIVF(FaissHNSW):
 
     def set_search(self, params: dict[str, Any]) -> None:
         self.knob, self.nlist = params["nprobe"], params["nlist"]
+
+
+#: nprobe for the compressed IVF indexes: past 256 too, since random vectors at a million
+#: (1,000 lists) need most of the lists probed
+NPROBE_WIDE = (*NPROBE_CANDIDATES, 384, 512, 768)
+#: candidates per hit fetched from the 8-bit codes and rescored from float32, as mmstore's
+#: IVF-SQ8 tries them (``mmstore.index.coarse.REFINES``)
+K_FACTORS = (2, 4)
+
+
+class FaissIVFSQ8(FaissIVF):
+    """``IndexIVFScalarQuantizer`` (8-bit codes, ``QT_8bit``), sqrt(n) lists over a flat
+    quantizer trained by k-means on the data, inner product; nprobe swept. Scores come
+    from the codes (no float32 rescoring)."""
+
+    name = "faiss-ivf-sq8"
+
+    def _new_index(self, data: Dataset) -> Any:
+        self.nlist = max(1, int(math.sqrt(len(data.base))))
+        self.candidates = (*[p for p in NPROBE_WIDE if p < self.nlist], self.nlist)
+        quantizer = faiss.IndexFlatIP(data.dim)
+        qt = faiss.ScalarQuantizer.QT_8bit
+        ip = faiss.METRIC_INNER_PRODUCT
+        return faiss.IndexIVFScalarQuantizer(quantizer, data.dim, self.nlist, qt, ip)
+
+    def params(self) -> dict[str, Any]:
+        return {"codes": "SQ8", "nlist": self.nlist, "nprobe": self.knob}
+
+
+class FaissIVFSQ8Refine(FaissIVFSQ8):
+    """The same IVF-SQ8 index under ``IndexRefineFlat``: ``k_factor·k`` candidates from the
+    codes rescored from the float32 vectors it keeps (as mmstore's IVF-SQ8 rescores);
+    (nprobe, k_factor) swept, k_factor 2 and 4 at each nprobe."""
+
+    name = "faiss-ivf-sq8-refine"
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__(folder)
+        self.k_factor = K_FACTORS[-1]
+
+    def _new_index(self, data: Dataset) -> Any:
+        self.base_index = super()._new_index(data)
+        self.candidates = tuple((p, f) for p in self.candidates for f in K_FACTORS)
+        return faiss.IndexRefineFlat(self.base_index)
+
+    def build(self, data: Dataset) -> bool:
+        self.index = self._new_index(data)
+        self.index.train(data.base)  # trains the IVF-SQ8 base index
+        self.index.add(data.base)  # codes in the base, float32 in the refine index
+        faiss.write_index(self.index, str(self.folder / "index.faiss"))
+        return True
+
+    def _set_knob(self, value: Any) -> None:
+        self.knob, self.k_factor = value
+
+    def _params(self) -> Any:
+        base = faiss.SearchParametersIVF()
+        base.nprobe = self.knob
+        params = faiss.IndexRefineSearchParameters()
+        params.k_factor = self.k_factor
+        params.base_index_params = base
+        self._base_params = base  # SWIG keeps no reference of its own
+        return params
+
+    def search_filtered(self, q: np.ndarray, k: int, cat: str) -> list[str]:
+        mask = np.packbits(self.cats == self.cat_of[cat], bitorder="little")
+        selector = faiss.IDSelectorBitmap(len(self.cats), faiss.swig_ptr(mask))
+        params = self._params()
+        self._base_params.sel = selector  # the base index picks the candidates
+        _, labels = self.index.search(q[None, :], k, params=params)
+        return self._ids(labels[0])
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "codes": "SQ8, float32 refine",
+            "nlist": self.nlist,
+            "nprobe": self.knob,
+            "k_factor": self.k_factor,
+        }
+
+    def set_search(self, params: dict[str, Any]) -> None:
+        super().set_search(params)
+        self.k_factor = params["k_factor"]
+
+
+class FaissHNSWSQ(FaissHNSW):
+    """``IndexHNSWSQ``: the HNSW graph (M 32, efConstruction 80) over 8-bit scalar codes
+    (``QT_8bit``, trained on the data), inner product; efSearch swept. Scores come from
+    the codes."""
+
+    name = "faiss-hnsw-sq"
+
+    def _new_index(self, data: Dataset) -> Any:
+        qt = faiss.ScalarQuantizer.QT_8bit
+        index = faiss.IndexHNSWSQ(data.dim, qt, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+        return index
+
+    def params(self) -> dict[str, Any]:
+        return {"codes": "SQ8", **super().params()}

@@ -1,9 +1,9 @@
 """LanceDB, local: one table ``(id, cat, vector)`` created from Arrow, searched with the
 ``dot`` distance. Flat is the table with no index (every query scans it); the indexed
-variant is LanceDB's default vector index, IVF_PQ (its default partitions and
-sub-vectors), plus a bitmap index on the category for filters, with ``nprobes`` and
-``refine_factor`` swept to the recall target. Filters are applied before the vector
-search (``prefilter=True``)."""
+variants are LanceDB's default vector index, IVF_PQ (its default partitions and
+sub-vectors), and IVF_RQ (RaBitQ codes, its defaults), each plus a bitmap index on the
+category for filters, with ``nprobes`` and ``refine_factor`` swept to the recall target.
+Filters are applied before the vector search (``prefilter=True``)."""
 
 from __future__ import annotations
 
@@ -81,6 +81,7 @@ class LanceFlat(System):
 
 class LanceIvfPq(LanceFlat):
     name = "lancedb-ivfpq"
+    index_type = "IVF_PQ"
     exact = False
     #: (nprobes, refine_factor) from cheapest to dearest
     candidates = tuple(
@@ -92,11 +93,14 @@ class LanceIvfPq(LanceFlat):
         self.nprobes, self.refine = 20, 10
 
     def build(self, data: Dataset) -> bool:
-        from lancedb.index import IvfPq
-
-        self.table.create_index("vector", config=IvfPq(distance_type="dot"))
+        self.table.create_index("vector", config=self._config())
         self.table.create_scalar_index("cat", index_type="BITMAP")
         return True
+
+    def _config(self) -> Any:
+        from lancedb.index import IvfPq
+
+        return IvfPq(distance_type="dot")
 
     def tune(self, data: Dataset, target: float, budget_s: float) -> dict[str, Any]:
         return sweep(self, data, self.candidates, self._set, target, budget_s)
@@ -108,10 +112,24 @@ class LanceIvfPq(LanceFlat):
         return super()._query(q, k).nprobes(self.nprobes).refine_factor(self.refine)
 
     def params(self) -> dict[str, Any]:
-        return {"index_type": "IVF_PQ", "nprobes": self.nprobes, "refine_factor": self.refine}
+        index = type(self).index_type
+        return {"index_type": index, "nprobes": self.nprobes, "refine_factor": self.refine}
 
     def set_search(self, params: dict[str, Any]) -> None:
         self.nprobes, self.refine = params["nprobes"], params["refine_factor"]
+
+
+class LanceIvfRq(LanceIvfPq):
+    """IVF_RQ: RaBitQ codes (its default 1 bit per dimension) in IVF partitions (its
+    defaults), the same sweep of ``nprobes`` and ``refine_factor``."""
+
+    name = "lancedb-ivfrq"
+    index_type = "IVF_RQ"
+
+    def _config(self) -> Any:
+        from lancedb.index import IvfRq
+
+        return IvfRq(distance_type="dot")
 
 
 class LanceText:

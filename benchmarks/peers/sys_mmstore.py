@@ -1,7 +1,10 @@
 """mmstore through its public API: ``mmstore.open``, ``create_collection`` with a
 ``precomputed`` vector field, ``ingest`` of an Arrow table, ``optimize``, ``col.search``
-(``where=`` for filters). Two index kinds: the default (exact below 20,000 vectors, HNSW
-with its search width tuned at build from there on) and flat (exact at every size)."""
+(``where=`` for filters). Three index choices: the default (exact below 20,000 vectors;
+past that the kind that ``mmstore.index.choose`` picks from the size and the memory, tried on
+a sample first: HNSW up to 250,000 vectors, IVF-SQ8 with float32 rescoring past it, exact
+where the sample misses the recall target; its width tuned at build), flat (exact at every
+size) and IVF-SQ8 asked for. ``params`` reports what ``col.info()`` says was chosen and why."""
 
 from __future__ import annotations
 
@@ -18,8 +21,9 @@ COLLECTION = "bench"
 
 
 class MMStore(System):
-    """The default index choice: ``optimize`` builds HNSW once the field is large and
-    tunes its search width to recall 0.95 on a held-out sample; nothing to tune here."""
+    """The default index choice: ``optimize`` chooses and builds the index once the field
+    is large and tunes its search width to recall 0.95 on a held-out sample; nothing to
+    tune here."""
 
     name = "mmstore"
     #: ``index=`` options of ``create_collection``; the defaults
@@ -133,3 +137,12 @@ class MMStoreText:
 
     def close(self) -> None:
         self.store.close()
+
+
+class MMStoreIVFSQ8(MMStore):
+    """IVF-SQ8 asked for (``kind="ivf_sq8"``): 8-bit codes, every search rescored from
+    float32, lists probed and candidates rescored tuned at build, whatever the chooser
+    would have picked (on random vectors the default may stay exact)."""
+
+    name = "mmstore-ivf-sq8"
+    index: ClassVar[dict[str, Any]] = {"kind": "ivf_sq8"}

@@ -1,7 +1,8 @@
-"""The peers' virtual environment: Chroma, LanceDB and DuckDB with ``vss`` at pinned
+"""The peers' virtual environments: Chroma, LanceDB and DuckDB with ``vss`` at pinned
 versions (``requirements.txt`` beside this file), apart from this project's environment
-because their dependencies differ from it (DuckDB 1.5 for the extension). Created on first
-use with ``venv`` and pip; recreated when the pins change."""
+because their dependencies differ from it (DuckDB 1.5 for the extension); Pixeltable in one
+of its own (``requirements-pixeltable.txt``: its pins of numpy, pandas and SQLAlchemy are its
+own). Created on first use with ``venv`` and pip; recreated when the pins change."""
 
 from __future__ import annotations
 
@@ -12,25 +13,28 @@ import time
 from pathlib import Path
 
 REQUIREMENTS = Path(__file__).resolve().parent / "requirements.txt"
+PIXELTABLE = Path(__file__).resolve().parent / "requirements-pixeltable.txt"
 STAMP = ".peers-installed"
 INSTALL_TIMEOUT_S = 1200
 
 
-def ensure(path: Path, setup: bool) -> tuple[Path | None, str]:
+def ensure(
+    path: Path, setup: bool, requirements: Path = REQUIREMENTS, label: str = "peers"
+) -> tuple[Path | None, str]:
     """The environment's python, or None and why it is not there."""
     python = path / "bin" / "python"
-    wanted = REQUIREMENTS.read_text()
+    wanted = requirements.read_text()
     stamp = path / STAMP
     if python.exists() and stamp.exists() and stamp.read_text() == wanted:
         return python, ""
     if not setup:
-        return None, f"no peers environment at {path} (the command without --no-setup makes it)"
-    print(f"creating the peers' environment at {path} (pinned in {REQUIREMENTS.name})", flush=True)
+        return None, f"no {label} environment at {path} (the command without --no-setup makes it)"
+    print(f"creating the {label} environment at {path} (pinned in {requirements.name})", flush=True)
     t0 = time.perf_counter()
     shutil.rmtree(path, ignore_errors=True)
     steps = [
         [sys.executable, "-m", "venv", str(path)],
-        [str(python), "-m", "pip", "install", "-q", "-r", str(REQUIREMENTS)],
+        [str(python), "-m", "pip", "install", "-q", "-r", str(requirements)],
     ]
     for cmd in steps:
         try:
@@ -42,5 +46,5 @@ def ensure(path: Path, setup: bool) -> tuple[Path | None, str]:
             tail = " ".join(lines[-3:])
             return None, f"`{' '.join(cmd[:4])} ...` failed: {tail}"
     stamp.write_text(wanted)
-    print(f"peers' environment ready in {time.perf_counter() - t0:.0f} s", flush=True)
+    print(f"{label} environment ready in {time.perf_counter() - t0:.0f} s", flush=True)
     return python, ""

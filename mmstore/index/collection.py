@@ -167,7 +167,7 @@ class CollectionIndexes:
             newer = live
         if len(newer):
             vids, vectors = self.read_vectors(field, after=index.last_vid)
-            index.add(vids, vectors)
+            index.add(vids, vectors, adopt=True)  # read fresh: no second copy
         return len(gone) + len(newer)
 
     def live_vids(self, field: Field) -> np.ndarray:

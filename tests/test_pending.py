@@ -17,8 +17,9 @@ def test_slabs_drain_to_the_chunks_joined(monkeypatch: pytest.MonkeyPatch, sizes
     chunks = [rng.standard_normal((n, 3)).astype(np.float32) for n in sizes]
     slabs = Slabs(3)
     for chunk in chunks:
-        slabs.put(chunk)
+        slabs.put(chunk[:])  # views, so that each is copied however large
     assert slabs.rows == 7 and len(slabs.slabs) == -(-sum(sizes) // 7)
+    assert all(slab.base is None for slab in slabs.slabs)  # copies, not the chunks
     out = slabs.drain()
     assert np.array_equal(out, np.concatenate(chunks))
     assert out.flags.c_contiguous and out.dtype == np.float32
@@ -48,3 +49,14 @@ def test_past_the_limit_nothing_is_held_and_the_index_reloads():
     held.hold("e", np.array([1]), np.zeros((1, 16), np.float32))
     held.hold("e", np.array([2]), np.zeros((1, 16), np.float32))
     assert held.overflow and held.added == {}
+
+
+def test_a_chunk_as_large_as_a_slab_is_kept_without_a_copy(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(pending, "SLAB_BYTES", 7 * 4 * 3)
+    rng = np.random.default_rng(1)
+    small, large, view = (rng.standard_normal((n, 3)).astype(np.float32) for n in (3, 9, 20))
+    slabs = Slabs(3)
+    for chunk in (small, large, view[5:15], small):  # a view is copied: it owns nothing
+        slabs.put(chunk)
+    assert slabs.slabs[1] is large and slabs.filled == [3, 9, 7, 6]
+    assert np.array_equal(slabs.drain(), np.concatenate([small, large, view[5:15], small]))

@@ -67,34 +67,43 @@ class Pending:
 
 
 class Slabs:
-    """Float32 rows held in slabs of :data:`SLAB_BYTES`, drained into one array with each
-    slab let go of once copied: the peak is the rows and one slab, not twice the rows.
-    (A chunk's own array is smaller than malloc's mmap threshold, so freeing it would not
-    give its pages back; a slab is larger, so it does.)"""
+    """Float32 rows held in slabs of at least :data:`SLAB_BYTES`, drained into one array
+    with each slab let go of once copied: the peak is the rows and one slab, not twice
+    the rows. A chunk smaller than that is copied into the open slab: its own array is
+    below malloc's mmap threshold, so freeing it would not give its pages back. A larger
+    chunk that owns its memory is kept as it is, as a slab of its own."""
 
     def __init__(self, dim: int) -> None:
         self.dim, self.rows = dim, max(1, SLAB_BYTES // (4 * dim))
         self.slabs: list[np.ndarray] = []
+        self.filled: list[int] = []  # rows filled in each slab
         self.n = 0
 
     def put(self, vectors: np.ndarray) -> None:
+        self.n += len(vectors)
+        if vectors.nbytes >= SLAB_BYTES and vectors.base is None and vectors.flags.c_contiguous:
+            self.slabs.append(vectors)  # the caller lets go of it
+            self.filled.append(len(vectors))
+            return
         done = 0
         while done < len(vectors):
-            at = self.n % self.rows
-            if at == 0:
+            if not self.slabs or self.filled[-1] == len(self.slabs[-1]):
                 self.slabs.append(np.empty((self.rows, self.dim), np.float32))
-            take = min(self.rows - at, len(vectors) - done)
+                self.filled.append(0)
+            at = self.filled[-1]
+            take = min(len(self.slabs[-1]) - at, len(vectors) - done)
             self.slabs[-1][at : at + take] = vectors[done : done + take]
             done += take
-            self.n += take
+            self.filled[-1] += take
 
     def drain(self) -> np.ndarray:
         out = np.empty((self.n, self.dim), np.float32)
         self.slabs.reverse()
-        for start in range(0, self.n, self.rows):
+        at = 0
+        for rows in self.filled:
             slab = self.slabs.pop()
-            stop = min(start + self.rows, self.n)
-            out[start:stop] = slab[: stop - start]
+            out[at : at + rows] = slab[:rows]
+            at += rows
             del slab
-        self.n = 0
+        self.filled, self.n = [], 0
         return out

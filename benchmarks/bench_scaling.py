@@ -279,7 +279,7 @@ def raw_duckdb_insert(path: Path, table: Any, layout: str) -> float:
         blobs = pa.FixedSizeBinaryArray.from_buffers(
             pa.binary(DIM * 4), len(column), [None, pa.py_buffer(values)]
         )
-        table = table.set_column(2, "e", blobs.cast(pa.binary()))
+        table = table.set_column(2, "e", blobs.cast(pa.large_binary()))  # past 2 GiB at 4M
         kind = "BLOB"
     else:
         kind = f"FLOAT[{DIM}]"

@@ -10,7 +10,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from peers.registry import SYSTEMS, TEXT
+from peers.registry import GROUPS, SYSTEMS, TEXT
 
 #: RESULTS.md's sections: heading and the mark that opens and closes the regenerated block
 SECTIONS = {
@@ -32,17 +32,9 @@ PEERS = (
     "duckdb-brute",
     "pixeltable",
 )
-#: the compressed indexes that mmstore's default is set beside at a million vectors
-COMPRESSED = (
-    "mmstore-ivf-sq8",
-    "faiss-ivf-sq8",
-    "faiss-ivf-sq8-refine",
-    "faiss-hnsw-sq",
-    "lancedb-ivfpq",
-    "lancedb-ivfrq",
-    "pixeltable",
-    "faiss-flat",
-)
+#: the compressed indexes that mmstore's default is set beside at a million vectors: the
+#: registry's group, with Pixeltable and the exact scan
+COMPRESSED = (*(n for n in GROUPS["compressed"] if n != "mmstore"), "pixeltable", "faiss-flat")
 HIDDEN_PARAMS = {"dim", "size", "live", "options", "kind", "decision"}
 #: the phases of a run, in the order the child records them
 PHASES = ("ingest", "build_s", "tune", "search", "batch", "filtered", "extra", "params")

@@ -97,13 +97,15 @@ class Slabs:
             self.filled[-1] += take
 
     def drain(self) -> np.ndarray:
-        out = np.empty((self.n, self.dim), np.float32)
-        self.slabs.reverse()
-        at = 0
-        for rows in self.filled:
-            slab = self.slabs.pop()
-            out[at : at + rows] = slab[:rows]
-            at += rows
-            del slab
+        if len(self.slabs) == 1 and self.filled[0] == len(self.slabs[0]):
+            out = self.slabs.pop()  # one chunk kept whole: it is the array already
+        else:
+            out = np.empty((self.n, self.dim), np.float32)
+            self.slabs.reverse()
+            at = 0
+            for rows in self.filled:
+                slab = self.slabs.pop()
+                out[at : at + rows] = slab[:rows]
+                at += rows
         self.filled, self.n = [], 0
         return out

@@ -18,6 +18,8 @@ from mmstore.index.graph import Graph
 
 #: vectors the decision is tried on, and the held-out queries it is measured with
 SAMPLE, QUERIES = 20_000, 200
+#: a field is decided again once it has grown this many times past its decision
+RETRAIN_GROWTH = 4
 #: memory per vector of each kind, in multiples of its float32 bytes (codes, links, floats)
 FOOTPRINT = {"hnsw": 1.2, "ivf_sq8": 1.3, "ivf_rabitq": 1.05}
 
@@ -91,3 +93,14 @@ def sample_recall(kind: str, options: IndexOptions, vectors: np.ndarray, seed: i
     index.tune(queries)
     assert index.tuned_recall is not None
     return index.tuned_recall
+
+
+def outgrown(decision: Decision | None, live: int) -> bool:
+    """Whether a field of ``live`` vectors has grown ``RETRAIN_GROWTH`` times past its
+    decision."""
+    return decision is not None and live >= RETRAIN_GROWTH * decision.decided_at
+
+
+def stays_exact(decision: Decision | None, live: int) -> bool:
+    """Whether a field was decided exact at a size it has not outgrown since."""
+    return decision is not None and decision.kind == "flat" and not outgrown(decision, live)

@@ -42,6 +42,42 @@ def in_blocks(search: Callable[[np.ndarray], SearchResult], queries: np.ndarray)
     )
 
 
+def best_by_vid(scores: np.ndarray, vids: np.ndarray, k: int) -> tuple[SearchResult, np.ndarray]:
+    """The ``k`` best of more candidates per query than ``k``, equal scores by vid, and the
+    queries whose tie at the k-th score may reach past the candidates (their last one
+    scores as the k-th)."""
+    order = np.lexsort((vids, -scores), axis=1)[:, :k]
+    out = SearchResult(np.take_along_axis(scores, order, 1), np.take_along_axis(vids, order, 1))
+    return out, np.isfinite(scores[:, -1]) & (scores[:, -1] == out.scores[:, -1])
+
+
+def held_last(n: int, held: int, seed: int) -> np.ndarray:
+    """An order of ``n`` rows with a random sample of ``held`` of them moved to the end."""
+    chosen = np.zeros(n, bool)
+    chosen[np.random.default_rng(seed).choice(n, size=held, replace=False)] = True
+    return np.concatenate([np.flatnonzero(~chosen), np.flatnonzero(chosen)])
+
+
+def merge(a: SearchResult, b: SearchResult, k: int) -> SearchResult:
+    """The ``k`` best of two results of the same queries, ``a``'s first among equals."""
+    scores = np.concatenate([a.scores, b.scores], 1)
+    vids = np.concatenate([a.vids, b.vids], 1)
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return SearchResult(np.take_along_axis(scores, order, 1), np.take_along_axis(vids, order, 1))
+
+
+def pad(result: SearchResult, k: int) -> SearchResult:
+    """``result`` widened to ``k`` columns with missing hits (vid -1, score -inf)."""
+    short = k - result.scores.shape[1]
+    if short <= 0:
+        return result
+    width = ((0, 0), (0, short))
+    return SearchResult(
+        np.pad(result.scores, width, constant_values=-np.inf),
+        np.pad(result.vids, width, constant_values=-1),
+    )
+
+
 def top_k(scores: np.ndarray, positions: np.ndarray, vids: np.ndarray, k: int) -> SearchResult:
     """The ``k`` best columns of ``scores`` (columns are ``positions``, whose vids are
     ``vids[positions]``), best first, equal scores by vid."""

@@ -6,7 +6,8 @@ once the field is large, an approximate index over the rest (an HNSW graph,
 tombstones until the next compaction.
 
 A vector's position is its label in the approximate index (or its place in the tail); vids
-grow with every write, and a sorter maps vids to positions by binary search.
+grow with every write, and a sorter maps vids to positions by binary search. A filter's rows
+are kept gathered between writes (:mod:`mmstore.index.subset`).
 """
 
 from __future__ import annotations
@@ -21,20 +22,18 @@ import numpy as np
 
 from mmstore.config import IndexOptions
 from mmstore.errors import BeyondGpuError
-from mmstore.index import gpu
-from mmstore.index.choose import Decision, decide
+from mmstore.index import gpu, subset
+from mmstore.index.choose import Decision, decide, outgrown, stays_exact
 from mmstore.index.coarse import Coarse, FloatRows
 from mmstore.index.graph import Graph
 from mmstore.index.selection import bitmap_selector
-from mmstore.index.topk import SearchResult, in_blocks, top_k
+from mmstore.index.topk import SearchResult, best_by_vid, held_last, in_blocks, merge, pad, top_k
 
 #: a filtered search scans the matching rows exactly when there are at most this many
 EXACT_SUBSET = 20_000
 TUNE_QUERIES = 200
 #: extra candidates a GPU search returns, to break ties by vid as the CPU does
 GPU_TIE_SLACK = 16
-#: an IVF index is trained again once the field has grown this many times past its training
-RETRAIN_GROWTH = 4
 log = logging.getLogger(__name__)
 
 
@@ -58,20 +57,20 @@ class VectorIndex:
         #: where an IVF index reads its float32 vectors, when not from memory (a store's
         #: segment files); set by the store, kept across rebuilds
         self.source: FloatRows | None = None
+        #: a new number at every change (:data:`mmstore.index.subset.versions`)
+        self.version = next(subset.versions)
+        self._subsets = subset.SubsetCache()
 
-    # -- size ---------------------------------------------------------------------------
     @property
     def n_base(self) -> int:
         return 0 if self.ann is None else self.ann.ntotal
 
     @property
-    def hnsw(self) -> Any:
-        """The FAISS graph when the approximate index is HNSW."""
+    def hnsw(self) -> Any:  # the FAISS graph when the approximate index is HNSW
         return self.ann.index if isinstance(self.ann, Graph) else None
 
     @property
-    def ef_search(self) -> int:
-        """The tuned search width: the graph's ef, or the lists an IVF index probes."""
+    def ef_search(self) -> int:  # the tuned width: the graph's ef, or the lists IVF probes
         return 64 if self.ann is None else self.ann.width
 
     @property
@@ -121,6 +120,7 @@ class VectorIndex:
         self._sorter = np.concatenate([self._sorter, new])
         self.vids = np.concatenate([self.vids, vids])
         self.dead = np.concatenate([self.dead, np.zeros(len(vids), bool)])
+        self.version = next(subset.versions)
 
     def remove(self, vids: np.ndarray) -> int:
         """Tombstone vids (unknown ones are ignored); return how many were live."""
@@ -128,6 +128,7 @@ class VectorIndex:
         newly = int((~self.dead[pos]).sum())
         self.dead[pos] = True
         self.n_dead += newly
+        self.version = next(subset.versions)
         return newly
 
     def positions(self, vids: np.ndarray) -> np.ndarray:
@@ -172,10 +173,9 @@ class VectorIndex:
         """Top ``k`` live vectors by inner product; ``allowed`` restricts to vids."""
         queries = np.ascontiguousarray(queries, np.float32).reshape(-1, self.dim)
         if allowed is not None:
-            pos = np.sort(self.positions(np.asarray(allowed, np.int64)))
-            pos = pos[~self.dead[pos]]
+            pos, rows = self._allowed_rows(np.asarray(allowed, np.int64))
             if len(pos) <= EXACT_SUBSET or not self.serves_graph:
-                return self._exact(queries, k, pos)
+                return self._exact(queries, k, pos, rows)
             return self._ann(queries, k, pos)
         if self.size and gpu.resolve(self.options.device) == "cuda":
             return self._on_gpu(queries, k)
@@ -184,6 +184,17 @@ class VectorIndex:
         if self._tail_len == 0 and self.n_dead == 0:
             return self._ann_plain(queries, k)
         return self._ann(queries, k, None)
+
+    def _allowed_rows(self, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """The live positions of ``allowed`` vids, and their vectors where a filter's answer
+        small enough for an exact scan is kept gathered (:mod:`mmstore.index.subset`)."""
+        gather = self.vectors_at if len(allowed) <= EXACT_SUBSET or not self.serves_graph else None
+        budget = subset.budget(self.size, self.dim)
+        return self._subsets.rows(allowed, self.version, self._live_positions, gather, budget)
+
+    def _live_positions(self, vids: np.ndarray) -> np.ndarray:
+        pos = np.sort(self.positions(vids))
+        return pos[~self.dead[pos]]
 
     @property
     def serves_graph(self) -> bool:
@@ -214,10 +225,7 @@ class VectorIndex:
             )
             self._gpu, self.options = None, self.options.model_copy(update={"device": "cpu"})
             return self.search(queries, k)
-        vids = np.where(pos >= 0, self.vids[np.maximum(pos, 0)], -1)
-        order = np.lexsort((vids, -scores), axis=1)[:, :k]
-        out = SearchResult(np.take_along_axis(scores, order, 1), np.take_along_axis(vids, order, 1))
-        spill = np.isfinite(scores[:, -1]) & (scores[:, -1] == out.scores[:, -1])
+        out, spill = best_by_vid(scores, np.where(pos >= 0, self.vids[np.maximum(pos, 0)], -1), k)
         if spill.any():
             cpu = self._exact(queries[spill], k, None)
             out.scores[spill], out.vids[spill] = cpu.scores, cpu.vids
@@ -235,17 +243,23 @@ class VectorIndex:
         else:
             scores, labels = self.ann.search(queries, kk)
         vids = np.where(labels >= 0, self.vids[np.maximum(labels, 0)], -1)
-        if kk < k:
-            pad = ((0, 0), (0, k - kk))
-            scores = np.pad(scores, pad, constant_values=-np.inf)
-            vids = np.pad(vids, pad, constant_values=-1)
-        return SearchResult(scores, vids)
+        return pad(SearchResult(scores, vids), k)
 
-    def _exact(self, queries: np.ndarray, k: int, positions: np.ndarray | None) -> SearchResult:
-        return in_blocks(partial(self._exact_block, k=k, positions=positions), queries)
+    def _exact(
+        self,
+        queries: np.ndarray,
+        k: int,
+        positions: np.ndarray | None,
+        rows: np.ndarray | None = None,
+    ) -> SearchResult:
+        """An exact scan of every live vector, or of ``positions`` (whose vectors ``rows``
+        are, when the caller has them; else gathered once for all the query blocks)."""
+        if positions is not None and rows is None:
+            rows = self.vectors_at(positions)
+        return in_blocks(partial(self._exact_block, k=k, positions=positions, rows=rows), queries)
 
     def _exact_block(
-        self, queries: np.ndarray, k: int, positions: np.ndarray | None
+        self, queries: np.ndarray, k: int, positions: np.ndarray | None, rows: np.ndarray | None
     ) -> SearchResult:
         if positions is None:
             blocks = [*self._base_blocks(), self.tail()]
@@ -253,7 +267,8 @@ class VectorIndex:
             positions = np.arange(self.size)
             scores[:, self.dead] = -np.inf
         else:
-            scores = queries @ self.vectors_at(positions).T
+            assert rows is not None  # gathered by _exact
+            scores = queries @ rows.T
         return top_k(scores, positions, self.vids, k)
 
     def _ann(self, queries: np.ndarray, k: int, positions: np.ndarray | None) -> SearchResult:
@@ -262,21 +277,18 @@ class VectorIndex:
         selector, selectivity, keep = bitmap_selector(self.dead[: self.n_base], base_pos)
         kk = min(k, self.n_base)
         scores, labels = self.ann.search(queries, kk, selector, selectivity)
-        del keep
-        tail_pos = np.arange(self.n_base, self.size)
-        tail_pos = tail_pos[~self.dead[tail_pos]]
-        if positions is not None:
-            tail_pos = positions[positions >= self.n_base]
-        tail = self._exact(queries, k, tail_pos)
+        del keep  # the bitmap outlived the search
+        if positions is None:
+            positions_in_tail = np.flatnonzero(~self.dead[self.n_base :]) + self.n_base
+        else:
+            positions_in_tail = positions[positions >= self.n_base]
+        tail = self._exact(queries, k, positions_in_tail)
         found = labels >= 0
-        base_vids = np.where(found, self.vids[np.maximum(labels, 0)], -1)
-        base_scores = np.where(found, scores, -np.inf).astype(np.float32)
-        merged_s = np.concatenate([base_scores, tail.scores], 1)
-        merged_v = np.concatenate([base_vids, tail.vids], 1)
-        order = np.argsort(-merged_s, axis=1, kind="stable")[:, :k]
-        result = SearchResult(
-            np.take_along_axis(merged_s, order, 1), np.take_along_axis(merged_v, order, 1)
+        base = SearchResult(
+            np.where(found, scores, -np.inf).astype(np.float32),
+            np.where(found, self.vids[np.maximum(labels, 0)], -1),
         )
+        result = merge(base, tail, k)
         if positions is not None and (result.vids < 0).any() and len(positions) >= k:
             return self._exact(queries, k, positions)
         return result
@@ -289,11 +301,9 @@ class VectorIndex:
         return due or (self.size > 0 and self.dead.mean() > 0.2)
 
     def _stays_exact(self) -> bool:
-        """Whether the field was decided exact at a size it has not outgrown since."""
         if self.ann is not None or self.options.kind == "flat":
             return self.ann is None
-        d = self.decision
-        return d is not None and d.kind == "flat" and self.live < RETRAIN_GROWTH * d.decided_at
+        return stays_exact(self.decision, self.live)
 
     def optimize(self, seed: int = 0) -> None:
         """Compact tombstones; once the field is large, choose its approximate index on a
@@ -304,7 +314,7 @@ class VectorIndex:
             self._compact()
         if self.live < self.options.ann_threshold or self._tail_len == 0:
             return
-        if self.ann is not None and self._outgrown():
+        if self.ann is not None and outgrown(self.decision, self.live):
             self._decide_again(seed)
         if self.ann is None:
             if self._stays_exact():
@@ -323,6 +333,7 @@ class VectorIndex:
         self._tail = np.empty((0, self.dim), np.float32)
         self._tail_len = 0
         self._gpu = None  # positions may have moved: the mirror is rebuilt on next use
+        self.version = next(subset.versions)
 
     def _new_ann(self, kind: str, seed: int) -> Graph | Coarse:
         if kind == "hnsw":
@@ -333,15 +344,10 @@ class VectorIndex:
             coarse.bind(self.source, np.empty(0, np.int64))
         return coarse
 
-    def _outgrown(self) -> bool:
-        """Whether the field has grown ``RETRAIN_GROWTH`` times past its decision."""
-        d = self.decision
-        return d is not None and self.live >= RETRAIN_GROWTH * d.decided_at
-
     def _decide_again(self, seed: int) -> None:
         """Decide on the grown field; an IVF index (whose lists were trained for the old
         size) or a change of kind is rebuilt from every live vector, a graph extended."""
-        decision = decide(self.options, self.live_vectors(), seed)
+        decision = decide(self.options, self.all_vectors()[~self.dead], seed)
         if decision.kind == self.kind and isinstance(self.ann, Graph):
             self.decision = decision
             return
@@ -354,10 +360,7 @@ class VectorIndex:
         held = min(TUNE_QUERIES, n // 10)
         if held == 0:
             return 0
-        rng = np.random.default_rng(seed)
-        chosen = np.zeros(n, bool)
-        chosen[rng.choice(n, size=held, replace=False)] = True
-        order = np.concatenate([np.flatnonzero(~chosen), np.flatnonzero(chosen)])
+        order = held_last(n, held, seed)
         start = self.n_base
         self._tail = self._tail[:n][order]  # a new array: a loaded tail is read-only
         self.vids[start:] = self.vids[start:][order]
@@ -376,9 +379,6 @@ class VectorIndex:
         self.__init__(self.dim, self.options)  # type: ignore[misc]
         self.decision, self.source = decision, source
         self.add(vids, vectors)
-
-    def live_vectors(self) -> np.ndarray:
-        return self.all_vectors()[~self.dead]
 
     def tune(self, queries: np.ndarray) -> None:
         """Pick the approximate index's search width on ``queries``, vectors not in it."""

@@ -24,7 +24,7 @@ from mmstore.index.coarse import Coarse
 from mmstore.index.rows import SegmentRows
 from mmstore.index.vectors import VectorIndex
 from mmstore.plugin.events import Event, IndexRebuilt, IndexSaved
-from mmstore.storage import digest, embeddings, schema
+from mmstore.storage import digest, embeddings, schema, stamp
 from mmstore.storage import failures as storage
 from mmstore.storage.atomic import write_atomic
 from mmstore.storage.catalog import Catalog
@@ -59,6 +59,8 @@ class CollectionIndexes:
         self._entries: dict[tuple[str, str], _Entry] = {}
         #: (field, encoder key) of spaces being filled by a re-embedding
         self.filling: set[tuple[str, str]] = set()
+        #: field -> (checksum, stamp) of a file just checked in full, to record in its row
+        self._stamps: dict[str, tuple[str, str]] = {}
 
     def get(self, field: Field) -> VectorIndex:
         """The field's index, loaded (or rebuilt) and caught up on first use."""
@@ -66,9 +68,31 @@ class CollectionIndexes:
         if entry is None:
             entry, repaired = self._load(field)
             self._entries[(field.name, field.key)] = entry
-            if repaired and not self.catalog.read_only and not self.catalog.conn.in_transaction():
-                self.save_or_warn(field)  # a damaged file is replaced now, not at close
+            if not self.catalog.read_only and not self.catalog.conn.in_transaction():
+                if repaired:
+                    self.save_or_warn(field)  # a damaged file is replaced now, not at close
+                self._record_stamp(field)
         return entry.index
+
+    def _record_stamp(self, field: Field) -> None:
+        """Keep the stamp of a file just checked in full in its manifest row (if the row
+        still names the same bytes), so that the next open need not hash it."""
+        pending = self._stamps.pop(field.name, None)
+        if pending is None:
+            return
+        t = schema.indexes
+        action = f"recording the check of the index of {field.name!r}"
+        store = str(self.catalog.path.parent)
+        with (
+            storage.warn_instead(store, action, "it is hashed again at the next open"),
+            self.catalog.transaction(action) as conn,
+        ):
+            conn.execute(
+                t.update()
+                .where(t.c.collection == self.collection, t.c.field == field.name)
+                .where(t.c.checksum == pending[0])
+                .values(stamp=pending[1])
+            )
 
     # -- loading ------------------------------------------------------------------------
     def _file(self, field: Field) -> Path:
@@ -116,8 +140,9 @@ class CollectionIndexes:
             ).all()
         return rows[0] if rows else None
 
-    def _from_file(self, field: Field) -> tuple[VectorIndex | None, str | None]:
-        """The saved index if it matches its manifest, else None and why not."""
+    def _from_file(self, field: Field, full: bool = False) -> tuple[VectorIndex | None, str | None]:
+        """The saved index if it matches its manifest, else None and why not. Its bytes are
+        hashed unless the file is as stamped at its last full check (and not ``full``)."""
         row = self._manifest(field)
         if row is None:
             return None, "no index yet"
@@ -132,9 +157,12 @@ class CollectionIndexes:
             return None, f"file {row.file} is missing"
         if row.dim != field.identity.dim:
             return None, f"dimension {row.dim} does not match the field's {field.identity.dim}"
-        data = digest.mapped(path)
-        if not digest.matches(data, row.checksum):
-            return None, f"checksum of {row.file} does not match the manifest"
+        data, st = digest.mapped_with_stat(path)
+        if full or row.stamp != stamp.of(st):
+            if not digest.matches(data, row.checksum):
+                return None, f"checksum of {row.file} does not match the manifest"
+            if stamp.settled(st):
+                self._stamps[field.name] = (row.checksum, stamp.of(st))
         try:
             index = indexfile.load(data, self.options)
         except Exception as e:  # a file we wrote, checksum-verified, yet unreadable
@@ -186,7 +214,7 @@ class CollectionIndexes:
         held = self.get(field).live_vids()
         missing = int((~np.isin(live, held)).sum())
         extra = int((~np.isin(held, live)).sum())
-        saved, reason = self._from_file(field)
+        saved, reason = self._from_file(field, full=True)
         if saved is not None:
             newer = int((live > saved.last_vid).sum())
             file = "current" if newer == 0 else f"behind by {newer} vectors (replayed on open)"

@@ -59,7 +59,14 @@ def mapped(path: Path) -> bytes | mmap.mmap:
     """A file's bytes, memory-mapped read-only (read, when it is empty and cannot be
     mapped): arrays over them share the page cache instead of copying the file, and the
     mapping stays valid when the file is later replaced."""
+    return mapped_with_stat(path)[0]
+
+
+def mapped_with_stat(path: Path) -> tuple[bytes | mmap.mmap, os.stat_result]:
+    """:func:`mapped`, and the status of the very file mapped (not of one renamed over it
+    since)."""
     with open(path, "rb") as f:
-        if os.fstat(f.fileno()).st_size == 0:
-            return b""
-        return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        st = os.fstat(f.fileno())
+        if st.st_size == 0:
+            return b"", st
+        return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ), st

@@ -106,6 +106,8 @@ indexes = sa.Table(
     sa.Column("last_vid", sa.BigInteger, nullable=False),
     sa.Column("params", sa.String, nullable=False),  # JSON
     sa.Column("updated_at", sa.DateTime, nullable=False),
+    #: the file's identity and change times at its last full check (storage/stamp.py)
+    sa.Column("stamp", sa.String),
 )
 
 ingest_runs = sa.Table(

@@ -8,21 +8,27 @@ HNSW: 1,200 vectors with ``ann_threshold`` 500, built by ``optimize``). On reope
 first search must report one ``IndexRebuilt`` naming the damage, without the damaged
 bytes ever reaching the index parser (the checksum in the catalog is compared first),
 and the rebuilt file is saved at once, so a second reopen loads it without a rebuild.
+
+Each case runs twice: on a file checked in full at every open, and on a file stamped at its
+last check (``mmstore.storage.stamp``), which a later open does not hash while its identity
+and change times are unchanged: every damage must still be caught.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import sqlalchemy as sa
 
 import mmstore
 from mmstore.index import file as indexfile
 from mmstore.index.vectors import VectorIndex
 from mmstore.plugin.events import IndexRebuilt
-from mmstore.storage import schema
+from mmstore.storage import digest, schema, stamp
 from mmstore.storage.atomic import write_atomic
 from tests.reliability.figures import record
 
@@ -93,14 +99,20 @@ def _manifest(path: Path, **values: Any) -> None:
         conn.execute(schema.indexes.update().values(**values))
 
 
+@pytest.mark.parametrize("stamped", [False, True], ids=["hashed", "stamped"])
 @pytest.mark.parametrize("index_kind", ["flat", "hnsw"])
 @pytest.mark.parametrize("kind", KINDS)
 def test_damage_is_detected_before_use_and_rebuilt(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, index_kind: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, index_kind: str, stamped: bool
 ) -> None:
     path = tmp_path / "s"
     queries = build(path, index_kind)
+    if stamped:  # stamp at once, then wait past the kernel's coarse clock for file times
+        monkeypatch.setattr(stamp, "QUIET_NS", 0)
     before = results(path, queries, [])
+    if stamped:
+        assert _stamp(path) is not None
+        time.sleep(0.05)
     damage(kind, path)
     parsed: list[bytes] = []
     real_load = indexfile.load
@@ -120,13 +132,43 @@ def test_damage_is_detected_before_use_and_rebuilt(
         for got in (after, second):
             assert _recall(got, _exact(queries)) >= 0.95
     SEEN.setdefault(index_kind, []).append(f"{kind}: {recorder.rebuilt[0].reason}")
-    if len(SEEN.get("flat", [])) == len(KINDS) and len(SEEN.get("hnsw", [])) == len(KINDS):
+    if len(SEEN.get("flat", [])) == 2 * len(KINDS) and len(SEEN.get("hnsw", [])) == 2 * len(KINDS):
         record(
             "R3",
             "test_damage_is_detected_before_use_and_rebuilt",
-            f"{len(KINDS)} kinds x flat and HNSW: 12 of 12 detected before use (0 damaged "
-            "bytes parsed), rebuilt and saved; flat results identical, HNSW recall@10 >= 0.95",
+            f"{len(KINDS)} kinds x flat and HNSW x hashed and stamped files: 24 of 24 "
+            "detected before use (0 damaged bytes parsed), rebuilt and saved; flat results "
+            "identical, HNSW recall@10 >= 0.95",
         )
+
+
+def test_an_unchanged_stamped_file_is_not_hashed_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stamp's point: a reopen of an unchanged file parses it without hashing it; a
+    fresh file (changed within ``QUIET_NS``) is not stamped; ``verify`` hashes regardless."""
+    path = tmp_path / "s"
+    queries = build(path, "flat")
+    hashed: list[int] = []
+    real = digest.matches
+    monkeypatch.setattr(digest, "matches", lambda data, e: hashed.append(1) or real(data, e))
+    results(path, queries, [])  # just written: too fresh to stamp
+    assert _stamp(path) is None and len(hashed) == 1
+    monkeypatch.setattr(stamp, "QUIET_NS", 0)
+    first = results(path, queries, [])  # hashed, then stamped
+    assert _stamp(path) is not None and len(hashed) == 2
+    assert results(path, queries, []) == first and len(hashed) == 2  # not hashed
+    with mmstore.open(path) as store:
+        assert all(f["ok"] for f in store.collection("c").verify())
+    assert len(hashed) == 3
+    with mmstore.open(path, read_only=True) as store:  # a reader uses the stamp too
+        store.collection("c").search(vector=queries[0], k=3)
+    assert len(hashed) == 3
+
+
+def _stamp(path: Path) -> str | None:
+    with mmstore.open(path, read_only=True) as store, store.catalog.reading() as conn:
+        return conn.execute(sa.select(schema.indexes.c.stamp)).scalar_one()
 
 
 def _recall(got: list[list[str]], exact: list[list[str]]) -> float:

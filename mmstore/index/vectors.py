@@ -15,19 +15,18 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable
-from functools import partial
 from typing import Any
 
 import numpy as np
 
 from mmstore.config import IndexOptions
 from mmstore.errors import BeyondGpuError
-from mmstore.index import gpu, subset
+from mmstore.index import exact, gpu, subset
 from mmstore.index.choose import Decision, decide, outgrown, stays_exact
 from mmstore.index.coarse import Coarse, FloatRows
 from mmstore.index.graph import Graph
 from mmstore.index.selection import bitmap_selector
-from mmstore.index.topk import SearchResult, best_by_vid, held_last, in_blocks, merge, pad, top_k
+from mmstore.index.topk import SearchResult, best_by_vid, held_last, merge, pad
 
 #: a filtered search scans the matching rows exactly when there are at most this many
 EXACT_SUBSET = 20_000
@@ -226,10 +225,7 @@ class VectorIndex:
             self._gpu, self.options = None, self.options.model_copy(update={"device": "cpu"})
             return self.search(queries, k)
         out, spill = best_by_vid(scores, np.where(pos >= 0, self.vids[np.maximum(pos, 0)], -1), k)
-        if spill.any():
-            cpu = self._exact(queries[spill], k, None)
-            out.scores[spill], out.vids[spill] = cpu.scores, cpu.vids
-        return out
+        return exact.rescan(out, spill, queries, k, self._blocks(), self.dead, self.vids)
 
     def _rows(self, start: int, stop: int) -> np.ndarray:
         return self.vectors_at(np.arange(start, stop))
@@ -256,20 +252,10 @@ class VectorIndex:
         are, when the caller has them; else gathered once for all the query blocks)."""
         if positions is not None and rows is None:
             rows = self.vectors_at(positions)
-        return in_blocks(partial(self._exact_block, k=k, positions=positions, rows=rows), queries)
+        return exact.search(queries, k, self._blocks(), self.dead, self.vids, positions, rows)
 
-    def _exact_block(
-        self, queries: np.ndarray, k: int, positions: np.ndarray | None, rows: np.ndarray | None
-    ) -> SearchResult:
-        if positions is None:
-            blocks = [*self._base_blocks(), self.tail()]
-            scores = np.concatenate([queries @ b.T for b in blocks], 1)
-            positions = np.arange(self.size)
-            scores[:, self.dead] = -np.inf
-        else:
-            assert rows is not None  # gathered by _exact
-            scores = queries @ rows.T
-        return top_k(scores, positions, self.vids, k)
+    def _blocks(self) -> list[np.ndarray]:
+        return [*self._base_blocks(), self.tail()]
 
     def _ann(self, queries: np.ndarray, k: int, positions: np.ndarray | None) -> SearchResult:
         assert self.ann is not None

@@ -21,6 +21,7 @@ from mmstore.errors import (
     UnusableVectorsError,
 )
 from mmstore.hits import Hits
+from mmstore.index import exact
 from mmstore.search import stored
 from mmstore.search.allowed import AllowedVids
 from mmstore.search.fusion import Fusion, Query, check_k, check_space, check_weights, fuse
@@ -109,6 +110,8 @@ class Searcher:
         allowed = self.allowed_vids(tgt, where) if where else None
         index = self.col.indexes.get(tgt)
         step = max(1, SCORES_PER_CALL // max(index.size, 1))  # an exact scan's score matrix
+        if allowed is None and exact.batched(len(matrix), index.dim):
+            step = len(matrix)  # FAISS's scan or an approximate index: no score matrix
         out: list[Hits] = []
         for start in range(0, len(matrix), step):
             result = index.search(matrix[start : start + step], k, allowed)

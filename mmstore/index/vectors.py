@@ -250,9 +250,10 @@ class VectorIndex:
     ) -> SearchResult:
         """An exact scan of every live vector, or of ``positions`` (whose vectors ``rows``
         are, when the caller has them; else gathered once for all the query blocks)."""
-        if positions is not None and rows is None:
-            rows = self.vectors_at(positions)
-        return exact.search(queries, k, self._blocks(), self.dead, self.vids, positions, rows)
+        if positions is not None:  # the filter's rows only: the full blocks are not read
+            rows = self.vectors_at(positions) if rows is None else rows
+            return exact.search(queries, k, [], self.dead, self.vids, positions, rows)
+        return exact.search(queries, k, self._blocks(), self.dead, self.vids)
 
     def _blocks(self) -> list[np.ndarray]:
         return [*self._base_blocks(), self.tail()]

@@ -142,7 +142,7 @@ class Collection:
         target's (``col.search(audio=..., target="image", head="a2i")``).
         """
         self.store.check_open()
-        with self.store.catalog.lock:  # the in-memory indexes change after each commit
+        with self.store.catalog.snapshot():  # the indexes and the catalog at one commit
             return self.searcher.search(
                 target=target,
                 k=k,
@@ -169,7 +169,7 @@ class Collection:
         (``text=["red shoe", "blue hat"]``). The batch is encoded in one call and searched
         in one index call, several times faster than a loop of :meth:`search`."""
         self.store.check_open()
-        with self.store.catalog.lock:
+        with self.store.catalog.snapshot():
             return self.searcher.search_many(
                 target=target, k=k, where=where, vectors=vectors, values=values
             )
@@ -305,7 +305,7 @@ class Collection:
         segment files, and save them."""
         self.store.check_writable()
         catalog = self.store.catalog
-        with catalog.lock:  # searches never read rows a compaction has moved
+        with catalog.lock:  # held until the loaded indexes read the moved rows
             with catalog.transaction("compacting vector segments") as conn:
                 replaced = embeddings.compact(catalog, conn, self.name)
             if replaced:
@@ -313,7 +313,7 @@ class Collection:
         for path in replaced:
             path.unlink(missing_ok=True)
         for f in self.active.values():
-            with self.store.catalog.lock:  # searches read the index being rebuilt
+            with self.store.catalog.gate.exclusive():  # searches read the index being rebuilt
                 self.indexes.get(f).optimize()
             self.indexes.save(f)
 

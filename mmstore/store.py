@@ -180,10 +180,11 @@ class Store:
     def collection(self, name: str) -> Collection:
         """An existing collection; UnknownNameError lists the others."""
         self.check_open()
-        if name not in self._collections:
-            config = self._stored_config(name)
-            self._collections[name] = Collection(self, name, config)
-        return self._collections[name]
+        found = self._collections.get(name)
+        if found is None:  # threads that open it at once all get the first one kept
+            opened = Collection(self, name, self._stored_config(name))
+            found = self._collections.setdefault(name, opened)
+        return found
 
     def _stored_config(self, name: str) -> CollectionConfig:
         t = schema.collections

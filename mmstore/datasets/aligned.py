@@ -108,7 +108,7 @@ def build_dataset(
     record_ids = rows.column("id").combine_chunks()
     tensors, masks, keys, watermark = {}, {}, {}, 0
     catalog = col.store.catalog
-    with catalog.lock, catalog.arrow(_IDS_TABLE, pa.table({"id": record_ids})):
+    with catalog.snapshot(), catalog.arrow(_IDS_TABLE, pa.table({"id": record_ids})):
         for f in fields:
             matrix, mask, top = _vectors(col, f, record_ids)
             tensors[f.name], masks[f.name] = torch.from_numpy(matrix), torch.from_numpy(mask)

@@ -10,6 +10,7 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,18 +62,43 @@ class CollectionIndexes:
         self.filling: set[tuple[str, str]] = set()
         #: field -> (checksum, stamp) of a file just checked in full, to record in its row
         self._stamps: dict[str, tuple[str, str]] = {}
+        #: spaces loaded from a damaged file, whose rebuilt index is to be saved
+        self._repaired: set[tuple[str, str]] = set()
+        self._loading = threading.Lock()
 
     def get(self, field: Field) -> VectorIndex:
-        """The field's index, loaded (or rebuilt) and caught up on first use."""
-        entry = self._entries.get((field.name, field.key))
+        """The field's index, loaded (or rebuilt) and caught up on first use, by one thread
+        while others wait for it."""
+        key = (field.name, field.key)
+        entry = self._entries.get(key)
         if entry is None:
-            entry, repaired = self._load(field)
-            self._entries[(field.name, field.key)] = entry
-            if not self.catalog.read_only and not self.catalog.conn.in_transaction():
-                if repaired:
-                    self.save_or_warn(field)  # a damaged file is replaced now, not at close
-                self._record_stamp(field)
+            with self._loading:
+                entry = self._entries.get(key)
+                if entry is None:
+                    entry, repaired = self._load(field)
+                    self._entries[key] = entry
+                    if repaired:
+                        self._repaired.add(key)
+        if self._repaired or self._stamps:
+            self._settle(field)
         return entry.index
+
+    def _settle(self, field: Field) -> None:
+        """Replace a damaged file now rather than at close, and record a checked file's
+        stamp, where the writer lock is free this moment (a reader never waits for the
+        writer; what is not done now is done at a later load, or the save at close)."""
+        lock = self.catalog.lock
+        if self.catalog.read_only or not lock.acquire(blocking=False):
+            return
+        try:
+            if self.catalog.conn.in_transaction():
+                return
+            if (field.name, field.key) in self._repaired:
+                self._repaired.discard((field.name, field.key))
+                self.save_or_warn(field)
+            self._record_stamp(field)
+        finally:
+            lock.release()
 
     def _record_stamp(self, field: Field) -> None:
         """Keep the stamp of a file just checked in full in its manifest row (if the row
@@ -85,7 +111,7 @@ class CollectionIndexes:
         store = str(self.catalog.path.parent)
         with (
             storage.warn_instead(store, action, "it is hashed again at the next open"),
-            self.catalog.transaction(action) as conn,
+            self.catalog.transaction(action, publish=False) as conn,
         ):
             conn.execute(
                 t.update()
@@ -277,7 +303,7 @@ class CollectionIndexes:
             if entry is None:
                 continue
             if entry.index.needs_optimize():
-                with self.catalog.lock:  # searches read the index being rebuilt
+                with self.catalog.gate.exclusive():  # searches read the index being rebuilt
                     entry.index.optimize()
                 entry.unsaved += 1
             if entry.unsaved:
@@ -302,7 +328,7 @@ class CollectionIndexes:
             checksum = write_atomic(path, indexfile.dump(index))
         t = schema.indexes
         now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-        with self.catalog.transaction(action) as conn:
+        with self.catalog.transaction(action, publish=False) as conn:  # no state follows
             conn.execute(
                 t.delete().where(t.c.collection == self.collection, t.c.field == field.name)
             )

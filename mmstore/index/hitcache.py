@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +44,7 @@ class HitCache:
         #: grows with every committed write: what is derived from the catalog and kept
         #: elsewhere (a searcher's filter results) is stale once it changed
         self.generation = 0
+        self._loading = threading.Lock()
         self._clear()
 
     def _clear(self) -> None:
@@ -59,15 +61,19 @@ class HitCache:
         return self._loaded
 
     def ensure(self) -> None:
+        """Load from the catalog if not loaded (by one reading thread; the others wait)."""
         if self._loaded:
             return
-        vids, recs, records = embeddings.hit_rows(self.catalog, self.collection)
-        self._clear()
-        self._vids, self._recs = vids, np.array(recs, np.int64)  # a copy: deletes write it
-        self._ids = _Column(records.column("id"))
-        names = ("label", "ts", "meta", "sources")
-        self._rows = _Rows(tuple(_Column(records.column(c)) for c in names))
-        self._loaded = True
+        with self._loading:
+            if self._loaded:
+                return
+            vids, recs, records = embeddings.hit_rows(self.catalog, self.collection)
+            self._clear()
+            self._vids, self._recs = vids, np.array(recs, np.int64)  # a copy: deletes write it
+            self._ids = _Column(records.column("id"))
+            names = ("label", "ts", "meta", "sources")
+            self._rows = _Rows(tuple(_Column(records.column(c)) for c in names))
+            self._loaded = True
 
     def invalidate(self) -> None:
         self.generation += 1

@@ -7,6 +7,7 @@ matrix product over memory that stays in the caches instead of a gather of scatt
 from __future__ import annotations
 
 import itertools
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ class SubsetCache:
     def __init__(self) -> None:
         self._kept: OrderedDict[int, Subset] = OrderedDict()
         self._version = 0
+        self._lock = threading.Lock()  # searches in parallel share the kept subsets
 
     def rows(
         self,
@@ -50,13 +52,14 @@ class SubsetCache:
         """The live positions ``allowed`` maps to in the index at ``version``, and their
         vectors when kept (``gather`` is None where the subset is not to be gathered). A
         writeable ``allowed`` is a caller's own array, which may change: never kept."""
-        if version != self._version:
-            self._kept.clear()
-            self._version = version
-        entry = self._kept.get(id(allowed))
-        if entry is not None and entry.allowed is allowed:
-            self._kept.move_to_end(id(allowed))
-            return entry.positions, entry.vectors
+        with self._lock:
+            if version != self._version:
+                self._kept.clear()
+                self._version = version
+            entry = self._kept.get(id(allowed))
+            if entry is not None and entry.allowed is allowed:
+                self._kept.move_to_end(id(allowed))
+                return entry.positions, entry.vectors
         positions = positions_of(allowed)
         if allowed.flags.writeable:
             return positions, None
@@ -64,11 +67,16 @@ class SubsetCache:
         entry = Subset(allowed, positions, vectors)
         if entry.nbytes > budget:
             entry = Subset(allowed, positions, None)
-        self._kept.pop(id(allowed), None)
-        self._kept[id(allowed)] = entry
+        with self._lock:
+            if version == self._version:
+                self._keep(entry, budget)
+        return positions, entry.vectors
+
+    def _keep(self, entry: Subset, budget: int) -> None:
+        self._kept.pop(id(entry.allowed), None)
+        self._kept[id(entry.allowed)] = entry
         while sum(e.nbytes for e in self._kept.values()) > budget and len(self._kept) > 1:
             self._kept.popitem(last=False)
-        return positions, entry.vectors
 
 
 def budget(size: int, dim: int) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -33,14 +34,17 @@ class AllowedVids:
         #: (field, encoder key, filter as JSON) -> allowed vids, least recently used first
         self._allowed: OrderedDict[tuple[str, str, str], np.ndarray] = OrderedDict()
         self._generation = -1  # of the hit cache, when the two caches above were filled
+        self._lock = threading.Lock()  # readers in parallel share the two caches
 
     def __call__(self, tgt: Field, where: Mapping[str, Any]) -> np.ndarray:
         """Vids of the target field whose records match the filter, sorted (read-only)."""
         self._forget_if_written()
         key = _filter_key(tgt, where)
-        if key is not None and key in self._allowed:
-            self._allowed.move_to_end(key)
-            return self._allowed[key]
+        with self._lock:
+            kept = self._allowed.get(key) if key is not None else None
+            if kept is not None:
+                self._allowed.move_to_end(key)  # type: ignore[arg-type]
+                return kept
         r = schema.records
         stmt = sa.select(r.c.id).where(r.c.collection == self.col.name, compile_filter(where, r))
         ids = self.col.store.catalog.select_arrow(stmt).column("id").to_pylist()
@@ -49,9 +53,10 @@ class AllowedVids:
         allowed = np.sort(np.fromiter(vids, np.int64, len(vids)))
         allowed.flags.writeable = False  # shared by later searches with the same filter
         if key is not None:
-            self._allowed[key] = allowed
-            while len(self._allowed) > FILTERS_KEPT:
-                self._allowed.popitem(last=False)
+            with self._lock:
+                allowed = self._allowed.setdefault(key, allowed)  # one array per filter
+                while len(self._allowed) > FILTERS_KEPT:
+                    self._allowed.popitem(last=False)
         return allowed
 
     def forget(self) -> None:
@@ -65,16 +70,18 @@ class AllowedVids:
         if cached is None:
             catalog = self.col.store.catalog
             cached = embeddings.vid_by_record(catalog, self.col.name, tgt.name, tgt.key)
-            self._vid_maps[tgt.name] = cached
+            cached = self._vid_maps.setdefault(tgt.name, cached)
         return cached
 
     def _forget_if_written(self) -> None:
         """Drop the vid maps and filter results once a write committed since they were
         read (the hit cache counts commits)."""
-        if self._generation != self.col.cache.generation:
-            self._vid_maps.clear()
-            self._allowed.clear()
-            self._generation = self.col.cache.generation
+        generation = self.col.cache.generation
+        if self._generation != generation:
+            with self._lock:
+                self._vid_maps.clear()
+                self._allowed.clear()
+                self._generation = generation
 
 
 def _filter_key(tgt: Field, where: Mapping[str, Any]) -> tuple[str, str, str] | None:

@@ -28,6 +28,8 @@ from mmstore.errors import (
 )
 from mmstore.storage import failures as storage
 from mmstore.storage import schema, wal
+from mmstore.storage.gate import Gate, WriterLock
+from mmstore.storage.readers import ReadConnections
 from mmstore.storage.segments import SegmentFiles
 from mmstore.storage.wal import DamagedLog, is_damaged_log, set_aside
 
@@ -109,6 +111,11 @@ class Catalog:
         )
         #: the write-ahead log set aside by this open because it could not be replayed
         self.damaged_log: DamagedLog | None = None
+        #: readers in parallel, a writer's publication alone (:mod:`mmstore.storage.gate`)
+        self.gate = Gate()
+        self.lock = WriterLock(self.gate)
+        self._readers: ReadConnections | None = None
+        self._readers_made = threading.Lock()
         copy = None if read_only else self._preserve_log()
         try:
             self._connect(key)
@@ -119,7 +126,6 @@ class Catalog:
         finally:
             if copy is not None and self.damaged_log is not None:
                 copy.unlink(missing_ok=True)
-        self.lock = threading.RLock()
         self._savepoint_depth = 0
         if self.damaged_log is None:
             self._check_replay(copy, on_damaged_log)
@@ -251,10 +257,12 @@ class Catalog:
         self.conn.commit()
 
     @contextmanager
-    def transaction(self, action: str = "a write") -> Iterator[Connection]:
+    def transaction(self, action: str = "a write", publish: bool = True) -> Iterator[Connection]:
         """One write transaction: everything inside commits together or not at all. A
         refused write (ours inside the block, or DuckDB's) raises
-        :class:`~mmstore.errors.StorageError` naming ``action``."""
+        :class:`~mmstore.errors.StorageError` naming ``action``. Readers are kept out from
+        just before the commit until the writer lock is let go (:mod:`mmstore.storage.gate`),
+        unless ``publish`` is False: a write that no in-memory state follows."""
         if self.read_only:
             raise ReadOnlyError(f"store {str(self.path.parent)!r} is open read-only")
         store = str(self.path.parent)
@@ -265,21 +273,52 @@ class Catalog:
             with self.conn.begin():
                 yield self.conn
                 number = self.next_ids(self.conn, wal.COMMITS, 1)
+                if publish and not self.gate.held:
+                    self.gate.acquire()  # let go by the writer lock's outermost release
         lost = "the next open checks less of the log's replay"
         with storage.warn_instead(store, "writing the commit mark", lost):
             wal.write_mark(self.path, number)  # after the commit returned
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:
-        """A connection to read from, serialized with writes in this process; a read outside
-        a write transaction ends its implicit transaction afterwards."""
-        with self.lock, storage.guard(str(self.path.parent), "a read"):
-            outer = self.conn.in_transaction()
+        """A connection to read from: the writer's own (seeing its uncommitted writes) in the
+        thread that holds the writer lock, else this thread's cursor, which sees the last
+        commit and never waits for the writer. The reads of one block are one snapshot; a
+        block that began a transaction ends it afterwards."""
+        conn = self.conn if self.lock.mine else self._reader()
+        with storage.guard(str(self.path.parent), "a read"):
+            outer = conn.in_transaction()
             try:
-                yield self.conn
+                yield conn
             finally:
-                if not outer and self.conn.in_transaction():
-                    self.conn.rollback()
+                if not outer and conn.in_transaction():
+                    conn.rollback()
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Connection]:
+        """Reads of the catalog and of the in-memory state that agree with each other: the
+        gate held shared (no commit is published meanwhile), and one transaction on this
+        thread's connection for every catalog read of the block."""
+        with self.gate.shared(), self.reading() as conn:
+            if not conn.in_transaction():
+                conn.begin()
+            yield conn
+
+    def _reader(self) -> Connection:
+        if self._readers is None:
+            with self._readers_made:  # not the writer lock: a reader may hold the gate
+                if self._readers is None:
+                    self._readers = ReadConnections(self._cursor, self._setup_cursor)
+        return self._readers.mine()
+
+    def _cursor(self) -> Any:
+        """A new DuckDB connection to the same database (its cursor), below duckdb_engine's
+        wrapper of the writer's."""
+        return self.raw._ConnectionWrapper__c.cursor()
+
+    def _setup_cursor(self, raw: Any) -> None:
+        if self.encrypted:
+            raw.execute(f"USE {ENCRYPTED_ALIAS}")
 
     def next_ids(self, conn: Connection, name: str, n: int) -> int:
         """Reserve ``n`` ids of counter ``name`` (never reused); return the first."""
@@ -294,19 +333,26 @@ class Catalog:
             conn.execute(table.update().where(table.c.name == name).values(value=start + n - 1))
         return start
 
+    def driver(self) -> Any:
+        """The DuckDB connection this thread reads and registers Arrow tables on: the
+        writer's in the thread that holds the writer lock, else this thread's own."""
+        return self.raw if self.lock.mine else self._reader().connection.driver_connection
+
     @contextmanager
     def arrow(self, name: str, table: pa.Table) -> Iterator[str]:
-        """Expose an Arrow table to SQL under ``name`` for the block (no row-by-row copy)."""
-        self.raw.register(name, table)
+        """Expose an Arrow table to SQL under ``name`` for the block (no row-by-row copy),
+        on this thread's connection (:meth:`driver`)."""
+        raw = self.driver()
+        raw.register(name, table)
         try:
             yield name
         finally:
-            self.raw.unregister(name)
+            raw.unregister(name)
 
     def query_arrow(self, sql: str, params: list[Any] | None = None) -> pa.Table:
-        """Run SQL and fetch the result as one Arrow table."""
-        with self.lock, storage.guard(str(self.path.parent), "a read"):
-            return self.raw.sql(sql, params=params or None).to_arrow_table()
+        """Run SQL on this thread's connection and fetch the result as one Arrow table."""
+        with storage.guard(str(self.path.parent), "a read"):
+            return self.driver().sql(sql, params=params or None).to_arrow_table()
 
     def select_arrow(self, stmt: sa.Select[Any]) -> pa.Table:
         """Run a SQLAlchemy select (bound parameters kept bound) and fetch it as Arrow."""
@@ -320,6 +366,8 @@ class Catalog:
         """Release the database (DuckDB checkpoints its log into the file; a disk that
         refuses that only leaves the log to replay at the next open)."""
         with self.lock:
+            if self._readers is not None:
+                self._readers.close()
             lost = "the log is replayed at the next open"
             with storage.warn_instead(str(self.path.parent), "the checkpoint on close", lost):
                 self.conn.close()

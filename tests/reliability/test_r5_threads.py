@@ -111,3 +111,58 @@ def test_readers_during_writes_see_no_torn_state(tmp_path: Path) -> None:
         f"deletes: 0 torn reads, 0 unexpected errors ({counts['raced_deletes']} reads saw a "
         "group deleted between search and get, which is allowed); verify ok after",
     )
+
+
+def slow_records(opened: threading.Event, n: int, pause: float) -> Any:
+    """The records of groups 100 and up, in chunks of one group, ``pause`` s apart: an
+    ingest of them keeps its transaction open for ``n * pause`` s."""
+    for g in range(100, 100 + n):
+        opened.set()
+        yield from group(g, 1)
+        time.sleep(pause)
+
+
+def test_reads_go_on_while_a_write_is_in_flight(tmp_path: Path) -> None:
+    """Searches, gets and counts in 4 threads finish while one ingest's transaction is open
+    (timestamps inside the write's span), and none of them sees a record of it before it
+    returns; afterwards every reader sees all of it."""
+    with mmstore.open(tmp_path / "s") as store:
+        col = store.create_collection("c", encoders=VEC, index={"ann_threshold": 40})
+        for g in range(GROUPS):
+            col.ingest(group(g, 1))
+        opened, stop, errors = threading.Event(), threading.Event(), []
+        done: list[tuple[float, int]] = []  # (when a read finished, in-flight records it saw)
+
+        def read() -> None:
+            while not stop.is_set():
+                try:
+                    hits = col.search(vector=vector(3, 0, 0), k=GROUP, where={"g": 3})
+                    assert len(col.get(hits.ids)) == GROUP
+                    seen = col.count({"g": {"$gte": 100}})
+                    done.append((time.monotonic(), seen))
+                except Exception as e:
+                    errors.append(f"{type(e).__name__}: {e}")
+
+        threads = [threading.Thread(target=read) for _ in range(4)]
+        for t in threads:
+            t.start()
+        began = time.monotonic()
+        col.ingest(slow_records(opened, 10, 0.2), chunk_size=GROUP)
+        ended = time.monotonic()
+        time.sleep(0.2)
+        stop.set()
+        for t in threads:
+            t.join(timeout=60)
+    during = [seen for when, seen in done if began + 0.2 < when < ended - 0.05]
+    after = [seen for when, seen in done if when > ended + 0.05]
+    assert errors == [], errors[:5]
+    assert len(during) >= 20, f"{len(during)} reads finished while the write was in flight"
+    assert set(during) == {0}, "a read saw records of a write not yet committed"
+    assert after and set(after) == {10 * GROUP}
+    record(
+        "R5",
+        "test_reads_go_on_while_a_write_is_in_flight",
+        f"4 reader threads during one 2 s ingest transaction: {len(during)} searches, gets "
+        "and counts finished inside its span, none saw its records before the commit, all "
+        "after it",
+    )

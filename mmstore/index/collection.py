@@ -91,7 +91,7 @@ class CollectionIndexes:
         if self.catalog.read_only or not lock.acquire(blocking=False):
             return
         try:
-            if self.catalog.conn.in_transaction():
+            if self.catalog.writing:
                 return
             if (field.name, field.key) in self._repaired:
                 self._repaired.discard((field.name, field.key))

@@ -126,7 +126,7 @@ class Catalog:
         finally:
             if copy is not None and self.damaged_log is not None:
                 copy.unlink(missing_ok=True)
-        self._savepoint_depth = 0
+        self._writing = False  # a write transaction is open on conn
         if self.damaged_log is None:
             self._check_replay(copy, on_damaged_log)
 
@@ -267,17 +267,28 @@ class Catalog:
             raise ReadOnlyError(f"store {str(self.path.parent)!r} is open read-only")
         store = str(self.path.parent)
         with self.lock, storage.guard(store, action):
-            if self.conn.in_transaction():
+            if self._writing:  # inside an outer write: it commits
                 yield self.conn
                 return
-            with self.conn.begin():
-                yield self.conn
-                number = self.next_ids(self.conn, wal.COMMITS, 1)
-                if publish and not self.gate.held:
-                    self.gate.acquire()  # let go by the writer lock's outermost release
+            if self.conn.in_transaction():  # left open by a direct read of ``conn``: ended
+                self.conn.commit()  # here, or this write would join it and never commit
+            self._writing = True
+            try:
+                with self.conn.begin():
+                    yield self.conn
+                    number = self.next_ids(self.conn, wal.COMMITS, 1)
+                    if publish and not self.gate.held:
+                        self.gate.acquire()  # let go by the writer lock's outermost release
+            finally:
+                self._writing = False
         lost = "the next open checks less of the log's replay"
         with storage.warn_instead(store, "writing the commit mark", lost):
             wal.write_mark(self.path, number)  # after the commit returned
+
+    @property
+    def writing(self) -> bool:
+        """Whether a write transaction is open (in the thread holding the writer lock)."""
+        return self._writing
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:
@@ -285,12 +296,15 @@ class Catalog:
         thread that holds the writer lock, else this thread's cursor, which sees the last
         commit and never waits for the writer. The reads of one block are one snapshot; a
         block that began a transaction ends it afterwards."""
-        conn = self.conn if self.lock.mine else self._reader()
+        mine = self.lock.mine
+        conn = self.conn if mine else self._reader()
         with storage.guard(str(self.path.parent), "a read"):
             outer = conn.in_transaction()
             try:
                 yield conn
             finally:
+                if not mine:  # a result read in part (``first()``) would block the next read
+                    conn.connection.driver_connection.abort()
                 if not outer and conn.in_transaction():
                     conn.rollback()
 
@@ -352,7 +366,10 @@ class Catalog:
     def query_arrow(self, sql: str, params: list[Any] | None = None) -> pa.Table:
         """Run SQL on this thread's connection and fetch the result as one Arrow table."""
         with storage.guard(str(self.path.parent), "a read"):
-            return self.driver().sql(sql, params=params or None).to_arrow_table()
+            raw = self.driver()
+            if not self.lock.mine:
+                raw.abort()  # a reader's connection only reads: a result left in part goes
+            return raw.sql(sql, params=params or None).to_arrow_table()
 
     def select_arrow(self, stmt: sa.Select[Any]) -> pa.Table:
         """Run a SQLAlchemy select (bound parameters kept bound) and fetch it as Arrow."""

@@ -61,7 +61,7 @@ BLOCKS = {
     "docs/plugins.md:232": "run",
     "docs/plugins.md:274": "run",
     "docs/plugins.md:334": "run",
-    "docs/scaling.md:211": "run",
+    "docs/scaling.md:210": "run",
 }
 
 
@@ -283,7 +283,7 @@ def test_scaling_example_ingests_a_table_as_columns(
 ) -> None:
     os.chdir(tmp_path)
     try:
-        ns = run("docs/scaling.md:211", {})
+        ns = run("docs/scaling.md:210", {})
         assert capsys.readouterr().out.split() == ["1000", "2000000000"]
         assert ns["report"].rejected == []
     finally:

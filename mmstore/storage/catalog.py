@@ -304,7 +304,7 @@ class Catalog:
                 yield conn
             finally:
                 if not mine:  # a result read in part (``first()``) would block the next read
-                    conn.connection.driver_connection.abort()
+                    self.driver().abort()
                 if not outer and conn.in_transaction():
                     conn.rollback()
 

@@ -258,6 +258,12 @@ class VectorIndex:
     def _blocks(self) -> list[np.ndarray]:
         return [*self._base_blocks(), self.tail()]
 
+    def _tail_scan(self, queries: np.ndarray, k: int) -> SearchResult:
+        """An exact scan of the tail where it lies (no rows gathered: a copy of a large
+        tail on every search cost more than the scan)."""
+        live = slice(self.n_base, self.n_base + self._tail_len)
+        return exact.search(queries, k, [self.tail()], self.dead[live], self.vids[live])
+
     def _ann(self, queries: np.ndarray, k: int, positions: np.ndarray | None) -> SearchResult:
         assert self.ann is not None
         base_pos = positions[positions < self.n_base] if positions is not None else None
@@ -266,10 +272,9 @@ class VectorIndex:
         scores, labels = self.ann.search(queries, kk, selector, selectivity)
         del keep  # the bitmap outlived the search
         if positions is None:
-            positions_in_tail = np.flatnonzero(~self.dead[self.n_base :]) + self.n_base
+            tail = self._tail_scan(queries, k)
         else:
-            positions_in_tail = positions[positions >= self.n_base]
-        tail = self._exact(queries, k, positions_in_tail)
+            tail = self._exact(queries, k, positions[positions >= self.n_base])
         found = labels >= 0
         base = SearchResult(
             np.where(found, scores, -np.inf).astype(np.float32),

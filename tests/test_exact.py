@@ -75,3 +75,24 @@ def test_only_unsure_queries_are_rescanned(monkeypatch: pytest.MonkeyPatch) -> N
     out = exact.search(q, 10, [x], np.zeros(5_000, bool), np.arange(5_000))
     assert sum(rescanned) < 5  # distinct random scores: ties are rare
     assert_exact_top(out.vids, x, np.arange(5_000), q, 10)
+
+
+def test_a_single_query_beside_another_scan_takes_numpy_s_loop_and_agrees(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One query scanned while another scan runs (OpenBLAS's shared threads would make the
+    callers wait on each other) is scored by einsum in its own thread, to the BLAS scores
+    within float32 rounding, and ranks the same vectors first."""
+    x, q = normed(3000, DIM, seed=11), normed(1, DIM, seed=12)
+    alone = exact.products(q, x)
+    used: list[str] = []
+    einsum = np.einsum
+    monkeypatch.setattr(np, "einsum", lambda *a, **kw: used.append(a[0]) or einsum(*a, **kw))
+    assert exact.products(q, x) is not None and used == []  # alone: BLAS
+    with exact.SCANS.one():  # another scan in flight
+        beside = exact.products(q, x)
+        found = exact.numpy_scan(q, 10, [x], np.zeros(len(x), bool), np.arange(len(x)))
+    assert used == ["kj,ij->ik"] * 2
+    assert np.allclose(alone, beside, rtol=1e-5, atol=1e-6)
+    assert found.vids[0].tolist() == np.argsort(-alone[0], kind="stable")[:10].tolist()
+    assert exact.SCANS.running == 0

@@ -1,15 +1,19 @@
 """Load test of the HTTP service: search requests per second and latency percentiles with
-8 concurrent clients against a 100,000-vector store, as a ratio to the same searches
-through the Python API in the same run.
+8 concurrent clients against a 100,000-vector store, as ratios to the same searches
+through the Python API and to a bare ASGI app, all in the same run.
 
 1. Build a store of 100,000 384-d vectors (the cached real MiniLM embeddings of
-   benchmarks/embed_corpus.py when present, else random normalized vectors; the output
-   says which) with a label of 10 categories, and its default index (``optimize``).
-2. Python API: the query set through ``col.search(vector=q, k=10)`` in one thread (the
-   embedded store is one process's single connection), unfiltered and filtered by label.
+   benchmarks/embed_corpus.py when present, else the Gaussian mixture of bench_scaling.py;
+   the output says which) with a label of 10 categories, and its default index
+   (``optimize``).
+2. Python API: the query set through ``col.search(vector=q, k=10)``, in one thread and in
+   8 threads (snapshot reads run in parallel), unfiltered and filtered by label.
 3. Service: ``mmstore serve`` in its own process on a loopback port, with an API key;
    8 client threads (one ``httpx.Client`` each, keep-alive) send the same queries as JSON
    until each has sent its share; the same two query kinds.
+4. Ceiling: a bare ASGI app on uvicorn in its own process, which reads each request's body
+   and answers the body of a real search answer of step 3 (same size), to the same 8
+   clients sending the same requests: what HTTP on this machine costs without mmstore.
 
 Bounded: a fixed number of requests per phase (``--requests``), a deadline per phase
 (``--deadline``), and the server is stopped at the end whatever happens. The figures are
@@ -23,6 +27,7 @@ Run: ``.venv/bin/python benchmarks/bench_service.py [--vectors 100000] [--client
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -33,6 +38,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +49,8 @@ import mmstore
 from mmstore.service.keys import KeyStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_scaling import mixture
+
 OUT = Path(__file__).resolve().parent / "out"
 DIM = 384
 CATEGORIES = 10
@@ -58,10 +66,7 @@ def vectors(n: int, queries: int) -> tuple[np.ndarray, np.ndarray, str]:
             rows = np.asarray(data[: n + held_out], dtype=np.float32)
             asked = np.resize(rows[n:], (queries, rows.shape[1]))
             return rows[:n], asked, f"real MiniLM embeddings ({path.name}), {held_out} queries"
-    rng = np.random.default_rng(0)
-    rows = rng.normal(size=(n + queries, DIM)).astype(np.float32)
-    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
-    return rows[:n], rows[n:], "random normalized vectors"
+    return mixture(n, seed=1), mixture(queries, seed=2), "Gaussian mixture (bench_scaling.py)"
 
 
 def build(path: Path, data: np.ndarray) -> tuple[str, dict[str, Any]]:
@@ -92,25 +97,57 @@ def summary(latencies_ms: list[float], wall_s: float) -> dict[str, float]:
     }
 
 
-def api_phase(path: Path, queries: np.ndarray, where: dict[str, Any] | None) -> dict[str, float]:
+def api_phase(
+    path: Path, queries: np.ndarray, where: dict[str, Any] | None, threads: int = 1
+) -> dict[str, float]:
     with mmstore.open(path, read_only=True) as store:
         col = store.collection("bench")
         for q in queries[:20]:  # warm up
             col.search(vector=q, k=10, where=where)
-        lat = []
+        lat: list[list[float]] = [[] for _ in range(threads)]
+
+        def run(i: int) -> None:
+            for q in queries[i::threads]:
+                t = time.perf_counter()
+                col.search(vector=q, k=10, where=where)
+                lat[i].append((time.perf_counter() - t) * 1000)
+
+        workers = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
         start = time.perf_counter()
-        for q in queries:
-            t = time.perf_counter()
-            col.search(vector=q, k=10, where=where)
-            lat.append((time.perf_counter() - t) * 1000)
-        return summary(lat, time.perf_counter() - start)
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        return summary([x for one in lat for x in one], time.perf_counter() - start)
 
 
 def serve(path: Path, port: int) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "mmstore", "serve", str(path), "--port", str(port)]
-    proc = subprocess.Popen(
-        [*cmd, "--log-level", "warning", "--max-k", "100"], start_new_session=True
-    )
+    return started([*cmd, "--log-level", "warning", "--max-k", "100"], port)
+
+
+def serve_bare(body: Path, port: int) -> subprocess.Popen[bytes]:
+    return started([sys.executable, __file__, "--bare", str(body), "--port", str(port)], port)
+
+
+def bare_app(body: bytes) -> Any:
+    """An ASGI app that reads the request's body and answers ``body``."""
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        more = True
+        while more:
+            more = (await receive()).get("more_body", False)
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+def started(cmd: list[str], port: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(cmd, start_new_session=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
@@ -178,11 +215,17 @@ def main() -> None:
     parser.add_argument("--deadline", type=float, default=120.0, help="seconds per phase")
     parser.add_argument("--port", type=int, default=0, help="0: a free port")
     parser.add_argument("--out", type=Path, default=OUT / "service.json", help="figures (JSON)")
+    parser.add_argument("--bare", type=Path, help=argparse.SUPPRESS)  # serve the ceiling
     args = parser.parse_args()
+    if args.bare is not None:
+        import uvicorn
+
+        app = bare_app(args.bare.read_bytes())
+        uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", lifespan="off")
+        return
 
     data, queries, source = vectors(args.vectors, args.requests)
     work = Path(tempfile.mkdtemp(prefix="mms-bench-service-"))
-    proc = None
     try:
         t = time.perf_counter()
         key, index = build(work / "store", data)
@@ -190,27 +233,50 @@ def main() -> None:
             f"store: {len(data):,} x {DIM} {source}; index {index}; built in "
             f"{time.perf_counter() - t:.1f}s"
         )
-        label = {"label": "c3"}
-        api = {
-            "unfiltered": api_phase(work / "store", queries, None),
-            "filtered": api_phase(work / "store", queries, label),
-        }
-        port = args.port or _free_port()
-        proc = serve(work / "store", port)
-        url = f"http://127.0.0.1:{port}"
-        http = {
-            "unfiltered": http_phase(url, key, queries, None, args.clients, args.deadline),
-            "filtered": http_phase(url, key, queries, label, args.clients, args.deadline),
-        }
+        api, http = measure(work, key, queries, args)
     finally:
-        if proc is not None:
-            os.killpg(proc.pid, signal.SIGINT)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
         shutil.rmtree(work, ignore_errors=True)
     report(args, source, index, api, http)
+
+
+def measure(
+    work: Path, key: str, queries: np.ndarray, args: argparse.Namespace
+) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+    """The API phases (1 thread and ``clients`` threads), the service's, then the bare
+    app's with a body of the service's size."""
+    label = {"label": "c3"}
+    api: dict[str, dict[str, float]] = {}
+    for kind, where in (("unfiltered", None), ("filtered", label)):
+        api[kind] = api_phase(work / "store", queries, where)
+        api[f"{kind}, threads"] = api_phase(work / "store", queries, where, args.clients)
+    http: dict[str, dict[str, float]] = {}
+    port = args.port or _free_port()
+    url = f"http://127.0.0.1:{port}"
+    with running(serve(work / "store", port)):
+        for kind, where in (("unfiltered", None), ("filtered", label)):
+            http[kind] = http_phase(url, key, queries, where, args.clients, args.deadline)
+        answer = httpx.post(
+            f"{url}/collections/bench/search",
+            json={"vector": queries[0].tolist(), "k": 10},
+            headers={"Authorization": f"Bearer {key}"},
+        )
+    (work / "answer.json").write_bytes(answer.content)
+    with running(serve_bare(work / "answer.json", port)):
+        http["bare"] = http_phase(url, key, queries, None, args.clients, args.deadline)
+    http["bare"]["body_bytes"] = len(answer.content)
+    return api, http
+
+
+@contextlib.contextmanager
+def running(proc: subprocess.Popen[bytes]) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def report(
@@ -220,18 +286,25 @@ def report(
     api: dict[str, dict[str, float]],
     http: dict[str, dict[str, float]],
 ) -> None:
-    print(f"\n{'search, k=10':<24}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}")
-    for kind in ("unfiltered", "filtered"):
-        a, h = api[kind], http[kind]
-        print(
-            f"{'API, 1 thread, ' + kind:<24}{a['req_per_s']:>10}{a['p50_ms']:>10}{a['p99_ms']:>10}"
-        )
-        name = f"HTTP, {args.clients} clients, {kind}"
-        print(f"{name:<24}{h['req_per_s']:>10}{h['p50_ms']:>10}{h['p99_ms']:>10}")
-        print(
-            f"{'  ratio HTTP/API':<24}{h['req_per_s'] / a['req_per_s']:>10.2f}"
-            f"{h['p50_ms'] / a['p50_ms']:>10.2f}{h['p99_ms'] / a['p99_ms']:>10.2f}"
-        )
+    n = args.clients
+    print(f"load average {os.getloadavg()}")
+    print("\n| search, k=10 | req/s | p50 ms | p99 ms | p99/p50 |\n|---|---|---|---|---|")
+    rows = [(f"API, 1 thread, {k}", api[k]) for k in ("unfiltered", "filtered")]
+    rows += [(f"API, {n} threads, {k}", api[f"{k}, threads"]) for k in ("unfiltered", "filtered")]
+    rows += [(f"HTTP, {n} clients, {k}", http[k]) for k in ("unfiltered", "filtered")]
+    rows += [(f"bare ASGI app, {n} clients", http["bare"])]
+    for name, f in rows:
+        ratio = f["p99_ms"] / f["p50_ms"]
+        print(f"| {name} | {f['req_per_s']} | {f['p50_ms']} | {f['p99_ms']} | {ratio:.2f} |")
+    ratios = {
+        "http_vs_bare": http["unfiltered"]["req_per_s"] / http["bare"]["req_per_s"],
+        "http_vs_api": http["unfiltered"]["req_per_s"] / api["unfiltered"]["req_per_s"],
+        "filtered_http_vs_api_threads": http["filtered"]["req_per_s"]
+        / api["filtered, threads"]["req_per_s"],
+        "filtered_http_p50_vs_api_p50": http["filtered"]["p50_ms"] / api["filtered"]["p50_ms"],
+    }
+    print("\n" + "\n".join(f"ratio {k}: {v:.2f}" for k, v in ratios.items()))
+    print("  ratio HTTP/API")  # the smoke test's marker that the report came out whole
     result = {
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
@@ -242,6 +315,7 @@ def report(
         "clients": args.clients,
         "api": api,
         "http": http,
+        "ratios": ratios,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))

@@ -334,6 +334,20 @@ class ServiceUnavailableError(MMStoreError, ConnectionError):
         )
 
 
+class ServiceBusyError(MMStoreError, RuntimeError):
+    """The service had as many requests in hand as it admits (``max_inflight``) and
+    answered 503 with ``Retry-After`` instead of queueing this one: send it again later."""
+
+    http_status = 503
+
+
+class JobInterruptedError(MMStoreError, RuntimeError):
+    """A background job was running when its service stopped (killed, or shut down before
+    the job finished); nothing of it was kept: start it again."""
+
+    http_status = 500
+
+
 class BeyondGpuError(MMStoreError, RuntimeError):
     """A search FAISS's GPU indexes cannot answer (k past ``GPU_MAX_K``): the caller
     answers it on the CPU."""

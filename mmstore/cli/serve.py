@@ -21,6 +21,8 @@ from mmstore.cli.common import errors
 @click.option("--max-text-chars", type=int, default=None, help="Longest text value.")
 @click.option("--max-image-pixels", type=int, default=None, help="Most pixels of an image.")
 @click.option("--max-audio-seconds", type=float, default=None, help="Longest audio clip (seconds).")
+@click.option("--max-inflight", type=int, default=None, help="Requests in hand before 503.")
+@click.option("--shutdown-grace", type=float, default=None, help="Seconds to finish requests.")
 @click.option("--log-level", default="info", show_default=True)
 @errors
 def serve(
@@ -34,6 +36,8 @@ def serve(
     max_text_chars: int | None,
     max_image_pixels: int | None,
     max_audio_seconds: float | None,
+    max_inflight: int | None,
+    shutdown_grace: float | None,
     log_level: str,
 ) -> None:
     """Serve the store at PATH over HTTP (the service becomes its single writer)."""
@@ -47,6 +51,8 @@ def serve(
         "max_text_chars": max_text_chars,
         "max_image_pixels": max_image_pixels,
         "max_audio_seconds": max_audio_seconds,
+        "max_inflight": max_inflight,
+        "shutdown_grace_s": shutdown_grace,
     }
     settings = Settings(
         host=host,

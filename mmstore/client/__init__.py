@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Client", "RemoteCollection"]
 
+#: how many times a request answered 503 with Retry-After (busy) is sent again
+BUSY_RETRIES = 5
+
 
 class Client:
     """A connection to ``mmstore serve`` at ``url`` with an API key."""
@@ -54,16 +57,26 @@ class Client:
         self._http.close()
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        """One call; a service error is raised as the matching mmstore exception."""
-        import httpx
-
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.TransportError as e:
-            raise errors.ServiceUnavailableError(self.url, e) from None
+        """One call; a service error is raised as the matching mmstore exception. A 503
+        with ``Retry-After`` (the service was busy and did not start the request) is sent
+        again after the pause it asks for, up to ``BUSY_RETRIES`` times."""
+        for attempt in range(BUSY_RETRIES + 1):
+            response = self._send(method, path, **kwargs)
+            pause = response.headers.get("retry-after", "")
+            if response.status_code != 503 or not pause.isdigit() or attempt == BUSY_RETRIES:
+                break
+            time.sleep(min(int(pause), 5))
         if response.status_code >= 400:
             raise replies.error(response)
         return response.json()
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> Any:
+        import httpx
+
+        try:
+            return self._http.request(method, path, **kwargs)
+        except httpx.TransportError as e:
+            raise errors.ServiceUnavailableError(self.url, e) from None
 
     def health(self) -> dict[str, Any]:
         out: dict[str, Any] = self.request("GET", "/health")
@@ -101,7 +114,8 @@ class Client:
         self.request("DELETE", f"/collections/{name}")
 
     def job(self, job_id: str) -> dict[str, Any]:
-        """A background job's status (``queued``, ``running``, ``done``, ``failed``)."""
+        """A background job's status (``queued``, ``running``, ``done``, ``failed``, or
+        ``interrupted`` when the service stopped while it ran)."""
         out: dict[str, Any] = self.request("GET", f"/jobs/{job_id}")
         return out
 
@@ -117,7 +131,7 @@ class Client:
             time.sleep(pause)
             pause = min(pause * 1.5, 1.0)
             status = self.job(job_id)
-        if status["status"] == "failed":
+        if status["status"] in ("failed", "interrupted"):
             raise replies.raised(dict(status.get("error") or {}), f"job {job_id}")
         return replies.head_report(status["report"])
 

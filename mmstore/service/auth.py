@@ -10,8 +10,6 @@ dependency, then checks the key's scopes and collections (403).
 
 from __future__ import annotations
 
-import threading
-
 from fastapi import HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
@@ -65,15 +63,11 @@ def verified(keys: KeyStore, headers: Headers) -> KeyInfo:
 
 class AuthGate:
     """401 for a request without a valid key, before its body is read; the key found is
-    left in the request's state for :func:`authorize`. Key lookups read the catalog, so
-    they run in a worker thread under ``lock`` (the store's)."""
+    left in the request's state for :func:`authorize`. A key not in the cache is looked up
+    in the catalog (a snapshot read) in a worker thread."""
 
-    def __init__(self, app: ASGIApp, keys: KeyStore, lock: threading.RLock) -> None:
-        self.app, self.keys, self.lock = app, keys, lock
-
-    def _verify(self, headers: Headers) -> KeyInfo:
-        with self.lock:
-            return verified(self.keys, headers)
+    def __init__(self, app: ASGIApp, keys: KeyStore) -> None:
+        self.app, self.keys = app, keys
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
@@ -84,7 +78,7 @@ class AuthGate:
             token = request_token(headers)
             info = self.keys.cached(token) if token else None  # no thread hop when known
             if info is None:
-                info = await run_in_threadpool(self._verify, headers)
+                info = await run_in_threadpool(verified, self.keys, headers)
         except HTTPException as e:
             body = e.detail if isinstance(e.detail, dict) else {"message": str(e.detail)}
             challenge = [(b"www-authenticate", b"Bearer")]

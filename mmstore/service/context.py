@@ -1,12 +1,11 @@
-"""What every route of the service shares: the store behind one lock, the settings, the job
-table, and the dependencies that check a request's key and limits.
+"""What every route of the service shares: the store, the settings, the job table, and the
+dependencies that check a request's key and limits.
 
-Concurrency: the service is the store's single writer. DuckDB's one shared connection is
-not thread-safe and the indexes are mutated in place, so every store call (reads and
-searches too) runs under one global lock, ``app.state.store_lock``; correctness first,
-parallelism later. Routes are sync functions, run by FastAPI in its thread pool; head
-training runs as a background job (:mod:`mmstore.service.jobs`) that takes the same lock
-while it trains, so other requests wait for it.
+Concurrency (docs/concurrency.md): the service is the store's single writer. Reads
+(searches, gets, counts, predictions, listings) run in parallel in FastAPI's thread pool on
+the store's snapshot reads, without a lock of the service; writes run one at a time under
+``Service.lock`` (``app.state.store_lock``), a head-training job included while it trains,
+so that a write waits for the one before it and no read waits for either.
 """
 
 from __future__ import annotations
@@ -42,8 +41,13 @@ class Service:
     jobs: JobTable
     metrics: Metrics
 
-    def call(self, fn: Callable[[], Any]) -> Any:
-        """Run one store call under the store lock."""
+    def read(self, fn: Callable[[], Any]) -> Any:
+        """Run a store call that only reads: on the store's snapshot reads, beside other
+        reads and the write in flight."""
+        return fn()
+
+    def write(self, fn: Callable[[], Any]) -> Any:
+        """Run a store call that writes, after the write before it."""
         with self.lock:
             return fn()
 
@@ -52,7 +56,7 @@ class Service:
 
     def modalities(self, name: str) -> dict[str, str]:
         """Field -> modality of a collection (a 404 for an unknown one)."""
-        return self.call(lambda: {f: x.modality.name for f, x in self.col(name).fields.items()})
+        return self.read(lambda: {f: x.modality.name for f, x in self.col(name).fields.items()})
 
     def too_many(self, what: str, n: int) -> None:
         """A 413 when one request carries more than ``max_batch`` of ``what``."""
@@ -69,7 +73,7 @@ class Service:
         (413) or, with ``skip``, are listed as rejected."""
         skip = on_error == "skip"
         kept, over = limits.check_records(records, self.modalities(c), self.settings, skip)
-        report = self.call(lambda: self.col(c).ingest(kept, on_error=on_error))  # type: ignore[arg-type]
+        report = self.write(lambda: self.col(c).ingest(kept, on_error=on_error))  # type: ignore[arg-type]
         report.received += len(over)
         report.rejected = limits.renumbered(report.rejected, records, kept) + over
         return jsonable(report)

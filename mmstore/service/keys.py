@@ -236,15 +236,18 @@ class KeyStore:
 
     def _touch(self, key_id: str) -> None:
         """Record the last use (at most once per cache period per token; not on a
-        read-only store)."""
-        if self.catalog.read_only:
+        read-only store, and not while a write is in flight, which a key check does not
+        wait for: the next check past the cache period records it)."""
+        if self.catalog.read_only or not self.catalog.lock.acquire(blocking=False):
             return
         table = schema.api_keys
         try:
-            with self.catalog.transaction() as conn:
+            with self.catalog.transaction("recording a key's use", publish=False) as conn:
                 conn.execute(table.update().where(table.c.id == key_id).values(last_used_at=_now()))
         except ReadOnlyError:
             pass
+        finally:
+            self.catalog.lock.release()
 
 
 def _info(row: Any) -> KeyInfo:

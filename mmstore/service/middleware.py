@@ -1,6 +1,8 @@
 """Pure ASGI middleware of the service, outermost first: :class:`Measure` (request counts
 and latency per route, for ``/metrics``), the key check of :mod:`mmstore.service.auth`,
-then :class:`BodyLimit` (413 before a too-large body is read)."""
+:class:`BodyLimit` (413 before a too-large body is read), then :class:`Admission` (503
+past ``max_inflight`` requests in hand). A 401 or a 413 is answered without taking a
+place, so a flood of refused requests does not crowd out the searches."""
 
 from __future__ import annotations
 
@@ -105,6 +107,45 @@ class Measure:
         finally:
             ms = (time.perf_counter() - start) * 1000
             self.metrics.record(self.route_of(scope), status, ms)
+
+
+class InHand:
+    """The requests :class:`Admission` holds now (``app.state.admission``), and its limit."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.in_hand = limit, 0
+
+
+class Admission:
+    """At most ``limit`` requests in hand at once past the key and size checks, running or
+    waiting for a worker thread;
+    one more is answered 503 with ``Retry-After`` at once instead of waiting in an
+    unbounded queue. ``/health`` is always answered. The count lives on the event loop,
+    the only thread that runs this, so it needs no lock."""
+
+    def __init__(self, app: ASGIApp, counter: InHand, retry_after: int = 1) -> None:
+        self.app, self.counter, self.retry_after = app, counter, retry_after
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] == "/health":
+            await self.app(scope, receive, send)
+            return
+        counter = self.counter
+        if counter.in_hand >= counter.limit:
+            await respond(send, 503, self._busy(), [(b"retry-after", b"%d" % self.retry_after)])
+            return
+        counter.in_hand += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            counter.in_hand -= 1
+
+    def _busy(self) -> dict[str, Any]:
+        message = (
+            f"the service has {self.counter.limit} requests in hand, its limit "
+            f"(max_inflight); send this one again after {self.retry_after} s"
+        )
+        return {"error": "ServiceBusyError", "message": message}
 
 
 class BodyLimit:

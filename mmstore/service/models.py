@@ -116,7 +116,8 @@ class ManyHitsOut(BaseModel):
 class JobOut(BaseModel):
     id: str
     kind: str
-    status: Literal["queued", "running", "done", "failed"]
+    status: Literal["queued", "running", "done", "failed", "interrupted"]
+    collection: str | None = None
     created: str
     finished: str | None = None
     error: dict[str, Any] | None = None
@@ -135,7 +136,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         (413, "body, batch or a value over a limit"),
         (422, "malformed request, or a record rejected (named in the body)"),
         (423, "the store is locked by another writer"),
-        (503, "model weights unavailable offline, or a damaged write-ahead log"),
+        (503, "busy (Retry-After), model weights unavailable offline, or a damaged log"),
         (507, "the disk refused a write (full, a size limit, an I/O error): nothing written"),
     ]
 }

@@ -30,6 +30,10 @@ class Settings(BaseModel):
     max_image_pixels: int = Field(40_000_000, ge=1)
     #: the longest audio clip sent as bytes, in seconds (read from its header)
     max_audio_seconds: float = Field(600.0, gt=0)
+    #: requests in hand at once (running or waiting for a thread); past it, 503 Retry-After
+    max_inflight: int = Field(64, ge=1)
+    #: on SIGTERM or Ctrl-C, how long requests in flight may take to finish (seconds)
+    shutdown_grace_s: float = Field(30.0, gt=0)
     #: latency samples kept per route for the percentiles of /metrics
     metrics_window: int = Field(1000, ge=10)
 
@@ -42,4 +46,5 @@ class Settings(BaseModel):
             "max_text_chars": self.max_text_chars,
             "max_image_pixels": self.max_image_pixels,
             "max_audio_seconds": self.max_audio_seconds,
+            "max_inflight": self.max_inflight,
         }

@@ -147,3 +147,16 @@ api_keys = sa.Table(
     sa.Column("revoked_at", sa.DateTime),
     sa.Column("last_used_at", sa.DateTime),
 )
+
+jobs = sa.Table(
+    "mms_jobs",
+    metadata,
+    sa.Column("id", sa.String, primary_key=True),
+    sa.Column("kind", sa.String, nullable=False),  # train_head
+    sa.Column("collection", sa.String),
+    sa.Column("status", sa.String, nullable=False),  # queued running done failed interrupted
+    sa.Column("created_at", sa.DateTime, nullable=False),  # UTC
+    sa.Column("finished_at", sa.DateTime),
+    sa.Column("error", sa.String),  # JSON of the error body
+    sa.Column("report", sa.String),  # JSON of the job's report
+)

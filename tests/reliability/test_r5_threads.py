@@ -166,3 +166,54 @@ def test_reads_go_on_while_a_write_is_in_flight(tmp_path: Path) -> None:
         "and counts finished inside its span, none saw its records before the commit, all "
         "after it",
     )
+
+
+def test_searches_during_a_reembedding_switch_are_never_torn(tmp_path: Path) -> None:
+    """4 reader threads search by text while the field is re-embedded into a new space
+    (other seed: every vector changes) and switched: each search is encoded and answered
+    in one space, so a record's own text finds it at a score of 1 before, during and after
+    the switch; a torn read (query in one space, index in the other) would score ~0."""
+    from mmstore.testing import FakePlugin
+
+    n = 1500
+    texts = [f"alpha{i} beta{i * 7} gamma{i * 13} delta{i % 97}" for i in range(n)]
+    with mmstore.open(tmp_path / "s", plugins=[FakePlugin()]) as store:
+        spec = {"text": {"encoder": "hash_text", "dim": 256, "seed": 0}}
+        col = store.create_collection("c", encoders=spec)
+        col.ingest([{"id": f"r{i}", "text": t} for i, t in enumerate(texts)])
+        stop, errors, scores = threading.Event(), [], []
+
+        def read(seed: int) -> None:
+            rng = random.Random(seed)
+            while not stop.is_set():
+                try:
+                    hits = col.search(text=texts[rng.randrange(n)], k=1)
+                    scores.append((time.monotonic(), hits[0].score))
+                except Exception as e:
+                    errors.append(f"{type(e).__name__}: {e}")
+
+        threads = [threading.Thread(target=read, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(0.3)
+        began = time.monotonic()
+        report = col.reembed("text", encoder={**spec["text"], "seed": 1}, batch_size=50)
+        ended = time.monotonic()
+        time.sleep(0.3)
+        stop.set()
+        for t in threads:
+            t.join(timeout=60)
+        assert all(f["ok"] for f in col.verify())
+    low = [s for _, s in scores if s < 0.999]
+    during = [s for when, s in scores if began < when < ended]
+    assert report.switched and errors == [], errors[:5]
+    assert low == [], f"{len(low)} of {len(scores)} searches torn, e.g. scores {low[:5]}"
+    assert len(during) >= 20, f"{len(during)} searches finished during the re-embedding"
+    record(
+        "R5",
+        "test_searches_during_a_reembedding_switch_are_never_torn",
+        f"4 reader threads searching by text while {n} records were re-embedded into a new "
+        f"space and switched ({ended - began:.1f} s, batches of 50): {len(scores)} searches, "
+        f"{len(during)} during it, each answered in one space (own text at score 1), 0 torn, "
+        "0 errors",
+    )

@@ -17,7 +17,7 @@ router = APIRouter(tags=["collections"], responses=ERRORS)
 def list_collections(request: Request, s: Service = SERVICE) -> dict[str, list[str]]:
     """The collections the request's key may see (all of them without auth)."""
     key = getattr(request.state, "key", None)
-    names = s.call(s.store.collections)
+    names = s.read(s.store.collections)
     return {"collections": [n for n in names if may_see(key, n)]}
 
 
@@ -29,15 +29,15 @@ def create_collection(body: CreateCollection, s: Service = SERVICE) -> dict[str,
         )
         return c.info()
 
-    return jsonable(s.call(go))
+    return jsonable(s.write(go))
 
 
 @router.get("/collections/{c}", dependencies=[need("read")])
 def collection_info(c: str, s: Service = SERVICE) -> dict[str, Any]:
-    return jsonable(s.call(lambda: s.col(c).info()))
+    return jsonable(s.read(lambda: s.col(c).info()))
 
 
 @router.delete("/collections/{c}", dependencies=[need("admin")])
 def drop_collection(c: str, s: Service = SERVICE) -> dict[str, str]:
-    s.call(lambda: s.store.drop_collection(c))
+    s.write(lambda: s.store.drop_collection(c))
     return {"dropped": c}

@@ -20,14 +20,13 @@ router = APIRouter(tags=["heads"], responses=ERRORS)
 def train_head(c: str, body: TrainBody, s: Service = SERVICE) -> dict[str, str]:
     """Start training a head as a background job; poll ``GET /jobs/{id}``."""
     options = decode_values(dict(body.model_extra or {}))
-    s.call(lambda: s.col(c))  # an unknown collection is a 404 now, not a failed job
+    s.read(lambda: s.col(c))  # an unknown collection is a 404 now, not a failed job
 
     def run() -> dict[str, Any]:
-        with s.lock:
-            report = s.col(c).train_head(body.name, body.kind, **options)
+        report = s.write(lambda: s.col(c).train_head(body.name, body.kind, **options))
         return jsonable(asdict(report))  # the client rebuilds the HeadReport from it
 
-    job = s.jobs.submit("train_head", run)
+    job = s.jobs.submit("train_head", run, collection=c)
     return {"job": job.id}
 
 
@@ -38,14 +37,14 @@ def job_status(id: str, s: Service = SERVICE) -> Any:
         raise NotFoundError(
             f"no job {id!r} on this service, which holds {s.jobs.count()} job(s); a job id "
             "is the whole string POST /collections/{c}/heads returned (such as "
-            "'2-3f9ac01d5e7b'), and jobs are kept in memory until the service restarts"
+            "'2-3f9ac01d5e7b'), and jobs are kept in the store's catalog"
         )
     return job.to_dict()
 
 
 @router.get("/collections/{c}/heads", dependencies=[need("read")])
 def list_heads(c: str, s: Service = SERVICE) -> dict[str, Any]:
-    return {"heads": jsonable(s.call(lambda: s.col(c).heads()))}
+    return {"heads": jsonable(s.read(lambda: s.col(c).heads()))}
 
 
 @router.post("/collections/{c}/heads/{name}/predict", dependencies=[need("read")])
@@ -54,5 +53,5 @@ def predict(c: str, name: str, body: PredictBody, s: Service = SERVICE) -> dict[
     records = decode_values(body.records)
     news = [r for r in records if isinstance(r, dict)]
     limits.check_records(news, s.modalities(c), s.settings, skip=False)
-    out = s.call(lambda: s.col(c).predict(name, records, on_error=body.on_error))
+    out = s.read(lambda: s.col(c).predict(name, records, on_error=body.on_error))
     return {"predictions": jsonable(out)}

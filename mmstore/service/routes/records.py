@@ -11,7 +11,7 @@ from starlette.datastructures import FormData, UploadFile
 
 from mmstore.service.context import SERVICE, Service, need, validation
 from mmstore.service.models import ERRORS, DeleteBody, IngestBody, IngestReportOut
-from mmstore.service.wire import decode_values, jsonable
+from mmstore.service.wire import JSONBody, decode_values
 
 router = APIRouter(tags=["records"], responses=ERRORS)
 
@@ -108,18 +108,18 @@ async def _fill_media(form: FormData, by_id: dict[str, dict[str, Any]]) -> None:
         by_id[rid][field] = await part.read()
 
 
-@router.get("/collections/{c}/records", dependencies=[need("read")])
+@router.get("/collections/{c}/records", dependencies=[need("read")], response_model=dict[str, Any])
 def get_records(
     c: str, ids: str = Query(..., description="comma-separated record ids"), s: Service = SERVICE
-) -> dict[str, Any]:
+) -> JSONBody:
     wanted = [x.strip() for x in ids.split(",") if x.strip()]
     if not wanted:
         raise validation("ids", "give at least one id")
     s.too_many("ids", len(wanted))
-    return {"records": jsonable(s.call(lambda: s.col(c).get(wanted)))}
+    return JSONBody({"records": s.read(lambda: s.col(c).get(wanted))})
 
 
 @router.post("/collections/{c}/records/delete", dependencies=[need("write")])
 def delete_records(c: str, body: DeleteBody, s: Service = SERVICE) -> dict[str, int]:
     s.too_many("ids", len(body.ids))
-    return {"deleted": s.call(lambda: s.col(c).delete(body.ids))}
+    return {"deleted": s.write(lambda: s.col(c).delete(body.ids))}

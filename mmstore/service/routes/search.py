@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -18,7 +17,7 @@ from mmstore.service.models import (
     SearchManyBody,
     WireArray,
 )
-from mmstore.service.wire import decode_values, jsonable
+from mmstore.service.wire import JSONBody, decode_values, hit_body
 
 router = APIRouter(tags=["search"], responses=ERRORS, dependencies=[need("read")])
 #: search arguments that cannot also be field names in ``values``
@@ -36,7 +35,7 @@ def search(c: str, body: SearchBody, s: Service = SERVICE) -> Any:
     values = decode_values(body.values)
     limits.check_query(values, s.modalities(c), s.settings)
     vector = None if body.vector is None else _vector(body.vector)
-    hits = s.call(
+    hits = s.read(
         lambda: s.col(c).search(
             target=body.target,
             k=body.k,
@@ -49,7 +48,7 @@ def search(c: str, body: SearchBody, s: Service = SERVICE) -> Any:
             **values,
         )
     )
-    return {"hits": [jsonable(asdict(h)) for h in hits]}
+    return JSONBody({"hits": [hit_body(h) for h in hits]})
 
 
 @router.post("/collections/{c}/search_many", response_model=ManyHitsOut)
@@ -63,12 +62,12 @@ def search_many(c: str, body: SearchManyBody, s: Service = SERVICE) -> Any:
     for name, batch in values.items():
         for value in batch:
             limits.check_query({name: value}, s.modalities(c), s.settings)
-    batches = s.call(
+    batches = s.read(
         lambda: s.col(c).search_many(
             vectors, target=body.target, k=body.k, where=decode_values(body.where), **values
         )
     )
-    return {"results": [{"hits": [jsonable(asdict(h)) for h in hits]} for hits in batches]}
+    return JSONBody({"results": [{"hits": [hit_body(h) for h in hits]} for hits in batches]})
 
 
 def _vector(given: list[float] | WireArray) -> np.ndarray:

@@ -83,7 +83,10 @@ class Measure:
         self.app, self.metrics, self.routes = app, metrics, routes
 
     def route_of(self, scope: Scope) -> str:
-        for r in self.routes():
+        found = scope.get("route")  # set by the router once it matched the request
+        if found is not None and getattr(found, "path", None):
+            return f"{scope['method']} {found.path}"
+        for r in self.routes():  # answered before routing (401, 413, 503)
             match, _ = r.matches(scope)
             if match == Match.FULL:
                 return f"{scope['method']} {getattr(r, 'path', '?')}"

@@ -11,9 +11,9 @@ from starlette.datastructures import FormData, UploadFile
 
 from mmstore.service.context import SERVICE, Service, need, validation
 from mmstore.service.models import ERRORS, DeleteBody, IngestBody, IngestReportOut
-from mmstore.service.wire import JSONBody, decode_values
+from mmstore.service.wire import FastJSONRoute, JSONBody, decode_values
 
-router = APIRouter(tags=["records"], responses=ERRORS)
+router = APIRouter(tags=["records"], responses=ERRORS, route_class=FastJSONRoute)
 
 MEDIA_BODY = {
     "requestBody": {

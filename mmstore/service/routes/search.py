@@ -17,9 +17,11 @@ from mmstore.service.models import (
     SearchManyBody,
     WireArray,
 )
-from mmstore.service.wire import JSONBody, decode_values, hit_body
+from mmstore.service.wire import FastJSONRoute, JSONBody, decode_values, hit_body
 
-router = APIRouter(tags=["search"], responses=ERRORS, dependencies=[need("read")])
+router = APIRouter(
+    tags=["search"], responses=ERRORS, dependencies=[need("read")], route_class=FastJSONRoute
+)
 #: search arguments that cannot also be field names in ``values``
 RESERVED = {"target", "k", "where", "vector", "record", "fusion", "weights", "head"}
 

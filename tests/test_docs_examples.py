@@ -46,7 +46,7 @@ BLOCKS = {
     "README.md:122": "run",
     "README.md:156": "run",
     "README.md:161": "run",
-    "README.md:194": "reference",
+    "README.md:202": "reference",
     "docs/distributed.md:11": "pip install: the network",
     "docs/distributed.md:15": "a cluster at ray://head:10001 and s3://: not here (the local"
     " Ray ingest of its first line is tests/test_ray_ingest.py's)",
@@ -245,7 +245,7 @@ def test_readme_command_reference_matches_the_cli() -> None:
     from mmstore.cli.main import cli as main
 
     entries: list[str] = []
-    for line in block("README.md:194").splitlines():
+    for line in block("README.md:202").splitlines():
         text = line.split("#")[0]
         if line.startswith("mmstore "):
             entries.append(text)

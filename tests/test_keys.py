@@ -35,8 +35,8 @@ def keys(store: mmstore.Store) -> KeyStore:
 
 
 def test_migration_creates_the_table_and_matches_the_schema(store: mmstore.Store) -> None:
-    assert migrate.head_revision() == "0005"  # 0004 segments, 0005 index stamps
-    assert "mms_api_keys" in sa.inspect(store.catalog.conn).get_table_names()
+    assert migrate.head_revision() == "0006"  # 0004 segments, 0005 index stamps, 0006 jobs
+    assert {"mms_api_keys", "mms_jobs"} <= set(sa.inspect(store.catalog.conn).get_table_names())
     assert migrate.schema_differences(store.catalog.conn, schema.metadata) == []
 
 

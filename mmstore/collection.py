@@ -313,8 +313,7 @@ class Collection:
         for path in replaced:
             path.unlink(missing_ok=True)
         for f in self.active.values():
-            with self.store.catalog.gate.exclusive():  # searches read the index being rebuilt
-                self.indexes.get(f).optimize()
+            self.indexes.optimize(f)  # on a copy where it can: searches go on meanwhile
             self.indexes.save(f)
 
     def train_head(

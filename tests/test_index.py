@@ -350,3 +350,28 @@ def test_exact_scan_breaks_ties_at_the_kth_score_by_smallest_vid() -> None:
     assert index.search(query[:1], 7, allowed).vids[0].tolist() == [v for v in tied if v >= 100][:7]
     index.remove(np.array(tied[:2]))
     assert index.search(query[:1], 4).vids[0].tolist() == tied[2:6]
+
+
+def test_an_optimize_on_a_copy_leaves_the_serving_index_as_it_was() -> None:
+    """The graph is extended on a copy (mmstore.index.fork): the original keeps its graph,
+    tail, vid order and answers; the copy holds every vector in its graph and finds them."""
+    from mmstore.index.fork import optimized_copy
+
+    x = normed(3000, 16, seed=8)
+    vids = np.arange(1, 3001)
+    index = VectorIndex(16, IndexOptions(ann_threshold=1000))
+    index.add(vids[:2000], x[:2000])
+    index.optimize()
+    assert optimized_copy(index) is None  # nothing in the tail to add
+    index.add(vids[2000:], x[2000:])
+    index.remove(vids[:5])
+    before = index.search(x[1990:2100], 3)
+    order = index.vids.copy()
+    new = optimized_copy(index, seed=1)
+    assert new is not None and new.ann is not index.ann
+    assert (index.n_base, index.size, index.vids.tolist()) == (2000, 3000, order.tolist())
+    after = index.search(x[1990:2100], 3)
+    assert after.vids.tolist() == before.vids.tolist()
+    assert (new.n_base, new.size, new.live) == (3000, 3000, 2995)
+    assert new.search(x[2100:2110], 1).vids[:, 0].tolist() == vids[2100:2110].tolist()
+    assert not set(new.search(x[:5], 10).vids.ravel().tolist()) & set(vids[:5].tolist())

@@ -22,6 +22,7 @@ from mmstore.config import IndexOptions
 from mmstore.encoding.fields import Field
 from mmstore.index import file as indexfile
 from mmstore.index.coarse import Coarse
+from mmstore.index.fork import optimized_copy
 from mmstore.index.rows import SegmentRows
 from mmstore.index.vectors import VectorIndex
 from mmstore.plugin.events import Event, IndexRebuilt, IndexSaved
@@ -303,11 +304,25 @@ class CollectionIndexes:
             if entry is None:
                 continue
             if entry.index.needs_optimize():
-                with self.catalog.gate.exclusive():  # searches read the index being rebuilt
-                    entry.index.optimize()
-                entry.unsaved += 1
+                self.optimize(f)
             if entry.unsaved:
                 self.save(f)
+
+    def optimize(self, field: Field) -> None:
+        """Optimize the field's index: a graph is extended on a copy that then takes the
+        index's place under the gate, so searches go on meanwhile and wait only for the
+        swap; a compaction or a first build runs in place, under the gate, searches
+        waiting for it. Holds the writer lock: writes wait for either."""
+        with self.catalog.lock:
+            index = self.get(field)
+            entry = self._entries[(field.name, field.key)]
+            new = optimized_copy(index)
+            with self.catalog.gate.exclusive():
+                if new is None:
+                    index.optimize()
+                else:
+                    entry.index = new
+            entry.unsaved += 1
 
     def save_or_warn(self, field: Field) -> None:
         """Save, or log why not when the disk refuses: the catalog holds every vector, so

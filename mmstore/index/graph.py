@@ -43,6 +43,12 @@ class Graph:
     def vectors(self, positions: np.ndarray) -> np.ndarray:
         return np.take(self.floats(), positions, axis=0)
 
+    def clone(self) -> Graph:
+        """An independent copy, graph and vectors, to extend while this one serves."""
+        out = Graph(self.dim, self.options, faiss.clone_index(self.index))
+        out.width, out.tuned_recall = self.width, self.tuned_recall
+        return out
+
     def add(self, vectors: np.ndarray, vids: np.ndarray | None = None) -> None:
         """Add ``vectors`` at the next positions (``vids`` unused: the graph holds them)."""
         self.index.add(np.ascontiguousarray(vectors, np.float32))

@@ -227,3 +227,58 @@ def test_searches_during_a_reembedding_switch_are_never_torn(tmp_path: Path) -> 
         f"{len(during)} during it, each answered in one space (own text at score 1), 0 torn, "
         "0 errors",
     )
+
+
+def test_searches_go_on_while_optimize_extends_the_graph(tmp_path: Path) -> None:
+    """4 reader threads search while ``optimize`` adds a 12,000-vector tail to an HNSW
+    graph: the graph is extended on a copy, so searches finish all through the optimize
+    (no gap of 0.5 s between them; in place, searches waited 1.0 s), each finding its own
+    record first, before and after the swap."""
+    dim, base, tail = 32, 12_000, 12_000  # within RETRAIN_GROWTH: the graph is extended
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(base + tail, dim)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    spec = {"e": {"encoder": "precomputed", "modality": "vector", "dim": dim}}
+    with mmstore.open(tmp_path / "s") as store:
+        col = store.create_collection("c", encoders=spec, index={"ann_threshold": 1000})
+        col.ingest([{"id": f"r{i}", "e": x[i]} for i in range(base)])
+        col.optimize()  # the first build, in place
+        col.ingest([{"id": f"r{i}", "e": x[i]} for i in range(base, base + tail)])
+        stop, errors, done = threading.Event(), [], []
+
+        def read(seed: int) -> None:
+            r = random.Random(seed)
+            while not stop.is_set():
+                i = r.randrange(base + tail)
+                hits = col.search(vector=x[i], k=1)
+                if hits.ids != [f"r{i}"]:
+                    errors.append(f"r{i} found {hits.ids}")
+                done.append(time.monotonic())
+
+        threads = [threading.Thread(target=read, args=(s,)) for s in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(0.2)
+        began = time.monotonic()
+        col.optimize()
+        ended = time.monotonic()
+        time.sleep(0.2)
+        stop.set()
+        for t in threads:
+            t.join(timeout=60)
+        index = col.info()["fields"][0]["index"]
+        assert all(f["ok"] for f in col.verify())
+    during = sorted(when for when in done if began < when < ended)
+    gap = float(np.diff([began, *during, ended]).max())  # the longest wait for a search
+    assert errors == [], errors[:5]
+    assert index["kind"] == "hnsw" and index["size"] == base + tail
+    assert len(during) >= 20, f"{len(during)} searches in a {ended - began:.1f} s optimize"
+    assert gap < 0.5, f"no search finished for {gap:.2f} s of a {ended - began:.1f} s optimize"
+    record(
+        "R5",
+        "test_searches_go_on_while_optimize_extends_the_graph",
+        f"4 reader threads while optimize added {tail:,} vectors to an HNSW graph of "
+        f"{base:,} ({ended - began:.1f} s, on a copy): {len(during)} searches finished "
+        f"inside it, at most {gap * 1000:.0f} ms apart; every search found its own record "
+        "first, before and after the swap",
+    )

@@ -121,10 +121,9 @@ class InHand:
 
 class Admission:
     """At most ``limit`` requests in hand at once past the key and size checks, running or
-    waiting for a worker thread;
-    one more is answered 503 with ``Retry-After`` at once instead of waiting in an
-    unbounded queue. ``/health`` is always answered. The count lives on the event loop,
-    the only thread that runs this, so it needs no lock."""
+    waiting for a worker thread; one more is answered 503 with ``Retry-After`` at once
+    instead of waiting in an unbounded queue. ``/health`` is always answered. The count
+    lives on the event loop, the only thread that runs this, so it needs no lock."""
 
     def __init__(self, app: ASGIApp, counter: InHand, retry_after: int = 1) -> None:
         self.app, self.counter, self.retry_after = app, counter, retry_after

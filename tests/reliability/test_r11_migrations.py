@@ -23,7 +23,8 @@ finds the catalog at exactly the step's old revision (kills before the commit) o
 new one (after), with that revision's tables and columns and no others, the old rows
 unchanged; a normal open then completes the upgrade. Each step commits on its own, so a
 kill in the second step of an upgrade from 0001 leaves 0002: the first step's new
-revision, a complete schema.
+revision, a complete schema. The normal run kills each step from the oldest store and
+from the revision just before the step; ``-m nightly`` kills it from every earlier one.
 """
 
 from __future__ import annotations
@@ -551,12 +552,16 @@ def _kill_child(folder: Path, step: str, point: str, paused: bool) -> None:
             child.wait()
 
 
-def _kill_cases() -> list[tuple[str, str, str, bool]]:
-    """(start revision, step killed, point, paused by the parent)."""
+def _kill_cases(every: bool = False) -> list[tuple[str, str, str, bool]]:
+    """(start revision, step killed, point, paused by the parent). Each step is killed at
+    every point from the oldest store (which takes every step) and from the revision just
+    before it (the store the last release left); ``every`` adds each start in between,
+    which the nightly tier runs (the cases grow as the square of the revisions)."""
     cases = []
     for start in EARLIER:
         for step in REVISIONS[REVISIONS.index(start) + 1 :]:
-            cases += [(start, step, point, False) for point in POINTS]
+            if every or start in (REVISIONS[0], _previous(step)):
+                cases += [(start, step, point, False) for point in POINTS]
     return cases + [(start, step, point, True) for start, step, point in PAUSED]
 
 
@@ -577,18 +582,36 @@ def _check_killed(folder: Path, fx: Fixture, step: str, point: str) -> str:
 def test_kill_mid_migration_leaves_the_old_or_the_new_revision(
     fixtures: dict[str, Fixture], tmp_path: Path
 ) -> None:
+    kill_mid_migration(
+        fixtures, tmp_path, "test_kill_mid_migration_leaves_the_old_or_the_new_revision"
+    )
+
+
+@pytest.mark.nightly
+def test_kill_mid_migration_from_every_revision(
+    fixtures: dict[str, Fixture], tmp_path: Path
+) -> None:
+    kill_mid_migration(fixtures, tmp_path, "test_kill_mid_migration_from_every_revision", True)
+
+
+def kill_mid_migration(
+    fixtures: dict[str, Fixture], tmp_path: Path, test: str, every: bool = False
+) -> None:
     outcomes = {"old": 0, "new": 0}
-    cases = _kill_cases()
+    cases = _kill_cases(every)
     for n, (start, step, point, paused) in enumerate(cases):
         fx = fixtures[start]
         folder = fx.copy(tmp_path / str(n))
         _kill_child(folder, step, point, paused)
         outcomes[_check_killed(folder, fx, step, point)] += 1
     assert len(cases) >= 10
+    starts = sorted({start for start, *_ in cases})
     record(
         "R11",
-        "test_kill_mid_migration_leaves_the_old_or_the_new_revision",
+        test,
         f"{len(cases)} SIGKILLs ({len(PAUSED)} by the parent) at {len(POINTS)} points of each "
-        f"step from {' and '.join(EARLIER)}: {outcomes['old']} old, {outcomes['new']} new, "
-        "0 in between; every reopen completed the upgrade with 0 cells changed",
+        f"step from {' and '.join(starts)} (each step from the oldest store and from the "
+        f"revision before it{'; every start' if every else ''}): {outcomes['old']} old, "
+        f"{outcomes['new']} new, 0 in between; every reopen completed the upgrade with 0 "
+        "cells changed",
     )

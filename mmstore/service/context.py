@@ -3,9 +3,10 @@ dependencies that check a request's key and limits.
 
 Concurrency (docs/concurrency.md): the service is the store's single writer. Reads
 (searches, gets, counts, predictions, listings) run in parallel in FastAPI's thread pool on
-the store's snapshot reads, without a lock of the service; writes run one at a time under
-``Service.lock`` (``app.state.store_lock``), a head-training job included while it trains,
-so that a write waits for the one before it and no read waits for either.
+the store's snapshot reads, calling the store directly with no lock of the service; writes
+run one at a time under ``Service.lock`` (``app.state.store_lock``, :meth:`Service.write`),
+a head-training job included while it trains, so that a write waits for the one before it
+and no read waits for either.
 """
 
 from __future__ import annotations
@@ -41,11 +42,6 @@ class Service:
     jobs: JobTable
     metrics: Metrics
 
-    def read(self, fn: Callable[[], Any]) -> Any:
-        """Run a store call that only reads: on the store's snapshot reads, beside other
-        reads and the write in flight."""
-        return fn()
-
     def write(self, fn: Callable[[], Any]) -> Any:
         """Run a store call that writes, after the write before it."""
         with self.lock:
@@ -56,7 +52,7 @@ class Service:
 
     def modalities(self, name: str) -> dict[str, str]:
         """Field -> modality of a collection (a 404 for an unknown one)."""
-        return self.read(lambda: {f: x.modality.name for f, x in self.col(name).fields.items()})
+        return {f: x.modality.name for f, x in self.col(name).fields.items()}
 
     def too_many(self, what: str, n: int) -> None:
         """A 413 when one request carries more than ``max_batch`` of ``what``."""

@@ -90,17 +90,9 @@ def dumps(obj: Any) -> bytes:
     """``obj`` as JSON bytes, as :func:`jsonable` would make it (orjson, and the values it
     does not know by :func:`jsonable`)."""
     try:
-        return orjson.dumps(obj, default=_other, option=_OPTIONS)
-    except (TypeError, orjson.JSONEncodeError):  # an int past 64 bits, a numpy kind orjson lacks
+        return orjson.dumps(obj, default=jsonable, option=_OPTIONS)
+    except TypeError:  # orjson's JSONEncodeError: an int past 64 bits
         return orjson.dumps(jsonable(obj), default=str, option=_OPTIONS)
-
-
-def _other(obj: Any) -> Any:
-    if isinstance(obj, set | frozenset):
-        return list(obj)
-    if isinstance(obj, np.ndarray | np.generic):
-        return obj.tolist()
-    return jsonable(obj)
 
 
 class JSONBody(Response):
@@ -114,8 +106,16 @@ class JSONBody(Response):
 
 def hit_body(h: Any) -> dict[str, Any]:
     """A search hit (:class:`mmstore.Hit`) as the service answers it."""
-    body = {"id": h.id, "score": h.score, "field": h.field, "modality": h.modality}
-    return body | {"label": h.label, "ts": h.ts, "meta": h.meta, "values": h.values}
+    return {
+        "id": h.id,
+        "score": h.score,
+        "field": h.field,
+        "modality": h.modality,
+        "label": h.label,
+        "ts": h.ts,
+        "meta": h.meta,
+        "values": h.values,
+    }
 
 
 class _FastJSONRequest(Request):

@@ -17,7 +17,7 @@ router = APIRouter(tags=["collections"], responses=ERRORS)
 def list_collections(request: Request, s: Service = SERVICE) -> dict[str, list[str]]:
     """The collections the request's key may see (all of them without auth)."""
     key = getattr(request.state, "key", None)
-    names = s.read(s.store.collections)
+    names = s.store.collections()
     return {"collections": [n for n in names if may_see(key, n)]}
 
 
@@ -34,7 +34,7 @@ def create_collection(body: CreateCollection, s: Service = SERVICE) -> dict[str,
 
 @router.get("/collections/{c}", dependencies=[need("read")])
 def collection_info(c: str, s: Service = SERVICE) -> dict[str, Any]:
-    return jsonable(s.read(lambda: s.col(c).info()))
+    return jsonable(s.col(c).info())
 
 
 @router.delete("/collections/{c}", dependencies=[need("admin")])

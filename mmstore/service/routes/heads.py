@@ -20,7 +20,7 @@ router = APIRouter(tags=["heads"], responses=ERRORS)
 def train_head(c: str, body: TrainBody, s: Service = SERVICE) -> dict[str, str]:
     """Start training a head as a background job; poll ``GET /jobs/{id}``."""
     options = decode_values(dict(body.model_extra or {}))
-    s.read(lambda: s.col(c))  # an unknown collection is a 404 now, not a failed job
+    s.col(c)  # an unknown collection is a 404 now, not a failed job
 
     def run() -> dict[str, Any]:
         report = s.write(lambda: s.col(c).train_head(body.name, body.kind, **options))
@@ -44,7 +44,7 @@ def job_status(id: str, s: Service = SERVICE) -> Any:
 
 @router.get("/collections/{c}/heads", dependencies=[need("read")])
 def list_heads(c: str, s: Service = SERVICE) -> dict[str, Any]:
-    return {"heads": jsonable(s.read(lambda: s.col(c).heads()))}
+    return {"heads": jsonable(s.col(c).heads())}
 
 
 @router.post("/collections/{c}/heads/{name}/predict", dependencies=[need("read")])
@@ -53,5 +53,5 @@ def predict(c: str, name: str, body: PredictBody, s: Service = SERVICE) -> dict[
     records = decode_values(body.records)
     news = [r for r in records if isinstance(r, dict)]
     limits.check_records(news, s.modalities(c), s.settings, skip=False)
-    out = s.read(lambda: s.col(c).predict(name, records, on_error=body.on_error))
+    out = s.col(c).predict(name, records, on_error=body.on_error)
     return {"predictions": jsonable(out)}

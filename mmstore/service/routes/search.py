@@ -37,18 +37,16 @@ def search(c: str, body: SearchBody, s: Service = SERVICE) -> Any:
     values = decode_values(body.values)
     limits.check_query(values, s.modalities(c), s.settings)
     vector = None if body.vector is None else _vector(body.vector)
-    hits = s.read(
-        lambda: s.col(c).search(
-            target=body.target,
-            k=body.k,
-            where=decode_values(body.where),
-            vector=vector,
-            record=body.record,
-            fusion=body.fusion,
-            weights=body.weights,
-            head=body.head,
-            **values,
-        )
+    hits = s.col(c).search(  # a snapshot read: beside other reads and the write in flight
+        target=body.target,
+        k=body.k,
+        where=decode_values(body.where),
+        vector=vector,
+        record=body.record,
+        fusion=body.fusion,
+        weights=body.weights,
+        head=body.head,
+        **values,
     )
     return JSONBody({"hits": [hit_body(h) for h in hits]})
 
@@ -61,13 +59,12 @@ def search_many(c: str, body: SearchManyBody, s: Service = SERVICE) -> Any:
     vectors = body.vectors.value() if isinstance(body.vectors, WireArray) else body.vectors
     s.too_many("queries", _rows(vectors) + sum(map(len, body.values.values())))
     values = decode_values(body.values)
+    modalities = s.modalities(c)
     for name, batch in values.items():
         for value in batch:
-            limits.check_query({name: value}, s.modalities(c), s.settings)
-    batches = s.read(
-        lambda: s.col(c).search_many(
-            vectors, target=body.target, k=body.k, where=decode_values(body.where), **values
-        )
+            limits.check_query({name: value}, modalities, s.settings)
+    batches = s.col(c).search_many(
+        vectors, target=body.target, k=body.k, where=decode_values(body.where), **values
     )
     return JSONBody({"results": [{"hits": [hit_body(h) for h in hits]} for hits in batches]})
 
